@@ -1,0 +1,102 @@
+"""The admin HTTP API under /api/v1/admin/ (bearer TOLLWAY_ADMIN_TOKEN; disabled when unset).
+
+It offers what the admin CLI offers, through the same AccountsService, so both behave alike.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from aiohttp import web
+
+from tollway.api.context import services_of
+from tollway.api.http import bearer_token, json_response, read_json
+from tollway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from tollway.presenters import account_object, balance_figures, entry_object, key_object
+from tollway.services import Services
+
+
+def _admin(request: web.Request) -> Services:
+    services = services_of(request)
+    expected = services.settings.admin_token
+    if expected is None or not expected.get_secret_value():
+        raise PermissionDenied("The admin API is disabled; set TOLLWAY_ADMIN_TOKEN to enable it.")
+    token = bearer_token(request)
+    if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
+        raise AuthenticationFailed("Invalid admin token")
+    return services
+
+
+async def _json_object(request: web.Request, services: Services) -> dict[str, Any]:
+    body = await read_json(request, services.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    return body
+
+
+async def create_account(request: web.Request) -> web.Response:
+    services = _admin(request)
+    body = await _json_object(request, services)
+    email = body.get("email")
+    if not isinstance(email, str):
+        raise InvalidRequest("email is required", metadata={"field": "email"})
+    account = await services.accounts.create_account(email)
+    return json_response({"data": account_object(account)}, status=201)
+
+
+async def list_accounts(request: web.Request) -> web.Response:
+    services = _admin(request)
+    accounts = await services.accounts.store.accounts(email=request.query.get("email") or None)
+    return json_response({"data": [account_object(a) for a in accounts]})
+
+
+async def account_balance(request: web.Request) -> web.Response:
+    services = _admin(request)
+    account = await services.accounts.require_account(request.match_info["account_id"])
+    figures = await services.ledger.account_figures(account.id)
+    return json_response({"data": balance_figures(account, figures)})
+
+
+async def grant_credits(request: web.Request) -> web.Response:
+    services = _admin(request)
+    body = await _json_object(request, services)
+    reason = body.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise InvalidRequest("reason must be a string", metadata={"field": "reason"})
+    entry = await services.accounts.grant(request.match_info["account_id"], body.get("amount"), reason)
+    return json_response({"data": entry_object(entry)}, status=201)
+
+
+async def create_account_key(request: web.Request) -> web.Response:
+    services = _admin(request)
+    body = await _json_object(request, services)
+    management = body.get("management", False)
+    if not isinstance(management, bool):
+        raise InvalidRequest("management must be true or false", metadata={"field": "management"})
+    created = await services.accounts.create_key(
+        request.match_info["account_id"],
+        name=body.get("name"),
+        limit=body.get("limit"),
+        limit_reset=body.get("limit_reset"),
+        management=management,
+    )
+    services.keys.put(created.record)
+    figures = await services.ledger.key_figures(created.record)
+    return json_response({"data": key_object(created.record, figures), "key": created.plain}, status=201)
+
+
+async def account_keys(request: web.Request) -> web.Response:
+    services = _admin(request)
+    account = await services.accounts.require_account(request.match_info["account_id"])
+    records = await services.accounts.store.keys_for_account(account.id)
+    return json_response(
+        {"data": [key_object(r, await services.ledger.key_figures(r)) for r in records]}
+    )
+
+
+async def account_ledger(request: web.Request) -> web.Response:
+    services = _admin(request)
+    account = await services.accounts.require_account(request.match_info["account_id"])
+    entries = await services.ledger.store.entries_for_account(account.id)
+    return json_response({"data": [entry_object(e) for e in entries]})

@@ -1,0 +1,46 @@
+"""How handlers reach the services and the caller's key."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tollway.api.http import bearer_token
+from tollway.clock import us_to_iso
+from tollway.errors import AuthenticationFailed, PermissionDenied
+from tollway.ledger.records import KeyRecord
+from tollway.services import Services
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+
+def services_of(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+async def authenticate(request: web.Request, *, allow_x_api_key: bool = False) -> KeyRecord:
+    services = request.app[SERVICES]
+    token = bearer_token(request, allow_x_api_key=allow_x_api_key)
+    key = await services.keys.lookup(token)
+    if key is None or key.deleted_at_us is not None:
+        raise AuthenticationFailed(
+            "User not found. The API key is not valid (unknown or deleted); check that it was copied whole.",
+            metadata={"explanation": {"code": "key_unknown", "message": "This API key is unknown or deleted."}},
+        )
+    if key.disabled:
+        sentence = "This API key is disabled, so its requests are refused; enable it or use another key."
+        raise AuthenticationFailed(
+            f"Key is disabled. {sentence}",
+            metadata={"explanation": {"code": "key_disabled", "message": sentence}},
+        )
+    if key.expires_at_us is not None and key.expires_at_us <= services.clock.now_us():
+        sentence = f"This API key expired at {us_to_iso(key.expires_at_us)}; create a new key."
+        raise AuthenticationFailed(
+            f"Key has expired. {sentence}",
+            metadata={"explanation": {"code": "key_expired", "message": sentence}},
+        )
+    return key
+
+
+def require_management(key: KeyRecord) -> None:
+    if not key.is_management:
+        raise PermissionDenied("Only management keys can perform this operation")

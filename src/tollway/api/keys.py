@@ -1,0 +1,128 @@
+"""The key management API (management keys only): GET/POST /keys, GET/PATCH/DELETE /keys/{hash}."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from tollway.accounts import parse_reset, parse_usd
+from tollway.api.context import authenticate, require_management, services_of
+from tollway.api.http import json_response, query_int, read_json
+from tollway.auth.store import KeyChanges
+from tollway.clock import datetime_to_us
+from tollway.errors import InvalidRequest, NotFound
+from tollway.ledger.records import KeyRecord
+from tollway.presenters import key_object
+from tollway.services import Services
+
+_PAGE = 100
+
+
+async def _manager(request: web.Request) -> tuple[Services, KeyRecord]:
+    key = await authenticate(request)
+    require_management(key)
+    return services_of(request), key
+
+
+async def _owned(services: Services, manager: KeyRecord, key_hash: str) -> KeyRecord:
+    record = await services.accounts.store.key_by_hash(key_hash)
+    if record is None or record.account_id != manager.account_id or record.deleted_at_us is not None:
+        raise NotFound(f"No key with hash {key_hash}")
+    return record
+
+
+async def _object(services: Services, record: KeyRecord) -> dict[str, Any]:
+    return key_object(record, await services.ledger.key_figures(record))
+
+
+def _body(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    return raw
+
+
+def _expires_at(value: Any) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest("expires_at must be an ISO-8601 UTC time such as 2027-01-01T00:00:00Z")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRequest(f"expires_at is not an ISO-8601 time: {value!r}") from exc
+    if moment.utcoffset() is None or moment.utcoffset().total_seconds() != 0:  # type: ignore[union-attr]
+        raise InvalidRequest("expires_at must be in UTC (end it with Z or +00:00)")
+    return datetime_to_us(moment)
+
+
+def _bool(body: dict[str, Any], name: str) -> bool:
+    value = body[name]
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be true or false", metadata={"field": name})
+    return value
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    services, manager = await _manager(request)
+    offset = query_int(request, "offset", 0, 0, 10**9)
+    include_disabled = request.query.get("include_disabled", "false").lower() == "true"
+    records = await services.accounts.store.keys_for_account(
+        manager.account_id, include_disabled=include_disabled, limit=_PAGE, offset=offset
+    )
+    return json_response({"data": [await _object(services, record) for record in records]})
+
+
+async def create_key(request: web.Request) -> web.Response:
+    services, manager = await _manager(request)
+    body = _body(await read_json(request, services.settings.max_body_bytes))
+    created = await services.accounts.create_key(
+        manager.account_id,
+        name=body.get("name"),
+        limit=body.get("limit"),
+        limit_reset=body.get("limit_reset"),
+        include_byok_in_limit=bool(body.get("include_byok_in_limit", False)),
+        expires_at_us=_expires_at(body.get("expires_at")),
+        creator_user_id=body.get("creator_user_id") if isinstance(body.get("creator_user_id"), str) else None,
+    )
+    services.keys.put(created.record)
+    return json_response({"data": await _object(services, created.record), "key": created.plain}, status=201)
+
+
+async def get_key(request: web.Request) -> web.Response:
+    services, manager = await _manager(request)
+    record = await _owned(services, manager, request.match_info["hash"])
+    return json_response({"data": await _object(services, record)})
+
+
+async def update_key(request: web.Request) -> web.Response:
+    services, manager = await _manager(request)
+    await _owned(services, manager, request.match_info["hash"])
+    body = _body(await read_json(request, services.settings.max_body_bytes))
+    fields: dict[str, Any] = {}
+    if "name" in body:
+        if not isinstance(body["name"], str) or not body["name"].strip():
+            raise InvalidRequest("name must be a non-empty string", metadata={"field": "name"})
+        fields["name"] = body["name"].strip()
+    if "disabled" in body:
+        fields["disabled"] = _bool(body, "disabled")
+    if "limit" in body:
+        fields["limit_nanos"] = parse_usd(body["limit"], "limit", allow_null=True)
+    if "limit_reset" in body:
+        fields["limit_reset"] = parse_reset(body["limit_reset"])
+    if "include_byok_in_limit" in body:
+        fields["include_byok_in_limit"] = _bool(body, "include_byok_in_limit")
+    record = await services.accounts.update_key(request.match_info["hash"], KeyChanges(**fields))
+    services.keys.put(record)
+    return json_response({"data": await _object(services, record)})
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    services, manager = await _manager(request)
+    await _owned(services, manager, request.match_info["hash"])
+    await services.accounts.delete_key(request.match_info["hash"])
+    record = await services.accounts.store.key_by_hash(request.match_info["hash"])
+    if record is not None:
+        services.keys.put(record)
+    return json_response({"deleted": True})

@@ -1,0 +1,61 @@
+"""Builds the web application: routes, middleware and the start/stop of services. No business logic."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from tollway.api import account, admin, chat, health, keys, models
+from tollway.api.context import SERVICES
+from tollway.api.middleware import MAX_BODY_KEY, error_middleware
+from tollway.services import Services
+
+# Room for headers and multipart overhead above the body limit, which read_json enforces precisely.
+_CLIENT_MAX_SLACK = 1024 * 1024
+
+
+def _routes(prefix: str) -> list[web.RouteDef]:
+    return [
+        web.post(f"{prefix}/chat/completions", chat.chat_completions),
+        web.get(f"{prefix}/models", models.list_models),
+        web.get(f"{prefix}/models/count", models.count_models),
+        web.get(prefix + "/models/{author}/{slug}/endpoints", models.model_endpoints),
+        web.get(prefix + "/model/{author}/{slug}", models.one_model),
+        web.get(f"{prefix}/key", account.current_key_info),
+        web.get(f"{prefix}/auth/key", account.current_key_info),
+        web.get(f"{prefix}/credits", account.credits),
+        web.get(f"{prefix}/generation", account.generation),
+        web.get(f"{prefix}/keys", keys.list_keys),
+        web.post(f"{prefix}/keys", keys.create_key),
+        web.get(prefix + "/keys/{hash}", keys.get_key),
+        web.patch(prefix + "/keys/{hash}", keys.update_key),
+        web.delete(prefix + "/keys/{hash}", keys.delete_key),
+        web.post(f"{prefix}/admin/accounts", admin.create_account),
+        web.get(f"{prefix}/admin/accounts", admin.list_accounts),
+        web.get(prefix + "/admin/accounts/{account_id}/balance", admin.account_balance),
+        web.post(prefix + "/admin/accounts/{account_id}/credits", admin.grant_credits),
+        web.post(prefix + "/admin/accounts/{account_id}/keys", admin.create_account_key),
+        web.get(prefix + "/admin/accounts/{account_id}/keys", admin.account_keys),
+        web.get(prefix + "/admin/accounts/{account_id}/ledger", admin.account_ledger),
+    ]
+
+
+def build_app(services: Services) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=services.settings.max_body_bytes + _CLIENT_MAX_SLACK,
+    )
+    app[SERVICES] = services
+    app[MAX_BODY_KEY] = services.settings.max_body_bytes
+    app.add_routes(_routes("/api/v1"))
+    app.add_routes(_routes("/v1"))
+    app.add_routes([web.get("/health", health.health), web.get("/ready", health.ready)])
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        await services.start()
+        yield
+        await services.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

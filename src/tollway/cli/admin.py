@@ -1,0 +1,164 @@
+"""Admin commands: accounts, credits, keys, balance. Each takes --json and --database-url."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from tollway.auth.store import KeyChanges
+from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
+from tollway.money import format_usd
+from tollway.presenters import account_object, balance_figures, entry_object, key_object
+
+accounts_app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
+credits_app = typer.Typer(help="Grant credits.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list, disable and delete API keys.", no_args_is_help=True)
+
+
+@accounts_app.command("create")
+def accounts_create(
+    email: Annotated[str, typer.Option("--email", help="The account owner's email.")],
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an account; prints its id."""
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        return account_object(await context.accounts.create_account(email))
+
+    account = run_admin(database_url, as_json, action)
+    emit(account, as_json, account["id"])
+
+
+@accounts_app.command("list")
+def accounts_list(
+    email: Annotated[str | None, typer.Option("--email", help="Only the account with this email.")] = None,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List accounts (id, email, created_at)."""
+
+    async def action(context: AdminContext) -> list[dict[str, Any]]:
+        return [account_object(a) for a in await context.accounts.store.accounts(email=email)]
+
+    rows = run_admin(database_url, as_json, action)
+    emit(rows, as_json, "\n".join(f"{r['id']}  {r['email']}  {r['created_at']}" for r in rows))
+
+
+@credits_app.command("grant")
+def credits_grant(
+    account_id: str,
+    amount_usd: str,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the ledger.")] = None,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Grant AMOUNT_USD of credits to an account (an admin grant entry in the ledger)."""
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        return entry_object(await context.accounts.grant(account_id, amount_usd, reason))
+
+    entry = run_admin(database_url, as_json, action)
+    emit(entry, as_json, f"granted {amount_usd} USD to {account_id} (entry {entry['id']})")
+
+
+@keys_app.command("create")
+def keys_create(
+    account_id: str,
+    name: Annotated[str, typer.Option("--name", help="A name to recognise the key by.")],
+    limit: Annotated[str | None, typer.Option("--limit", help="Spending cap in USD.")] = None,
+    limit_reset: Annotated[
+        str | None, typer.Option("--limit-reset", help="daily, weekly or monthly (UTC); none = total cap.")
+    ] = None,
+    management: Annotated[bool, typer.Option("--management", help="A management key (key API only).")] = False,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create an API key; prints the key once, and its hash."""
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        created = await context.accounts.create_key(
+            account_id, name=name, limit=limit, limit_reset=limit_reset, management=management
+        )
+        figures = await context.ledger.key_figures(created.record)
+        return {"key": created.plain, "data": key_object(created.record, figures)}
+
+    result = run_admin(database_url, as_json, action)
+    emit(
+        result,
+        as_json,
+        f"key:  {result['key']}\nhash: {result['data']['hash']}\n(the key is shown only once; store it now)",
+    )
+
+
+@keys_app.command("list")
+def keys_list(account_id: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
+    """List an account's keys with their caps and usage."""
+
+    async def action(context: AdminContext) -> list[dict[str, Any]]:
+        await context.accounts.require_account(account_id)
+        records = await context.accounts.store.keys_for_account(account_id)
+        return [key_object(r, await context.ledger.key_figures(r)) for r in records]
+
+    rows = run_admin(database_url, as_json, action)
+    lines = [
+        f"{r['hash']}  {r['label']}  {r['name']}  limit={r['limit']}  usage={r['usage']}"
+        + ("  disabled" if r["disabled"] else "")
+        for r in rows
+    ]
+    emit(rows, as_json, "\n".join(lines))
+
+
+def _set_disabled(key_hash: str, disabled: bool, database_url: str | None, as_json: bool) -> None:
+    async def action(context: AdminContext) -> dict[str, Any]:
+        record = await context.accounts.update_key(key_hash, KeyChanges(disabled=disabled))
+        return key_object(record, await context.ledger.key_figures(record))
+
+    row = run_admin(database_url, as_json, action)
+    emit(row, as_json, f"{key_hash} {'disabled' if disabled else 'enabled'}")
+
+
+@keys_app.command("disable")
+def keys_disable(key_hash: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
+    """Disable a key (running servers refuse it within a second)."""
+    _set_disabled(key_hash, True, database_url, as_json)
+
+
+@keys_app.command("enable")
+def keys_enable(key_hash: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
+    """Enable a disabled key."""
+    _set_disabled(key_hash, False, database_url, as_json)
+
+
+@keys_app.command("delete")
+def keys_delete(key_hash: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
+    """Delete a key; its usage stays in the ledger."""
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        await context.accounts.delete_key(key_hash)
+        return {"deleted": True}
+
+    emit(run_admin(database_url, as_json, action), as_json, f"{key_hash} deleted")
+
+
+def balance(account_id: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
+    """Total credits, total usage, held in flight and balance of an account."""
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        account = await context.accounts.require_account(account_id)
+        return balance_figures(account, await context.ledger.account_figures(account_id))
+
+    figures = run_admin(database_url, as_json, action)
+    text = (
+        f"account:        {figures['account_id']} ({figures['email']})\n"
+        f"total credits:  {_usd(figures['total_credits'])} USD\n"
+        f"total usage:    {_usd(figures['total_usage'])} USD\n"
+        f"held in flight: {_usd(figures['held_in_flight'])} USD\n"
+        f"balance:        {_usd(figures['balance'])} USD"
+    )
+    emit(figures, as_json, text)
+
+
+def _usd(value: float) -> str:
+    return format_usd(round(value * 1_000_000_000))

@@ -1,0 +1,105 @@
+"""The `tollway` command: serve, migrate, demo, and the admin commands."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tollway.cli import admin
+from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
+from tollway.db.engine import create_engine
+from tollway.db.migrations import migrate as apply_migrations
+from tollway.presenters import account_object
+from tollway.settings import SettingsError, load_settings
+
+app = typer.Typer(
+    help="Tollway: a self-hosted, OpenRouter-compatible LLM gateway with exact credits.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(admin.accounts_app, name="accounts")
+app.add_typer(admin.credits_app, name="credits")
+app.add_typer(admin.keys_app, name="keys")
+app.command("balance")(admin.balance)
+
+DEMO_EMAIL = "demo@tollway.local"
+DEMO_CREDITS_USD = "10"
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Listen port (default 8080).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of providers, models, settings.")] = None,
+    database_url: DatabaseUrlOption = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (needs Redis).")] = None,
+) -> None:
+    """Serve the gateway's HTTP API."""
+    from tollway.server import run
+
+    try:
+        settings = load_settings(
+            host=host, port=port, config=config, database_url=database_url, workers=workers
+        )
+    except SettingsError as exc:
+        fail(str(exc), False, code=2)
+        return
+    if settings.workers > 1 and not settings.redis_url:
+        fail(
+            "--workers above 1 needs TOLLWAY_REDIS_URL: processes must share holds and limits through Redis",
+            False,
+            code=2,
+        )
+    run(settings)
+
+
+@app.command()
+def migrate(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
+    """Create or upgrade the database schema (every command also does this when needed)."""
+
+    async def main() -> list[int]:
+        engine = create_engine(load_settings(database_url=database_url).database_url)
+        try:
+            return await apply_migrations(engine)
+        finally:
+            await engine.dispose()
+
+    applied = asyncio.run(main())
+    emit({"applied": applied}, as_json, f"applied migrations: {applied}" if applied else "schema is up to date")
+
+
+@app.command()
+def demo(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
+    """Create the demo account (10 USD of demo credits) once, and a new demo API key every time."""
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        existing = await context.accounts.store.accounts(email=DEMO_EMAIL)
+        created_now = not existing
+        account = existing[0] if existing else await context.accounts.create_account(DEMO_EMAIL)
+        if created_now:
+            await context.accounts.grant(account.id, DEMO_CREDITS_USD, "demo credits")
+        key = await context.accounts.create_key(account.id, name="demo key")
+        figures = await context.ledger.account_figures(account.id)
+        return {
+            "account": account_object(account),
+            "created": created_now,
+            "key": key.plain,
+            "balance": figures.balance_nanos / 1_000_000_000,
+        }
+
+    result = run_admin(database_url, as_json, action)
+    text = (
+        f"demo account {result['account']['id']} ({DEMO_EMAIL}), balance {result['balance']:.2f} USD\n"
+        f"demo API key (shown once): {result['key']}\n"
+        "try: curl http://127.0.0.1:8080/api/v1/chat/completions "
+        f"-H 'Authorization: Bearer {result['key']}' -H 'Content-Type: application/json' "
+        "-d '{\"model\":\"tollway/offline-small\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
+    )
+    emit(result, as_json, text)
+
+
+def main() -> None:
+    app()

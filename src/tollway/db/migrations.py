@@ -1,0 +1,66 @@
+"""Schema migrations: an ordered list of steps, each applied once and recorded in schema_migrations.
+
+Every command and `tollway serve` call `migrate` at start; concurrent starters are serialised by an
+advisory lock on PostgreSQL and by SQLite's write lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import inspect, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tollway.db import tables
+
+Migration = Callable[[AsyncConnection], Awaitable[None]]
+
+_ADVISORY_LOCK_ID = 0x7011A7
+
+
+async def _initial_schema(connection: AsyncConnection) -> None:
+    await connection.run_sync(tables.metadata.create_all, checkfirst=True)
+
+
+MIGRATIONS: list[tuple[int, str, Migration]] = [
+    (1, "initial schema", _initial_schema),
+]
+
+
+def latest_version() -> int:
+    return MIGRATIONS[-1][0]
+
+
+async def _applied_versions(connection: AsyncConnection) -> set[int]:
+    has_table = await connection.run_sync(
+        lambda sync: inspect(sync).has_table(tables.schema_migrations.name)
+    )
+    if not has_table:
+        await connection.run_sync(tables.schema_migrations.create, checkfirst=True)
+        return set()
+    rows = await connection.execute(select(tables.schema_migrations.c.version))
+    return {row[0] for row in rows}
+
+
+async def migrate(engine: AsyncEngine) -> list[int]:
+    """Apply every migration not yet recorded; returns the versions applied now."""
+    applied_now: list[int] = []
+    async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text(f"SELECT pg_advisory_xact_lock({_ADVISORY_LOCK_ID})"))
+        else:
+            # Take SQLite's write lock first so two starting processes do not both create tables.
+            await connection.execute(text("CREATE TABLE IF NOT EXISTS _migration_lock (id INTEGER)"))
+        done = await _applied_versions(connection)
+        for version, _description, step in MIGRATIONS:
+            if version in done:
+                continue
+            await step(connection)
+            await connection.execute(
+                tables.schema_migrations.insert().values(
+                    version=version, applied_at_us=int(time.time() * 1_000_000)
+                )
+            )
+            applied_now.append(version)
+    return applied_now

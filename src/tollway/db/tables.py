@@ -1,0 +1,119 @@
+"""The schema of record. Times are epoch microseconds (`*_at_us`) so that SQLite and PostgreSQL compare alike."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+Serial = BigInteger().with_variant(Integer, "sqlite")
+
+settings_store = Table(
+    "settings_store",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Index("ix_accounts_email", "email"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("account_id", String(40), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("label", String(40), nullable=False),
+    Column("is_management", Boolean, nullable=False, default=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("limit_nanos", BigInteger, nullable=True),
+    Column("limit_reset", String(10), nullable=True),
+    Column("include_byok_in_limit", Boolean, nullable=False, default=False),
+    Column("creator_user_id", String(64), nullable=True),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=True),
+    Column("expires_at_us", BigInteger, nullable=True),
+    Column("deleted_at_us", BigInteger, nullable=True),
+    # Bumped on every change so running servers can pick up changes made elsewhere (CLI, other processes).
+    Column("revision", BigInteger, nullable=False, default=0),
+    Index("ix_api_keys_account", "account_id"),
+    Index("ix_api_keys_revision", "revision"),
+)
+
+# Append-only. Credits are every kind but usage; usage entries carry the key that spent them.
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("account_id", String(40), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount_nanos", BigInteger, nullable=False),
+    Column("key_id", String(40), nullable=True),
+    Column("generation_id", String(64), nullable=True),
+    Column("reference", String(128), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("origin", String(40), nullable=True),
+    Column("created_at_us", BigInteger, nullable=False),
+    UniqueConstraint("generation_id", name="uq_ledger_generation"),
+    UniqueConstraint("kind", "reference", name="uq_ledger_kind_reference"),
+    Index("ix_ledger_account", "account_id", "id"),
+    Index("ix_ledger_key_time", "key_id", "created_at_us"),
+)
+
+generations = Table(
+    "generations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("provider_name", String(200), nullable=True),
+    Column("upstream_id", String(200), nullable=True),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("tokens_prompt", Integer, nullable=False, default=0),
+    Column("tokens_completion", Integer, nullable=False, default=0),
+    Column("tokens_reasoning", Integer, nullable=False, default=0),
+    Column("tokens_cached", Integer, nullable=False, default=0),
+    Column("cost_nanos", BigInteger, nullable=False, default=0),
+    Column("latency_ms", Integer, nullable=True),
+    Column("generation_time_ms", Integer, nullable=True),
+    Column("streamed", Boolean, nullable=False, default=False),
+    Column("cancelled", Boolean, nullable=False, default=False),
+    Column("finish_reason", String(32), nullable=True),
+    Column("native_finish_reason", String(64), nullable=True),
+    Column("status", Integer, nullable=False, default=200),
+    Column("api_type", String(16), nullable=False, default="completions"),
+    Column("external_user", String(256), nullable=True),
+    Column("user_agent", String(512), nullable=True),
+    Column("http_referer", String(512), nullable=True),
+    Column("max_tokens_capped", Integer, nullable=True),
+    Column("provider_responses", Text, nullable=True),
+    Index("ix_generations_account_time", "account_id", "created_at_us"),
+)
+
+schema_migrations = Table(
+    "schema_migrations",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at_us", BigInteger, nullable=False),
+)

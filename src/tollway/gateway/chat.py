@@ -1,0 +1,276 @@
+"""A chat completion from admission to settlement, independent of the web framework.
+
+admit: resolve models, estimate, place the hold (or refuse). complete / open_stream: try the
+candidates in order until one answers (failover before any byte reaches the client), then settle
+the exact cost. Every hold is resolved exactly once: settled, or released when nothing was served.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tollway.clock import Clock
+from tollway.errors import InvalidRequest, NotFound, PermissionDenied, ProviderError
+from tollway.gateway.responses import completion_body, usage_body
+from tollway.gateway.validation import ChatBody
+from tollway.ids import generation_id
+from tollway.ledger.admission import CostPlan
+from tollway.ledger.pricing import Price
+from tollway.ledger.records import AttemptRecord, GenerationRecord, KeyRecord
+from tollway.ledger.service import Ledger, Reservation
+from tollway.providers.base import (
+    Completion,
+    StreamChunk,
+    UpstreamRequest,
+    Usage,
+    normalise_finish_reason,
+    prompt_tokens,
+)
+from tollway.routing.catalog import Catalog, CatalogModel, Endpoint
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    model: CatalogModel
+    endpoint: Endpoint
+
+
+@dataclass(slots=True)
+class ChatContext:
+    key: KeyRecord
+    body: ChatBody
+    candidates: list[Candidate]
+    reservation: Reservation
+    generation_id: str
+    started_us: int
+    started_monotonic: float
+    user_agent: str | None
+    referer: str | None
+    attempts: list[AttemptRecord] = field(default_factory=list)
+
+    @property
+    def max_tokens(self) -> int:
+        return self.reservation.max_tokens
+
+
+def is_zero_completion(usage: Usage, finish_reason: str | None) -> bool:
+    """Zero completion insurance: nothing produced and a blank or error finish is not billed."""
+    return usage.completion_tokens == 0 and finish_reason in (None, "", "error")
+
+
+def worst_price(candidates: list[Candidate]) -> Price:
+    """The most expensive of every candidate's prices, so that no failover can overspend its hold."""
+    prices = [c.endpoint.price for c in candidates]
+    return Price(
+        max(p.prompt_femtos for p in prices),
+        max(p.completion_femtos for p in prices),
+        max(p.request_femtos for p in prices),
+    )
+
+
+class ChatGateway:
+    def __init__(self, catalog: Catalog, ledger: Ledger, clock: Clock) -> None:
+        self._catalog = catalog
+        self._ledger = ledger
+        self._clock = clock
+
+    def candidates(self, body: ChatBody) -> list[Candidate]:
+        wanted = ([body.model] if body.model else []) + list(body.fallback_models)
+        found: list[Candidate] = []
+        for model_id in wanted:
+            model = self._catalog.resolve(model_id)
+            if model is None:
+                continue  # an unknown id in the fallback list counts as a failure and moves on
+            ordered = sorted(model.endpoints, key=lambda e: e.price.prompt_femtos + e.price.completion_femtos)
+            found.extend(Candidate(model, endpoint) for endpoint in ordered)
+        if not found:
+            first = wanted[0]
+            raise InvalidRequest(
+                f"{first} is not a valid model ID. See GET /api/v1/models for the models this gateway serves.",
+                metadata={"model": first},
+            )
+        return found
+
+    def _prompt_estimate(self, body: ChatBody, candidates: list[Candidate]) -> int:
+        providers = {id(c.endpoint.provider): c.endpoint.provider for c in candidates}
+        return max(prompt_tokens(provider, body.messages) for provider in providers.values())
+
+    async def admit(
+        self, key: KeyRecord, body: ChatBody, user_agent: str | None = None, referer: str | None = None
+    ) -> ChatContext:
+        if key.is_management:
+            raise PermissionDenied(
+                "Management keys cannot be used for completions; use an inference key (sk-tw-v1-...).",
+                metadata={"explanation": {"code": "management_key", "message": "This is a management key."}},
+            )
+        candidates = self.candidates(body)
+        requested = body.max_tokens
+        default_max = max(c.endpoint.max_completion_tokens for c in candidates)
+        plan = CostPlan(
+            price=worst_price(candidates),
+            prompt_tokens_estimate=self._prompt_estimate(body, candidates),
+            max_tokens=requested if requested is not None else default_max,
+            max_tokens_requested=requested is not None,
+        )
+        reservation = await self._ledger.reserve(key, plan)
+        now_us = self._clock.now_us()
+        return ChatContext(
+            key=key,
+            body=body,
+            candidates=candidates,
+            reservation=reservation,
+            generation_id=generation_id(now_us // 1_000_000),
+            started_us=now_us,
+            started_monotonic=time.monotonic(),
+            user_agent=user_agent,
+            referer=referer,
+        )
+
+    def _attempt(self, context: ChatContext, candidate: Candidate, status: int, started: float) -> None:
+        context.attempts.append(
+            AttemptRecord(
+                provider_name=candidate.endpoint.provider_name,
+                status=status,
+                latency_ms=int((time.monotonic() - started) * 1000),
+                model=candidate.model.id,
+                endpoint_id=candidate.endpoint.endpoint_id,
+            )
+        )
+
+    def _upstream_request(self, context: ChatContext, candidate: Candidate) -> UpstreamRequest:
+        return UpstreamRequest(
+            body=context.body.raw, upstream_model=candidate.endpoint.upstream_model, max_tokens=context.max_tokens
+        )
+
+    def generation(
+        self,
+        context: ChatContext,
+        candidate: Candidate,
+        usage: Usage,
+        finish_reason: str | None,
+        *,
+        native_finish_reason: str | None,
+        upstream_id: str | None,
+        streamed: bool,
+        cancelled: bool,
+        first_token_s: float | None = None,
+        status: int = 200,
+    ) -> GenerationRecord:
+        cost = 0
+        if not is_zero_completion(usage, finish_reason):
+            cost = candidate.endpoint.price.cost_nanos(usage.prompt_tokens, usage.completion_tokens)
+        elapsed_ms = int((time.monotonic() - context.started_monotonic) * 1000)
+        return GenerationRecord(
+            id=context.generation_id,
+            account_id=context.key.account_id,
+            key_id=context.key.id,
+            model=candidate.model.id,
+            provider_name=candidate.endpoint.provider_name,
+            created_at_us=self._clock.now_us(),
+            upstream_id=upstream_id,
+            tokens_prompt=usage.prompt_tokens,
+            tokens_completion=usage.completion_tokens,
+            tokens_reasoning=usage.reasoning_tokens,
+            tokens_cached=usage.cached_tokens,
+            cost_nanos=cost,
+            latency_ms=elapsed_ms,
+            generation_time_ms=elapsed_ms - int(first_token_s * 1000) if first_token_s is not None else elapsed_ms,
+            streamed=streamed,
+            cancelled=cancelled,
+            finish_reason=finish_reason,
+            native_finish_reason=native_finish_reason,
+            status=status,
+            external_user=context.body.user,
+            user_agent=context.user_agent,
+            http_referer=context.referer,
+            max_tokens_capped=context.max_tokens if context.reservation.max_tokens_capped else None,
+            provider_responses=list(context.attempts),
+        )
+
+    async def complete(self, context: ChatContext) -> dict[str, Any]:
+        """Serve a non-streamed request; the hold is settled or released before this returns or raises."""
+        settled = False
+        try:
+            last_error: ProviderError | None = None
+            for candidate in context.candidates:
+                started = time.monotonic()
+                try:
+                    result = await candidate.endpoint.provider.complete(self._upstream_request(context, candidate))
+                except ProviderError as exc:
+                    self._attempt(context, candidate, exc.upstream_status, started)
+                    last_error = exc
+                    if not exc.retryable:
+                        break
+                    continue
+                self._attempt(context, candidate, 200, started)
+                body, generation = self._finish_completion(context, candidate, result)
+                settled = True
+                await self._ledger.settle(context.reservation.hold, generation)
+                return body
+            assert last_error is not None
+            raise last_error
+        finally:
+            if not settled:
+                self._ledger.release(context.reservation.hold)
+
+    def _finish_completion(
+        self, context: ChatContext, candidate: Candidate, result: Completion
+    ) -> tuple[dict[str, Any], GenerationRecord]:
+        finish = normalise_finish_reason(result.finish_reason)
+        generation = self.generation(
+            context,
+            candidate,
+            result.usage,
+            finish,
+            native_finish_reason=result.native_finish_reason,
+            upstream_id=result.upstream_id,
+            streamed=False,
+            cancelled=False,
+        )
+        body = completion_body(
+            generation_id=context.generation_id,
+            provider_name=candidate.endpoint.provider_name,
+            model=candidate.model.id,
+            created=context.started_us // 1_000_000,
+            message=result.message,
+            finish_reason=finish,
+            native_finish_reason=result.native_finish_reason,
+            logprobs=result.logprobs,
+            system_fingerprint=result.system_fingerprint,
+            usage=usage_body(result.usage, generation.cost_nanos, candidate.endpoint.price),
+        )
+        return body, generation
+
+    async def open_stream(self, context: ChatContext) -> tuple[Candidate, AsyncIterator[StreamChunk], StreamChunk]:
+        """Start the first candidate that yields a chunk; before that, failures move on to the next."""
+        last_error: ProviderError | None = None
+        for candidate in context.candidates:
+            started = time.monotonic()
+            upstream = candidate.endpoint.provider.stream(self._upstream_request(context, candidate))
+            try:
+                first = await anext(upstream)
+            except StopAsyncIteration:
+                last_error = ProviderError(
+                    "Provider returned an empty stream",
+                    upstream_status=502,
+                    provider_name=candidate.endpoint.provider_name,
+                )
+                self._attempt(context, candidate, 502, started)
+                continue
+            except ProviderError as exc:
+                self._attempt(context, candidate, exc.upstream_status, started)
+                last_error = exc
+                if not exc.retryable:
+                    break
+                continue
+            except BaseException:
+                self._ledger.release(context.reservation.hold)
+                raise
+            self._attempt(context, candidate, 200, started)
+            return candidate, upstream, first
+        self._ledger.release(context.reservation.hold)
+        if last_error is None:
+            raise NotFound("No endpoints found for this model.")
+        raise last_error

@@ -1,0 +1,167 @@
+"""Relay of a streamed completion: chunks out as SSE, the exact cost in the last chunk, settled once.
+
+The stream ends one of three ways, each settling the hold exactly once:
+- the upstream finishes: settle, send the usage chunk with `cost`, then `data: [DONE]`;
+- the upstream breaks mid-stream: bill the prompt and the tokens already sent, end with an error chunk;
+- the client goes away (`abort`): cancel the upstream, bill the tokens produced until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from tollway.errors import ProviderError
+from tollway.gateway.chat import Candidate, ChatContext, ChatGateway
+from tollway.gateway.responses import chunk_body, usage_body
+from tollway.ledger.service import Ledger
+from tollway.providers.base import StreamChunk, Usage, normalise_finish_reason, prompt_tokens
+
+KEEPALIVE = b": TOLLWAY PROCESSING\n\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class StreamRelay:
+    def __init__(
+        self,
+        gateway: ChatGateway,
+        ledger: Ledger,
+        context: ChatContext,
+        candidate: Candidate,
+        upstream: AsyncIterator[StreamChunk],
+        first: StreamChunk,
+    ) -> None:
+        self._gateway = gateway
+        self._ledger = ledger
+        self._context = context
+        self._candidate = candidate
+        self._upstream = upstream
+        self._first = first
+        self._pieces: list[str] = []
+        self._finish: str | None = None
+        self._native_finish: str | None = None
+        self._usage: Usage | None = None
+        self._upstream_id: str | None = None
+        self._settled = False
+        self._first_token_s: float | None = None
+        self._loop = asyncio.get_running_loop()
+        self._created = context.started_us // 1_000_000
+
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return sse(
+            chunk_body(
+                generation_id=self._context.generation_id,
+                provider_name=self._candidate.endpoint.provider_name,
+                model=self._candidate.model.id,
+                created=self._created,
+                choices=choices,
+                **extra,
+            )
+        )
+
+    def _take(self, chunk: StreamChunk) -> bytes | None:
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        if chunk.upstream_id and self._upstream_id is None:
+            self._upstream_id = chunk.upstream_id
+        if not chunk.choices:
+            return None
+        choices = []
+        for choice in chunk.choices:
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                if self._first_token_s is None:
+                    self._first_token_s = self._loop.time() - self._context.started_monotonic
+                self._pieces.append(content)
+            native = choice.get("finish_reason")
+            finish = normalise_finish_reason(native)
+            if finish is not None:
+                self._finish, self._native_finish = finish, native
+            choices.append(
+                {
+                    "index": choice.get("index", 0),
+                    "delta": delta,
+                    "finish_reason": finish,
+                    "native_finish_reason": native,
+                    "logprobs": choice.get("logprobs"),
+                }
+            )
+        return self._chunk(choices)
+
+    def _counted_usage(self) -> Usage:
+        """What was produced, when the upstream did not (or could not yet) report usage."""
+        provider = self._candidate.endpoint.provider
+        completion = provider.count_tokens("".join(self._pieces))
+        return Usage(
+            prompt_tokens=prompt_tokens(provider, self._context.body.messages),
+            completion_tokens=completion,
+            counted_locally=True,
+        )
+
+    async def _settle(self, usage: Usage, finish: str | None, *, cancelled: bool, status: int) -> int:
+        self._settled = True
+        generation = self._gateway.generation(
+            self._context,
+            self._candidate,
+            usage,
+            finish,
+            native_finish_reason=self._native_finish,
+            upstream_id=self._upstream_id,
+            streamed=True,
+            cancelled=cancelled,
+            first_token_s=self._first_token_s,
+            status=status,
+        )
+        await self._ledger.settle(self._context.reservation.hold, generation)
+        return generation.cost_nanos
+
+    async def events(self) -> AsyncIterator[bytes]:
+        yield KEEPALIVE
+        chunk: StreamChunk | None = self._first
+        try:
+            while chunk is not None:
+                data = self._take(chunk)
+                if data is not None:
+                    yield data
+                try:
+                    chunk = await anext(self._upstream)
+                except StopAsyncIteration:
+                    chunk = None
+        except ProviderError as exc:
+            usage = self._counted_usage()
+            await self._settle(usage, "error", cancelled=False, status=exc.status)
+            error = {"code": exc.status, "message": exc.message, "metadata": exc.body()["error"]["metadata"]}
+            yield self._chunk([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}], error=error)
+            return
+        usage = self._usage or self._counted_usage()
+        cost_nanos = await self._settle(usage, self._finish, cancelled=False, status=200)
+        final_choice = {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "finish_reason": None,
+            "native_finish_reason": None,
+            "logprobs": None,
+        }
+        yield self._chunk([final_choice], usage=usage_body(usage, cost_nanos, self._candidate.endpoint.price))
+        yield DONE
+
+    async def abort(self) -> None:
+        """The client went away: stop the upstream and bill what was produced (idempotent)."""
+        if self._settled:
+            return
+        self._settled = True
+        try:
+            await self._upstream.aclose()  # type: ignore[attr-defined]
+        except Exception:  # the upstream may already be broken; billing must go on regardless
+            pass
+        usage = self._usage or self._counted_usage()
+        self._settled = False
+        await self._settle(usage, self._finish, cancelled=True, status=499)

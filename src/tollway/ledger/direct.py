@@ -1,0 +1,59 @@
+"""The ledger of record without a hot-path book, for admin commands that run beside (or without) a server.
+
+Entries are written with no origin, so every running server's poller counts them within one interval.
+"""
+
+from __future__ import annotations
+
+from tollway.clock import Clock
+from tollway.ledger.book import AccountSnapshot, KeySnapshot
+from tollway.ledger.records import EntryKind, KeyRecord, LedgerEntry
+from tollway.ledger.store import LedgerStore
+from tollway.ledger.windows import LimitReset
+
+
+class DirectLedger:
+    def __init__(self, store: LedgerStore, clock: Clock) -> None:
+        self.store = store
+        self._clock = clock
+
+    async def append(
+        self,
+        account_id: str,
+        kind: EntryKind,
+        amount_nanos: int,
+        *,
+        reason: str | None = None,
+        reference: str | None = None,
+    ) -> LedgerEntry | None:
+        entry = LedgerEntry(
+            account_id=account_id,
+            kind=kind,
+            amount_nanos=amount_nanos,
+            created_at_us=self._clock.now_us(),
+            reference=reference,
+            reason=reason,
+        )
+        return entry if await self.store.append(entry, origin=None) else None
+
+    async def account_figures(self, account_id: str) -> AccountSnapshot:
+        totals = await self.store.account_totals(account_id)
+        return AccountSnapshot(
+            credits_nanos=totals.credits_nanos,
+            usage_nanos=totals.usage_nanos,
+            held_nanos=0,
+            purchased_nanos=totals.purchased_nanos,
+            granted_nanos=totals.granted_nanos,
+        )
+
+    async def key_figures(self, key: KeyRecord) -> KeySnapshot:
+        totals = await self.store.key_usage(key.id, self._clock.now_us())
+        return KeySnapshot(
+            limit_nanos=key.limit_nanos,
+            limit_reset=key.limit_reset,
+            usage_nanos=totals.total_nanos,
+            usage_daily_nanos=totals.by_window[LimitReset.DAILY][1],
+            usage_weekly_nanos=totals.by_window[LimitReset.WEEKLY][1],
+            usage_monthly_nanos=totals.by_window[LimitReset.MONTHLY][1],
+            held_nanos=0,
+        )

@@ -1,0 +1,100 @@
+"""Plain records the ledger and key code pass around; no I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from tollway.ledger.windows import LimitReset
+
+
+class EntryKind(StrEnum):
+    GRANT = "grant"
+    PURCHASE = "purchase"
+    USAGE = "usage"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str
+    hash: str
+    account_id: str
+    name: str
+    label: str
+    is_management: bool
+    disabled: bool
+    limit_nanos: int | None
+    limit_reset: LimitReset | None
+    include_byok_in_limit: bool
+    creator_user_id: str | None
+    created_at_us: int
+    updated_at_us: int | None
+    expires_at_us: int | None
+    deleted_at_us: int | None
+    revision: int
+
+    def usable_at(self, now_us: int) -> bool:
+        expired = self.expires_at_us is not None and self.expires_at_us <= now_us
+        return not (self.disabled or expired or self.deleted_at_us is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    id: str
+    email: str
+    created_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One append-only money movement. Positive usage spends; other kinds add (or, negative, remove) credits."""
+
+    account_id: str
+    kind: EntryKind
+    amount_nanos: int
+    created_at_us: int
+    key_id: str | None = None
+    generation_id: str | None = None
+    reference: str | None = None
+    reason: str | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    provider_name: str
+    status: int
+    latency_ms: int
+    model: str
+    endpoint_id: str
+
+
+@dataclass(slots=True)
+class GenerationRecord:
+    id: str
+    account_id: str
+    key_id: str | None
+    model: str
+    provider_name: str | None
+    created_at_us: int
+    upstream_id: str | None = None
+    tokens_prompt: int = 0
+    tokens_completion: int = 0
+    tokens_reasoning: int = 0
+    tokens_cached: int = 0
+    cost_nanos: int = 0
+    latency_ms: int | None = None
+    generation_time_ms: int | None = None
+    streamed: bool = False
+    cancelled: bool = False
+    finish_reason: str | None = None
+    native_finish_reason: str | None = None
+    status: int = 200
+    api_type: str = "completions"
+    external_user: str | None = None
+    user_agent: str | None = None
+    http_referer: str | None = None
+    max_tokens_capped: int | None = None
+    provider_responses: list[AttemptRecord] = field(default_factory=list)

@@ -1,0 +1,125 @@
+"""The ledger's face to the rest of the gateway: reserve, settle, release, grant, read figures.
+
+This is the only code that moves money: the book (hot-path figures) and the ledger of record
+(append-only entries) change together here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, replace
+
+from tollway.clock import Clock
+from tollway.errors import ServiceUnavailable, TollwayError
+from tollway.ledger.admission import CostPlan, decide_refusal
+from tollway.ledger.book import AccountBook, AccountSnapshot, Hold, KeySnapshot
+from tollway.ledger.records import EntryKind, GenerationRecord, KeyRecord, LedgerEntry
+from tollway.ledger.store import LedgerStore
+from tollway.ledger.writer import LedgerWriter
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    hold: Hold
+    max_tokens: int
+    max_tokens_capped: bool
+
+
+class Ledger:
+    def __init__(
+        self,
+        store: LedgerStore,
+        book: AccountBook,
+        writer: LedgerWriter,
+        clock: Clock,
+        min_affordable_tokens: int,
+    ) -> None:
+        self.store = store
+        self.book = book
+        self.writer = writer
+        self._clock = clock
+        self._min_tokens = min_affordable_tokens
+
+    def ensure_accepting(self) -> None:
+        if not self.writer.accepting:
+            raise ServiceUnavailable(
+                "The ledger database is unavailable, so no billable request can start. Retry shortly.",
+                metadata={"reason": "ledger_unavailable"},
+                headers={"Retry-After": "1"},
+            )
+
+    async def reserve(self, key: KeyRecord, plan: CostPlan) -> Reservation:
+        """Place the hold for a request, lowering max_tokens when the client left it open; else raise."""
+        self.ensure_accepting()
+        now_us = self._clock.now_us()
+        outcome = await self.book.try_reserve(key, plan.hold_nanos, now_us)
+        if outcome.hold is not None:
+            return Reservation(outcome.hold, plan.max_tokens, max_tokens_capped=False)
+        decision = decide_refusal(plan, outcome.account, outcome.key, self._min_tokens)
+        if isinstance(decision, TollwayError):
+            raise decision
+        lowered = CostPlan(plan.price, plan.prompt_tokens_estimate, decision.max_tokens, False)
+        retry = await self.book.try_reserve(key, lowered.hold_nanos, now_us)
+        if retry.hold is None:
+            # The figures moved between the two tries: refuse with the lowered request's numbers.
+            refusal = decide_refusal(
+                replace(lowered, max_tokens_requested=True), retry.account, retry.key, self._min_tokens
+            )
+            assert isinstance(refusal, TollwayError)
+            raise refusal
+        return Reservation(retry.hold, decision.max_tokens, max_tokens_capped=True)
+
+    async def settle(self, hold: Hold, generation: GenerationRecord) -> bool:
+        """Bill `generation.cost_nanos` in place of the hold; True once the entry is committed."""
+        now_us = generation.created_at_us
+        self.book.settle(hold, generation.cost_nanos, now_us)
+        entry = None
+        if generation.cost_nanos:
+            entry = LedgerEntry(
+                account_id=generation.account_id,
+                kind=EntryKind.USAGE,
+                amount_nanos=generation.cost_nanos,
+                created_at_us=now_us,
+                key_id=generation.key_id,
+                generation_id=generation.id,
+            )
+        return await asyncio.shield(self.writer.record(generation, entry))
+
+    def release(self, hold: Hold) -> None:
+        self.book.release(hold)
+
+    async def append(
+        self,
+        account_id: str,
+        kind: EntryKind,
+        amount_nanos: int,
+        *,
+        reason: str | None = None,
+        reference: str | None = None,
+    ) -> LedgerEntry | None:
+        """Append a credit movement (grant, purchase, refund, adjustment); None if its reference was seen."""
+        entry = LedgerEntry(
+            account_id=account_id,
+            kind=kind,
+            amount_nanos=amount_nanos,
+            created_at_us=self._clock.now_us(),
+            reference=reference,
+            reason=reason,
+        )
+        async with self.book.sync_lock:
+            if not await self.store.append(entry, origin=self.book.origin):
+                return None
+            self.book.apply_local(entry)
+        return entry
+
+    async def account_figures(self, account_id: str) -> AccountSnapshot:
+        return await self.book.account_snapshot(account_id)
+
+    async def key_figures(self, key: KeyRecord) -> KeySnapshot:
+        return await self.book.key_snapshot(key, self._clock.now_us())
+
+    async def generation(self, generation_id: str) -> GenerationRecord | None:
+        pending = self.writer.pending_generation(generation_id)
+        if pending is not None:
+            return pending
+        return await self.store.generation(generation_id)

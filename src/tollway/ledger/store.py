@@ -1,0 +1,262 @@
+"""SQL access to the ledger of record: append entries and generations, derive totals from entries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tollway.db import tables
+from tollway.db.upsert import insert_ignoring_duplicates
+from tollway.ledger.records import AttemptRecord, EntryKind, GenerationRecord, LedgerEntry
+from tollway.ledger.windows import LimitReset, window_start_us
+
+_E = tables.ledger_entries
+_G = tables.generations
+
+
+@dataclass(frozen=True, slots=True)
+class AccountTotals:
+    credits_nanos: int
+    usage_nanos: int
+    purchased_nanos: int
+    granted_nanos: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsageTotals:
+    total_nanos: int
+    by_window: dict[LimitReset, tuple[int, int]]  # reset -> (window start, nanos used in it)
+
+
+def _entry_row(entry: LedgerEntry, origin: str | None) -> dict[str, Any]:
+    return {
+        "account_id": entry.account_id,
+        "kind": entry.kind.value,
+        "amount_nanos": entry.amount_nanos,
+        "key_id": entry.key_id,
+        "generation_id": entry.generation_id,
+        "reference": entry.reference,
+        "reason": entry.reason,
+        "origin": origin,
+        "created_at_us": entry.created_at_us,
+    }
+
+
+def _generation_row(record: GenerationRecord) -> dict[str, Any]:
+    attempts = [
+        {
+            "provider_name": a.provider_name,
+            "status": a.status,
+            "latency": a.latency_ms,
+            "model": a.model,
+            "endpoint_id": a.endpoint_id,
+        }
+        for a in record.provider_responses
+    ]
+    return {
+        "id": record.id,
+        "account_id": record.account_id,
+        "key_id": record.key_id,
+        "model": record.model,
+        "provider_name": record.provider_name,
+        "upstream_id": record.upstream_id,
+        "created_at_us": record.created_at_us,
+        "tokens_prompt": record.tokens_prompt,
+        "tokens_completion": record.tokens_completion,
+        "tokens_reasoning": record.tokens_reasoning,
+        "tokens_cached": record.tokens_cached,
+        "cost_nanos": record.cost_nanos,
+        "latency_ms": record.latency_ms,
+        "generation_time_ms": record.generation_time_ms,
+        "streamed": record.streamed,
+        "cancelled": record.cancelled,
+        "finish_reason": record.finish_reason,
+        "native_finish_reason": record.native_finish_reason,
+        "status": record.status,
+        "api_type": record.api_type,
+        "external_user": record.external_user,
+        "user_agent": record.user_agent,
+        "http_referer": record.http_referer,
+        "max_tokens_capped": record.max_tokens_capped,
+        "provider_responses": orjson.dumps(attempts).decode(),
+    }
+
+
+def generation_from_row(row: Any) -> GenerationRecord:
+    attempts = [
+        AttemptRecord(
+            provider_name=item["provider_name"],
+            status=item["status"],
+            latency_ms=item["latency"],
+            model=item["model"],
+            endpoint_id=item["endpoint_id"],
+        )
+        for item in orjson.loads(row.provider_responses or "[]")
+    ]
+    return GenerationRecord(
+        id=row.id,
+        account_id=row.account_id,
+        key_id=row.key_id,
+        model=row.model,
+        provider_name=row.provider_name,
+        created_at_us=row.created_at_us,
+        upstream_id=row.upstream_id,
+        tokens_prompt=row.tokens_prompt,
+        tokens_completion=row.tokens_completion,
+        tokens_reasoning=row.tokens_reasoning,
+        tokens_cached=row.tokens_cached,
+        cost_nanos=row.cost_nanos,
+        latency_ms=row.latency_ms,
+        generation_time_ms=row.generation_time_ms,
+        streamed=row.streamed,
+        cancelled=row.cancelled,
+        finish_reason=row.finish_reason,
+        native_finish_reason=row.native_finish_reason,
+        status=row.status,
+        api_type=row.api_type,
+        external_user=row.external_user,
+        user_agent=row.user_agent,
+        http_referer=row.http_referer,
+        max_tokens_capped=row.max_tokens_capped,
+        provider_responses=attempts,
+    )
+
+
+def entry_from_row(row: Any) -> LedgerEntry:
+    return LedgerEntry(
+        id=row.id,
+        account_id=row.account_id,
+        kind=EntryKind(row.kind),
+        amount_nanos=row.amount_nanos,
+        created_at_us=row.created_at_us,
+        key_id=row.key_id,
+        generation_id=row.generation_id,
+        reference=row.reference,
+        reason=row.reason,
+    )
+
+
+def _visible_at(up_to_id: int, own_origin: str | None) -> ColumnElement[bool]:
+    """Entries a loader counts: all up to the poll watermark, and every entry of its own process.
+
+    Entries of other writers above the watermark are left to the poller; a process's own entries
+    are never polled, so a loader must count them all.
+    """
+    if own_origin is None:
+        return _E.c.id <= up_to_id
+    return or_(_E.c.id <= up_to_id, _E.c.origin == own_origin)
+
+
+class LedgerStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+
+    async def append(self, entry: LedgerEntry, origin: str | None) -> bool:
+        """Append one entry; False when its (kind, reference) or generation was already recorded."""
+        statement = insert_ignoring_duplicates(_E, self._dialect)
+        async with self._engine.begin() as connection:
+            result = await connection.execute(statement, [_entry_row(entry, origin)])
+        return bool(result.rowcount)
+
+    async def write_batch(
+        self, entries: Sequence[LedgerEntry], generations: Sequence[GenerationRecord], origin: str
+    ) -> None:
+        """One transaction for a batch; duplicates (a retried batch) are skipped, never doubled."""
+        async with self._engine.begin() as connection:
+            if generations:
+                await connection.execute(
+                    insert_ignoring_duplicates(_G, self._dialect), [_generation_row(g) for g in generations]
+                )
+            if entries:
+                await connection.execute(
+                    insert_ignoring_duplicates(_E, self._dialect), [_entry_row(e, origin) for e in entries]
+                )
+
+    async def max_entry_id(self) -> int:
+        async with self._engine.connect() as connection:
+            value = await connection.scalar(select(func.max(_E.c.id)))
+        return int(value or 0)
+
+    async def entries_after(self, after_id: int, exclude_origin: str, limit: int = 5000) -> list[LedgerEntry]:
+        """Entries written by others (CLI, admin, other processes) above a watermark, oldest first."""
+        query = (
+            select(_E)
+            .where(_E.c.id > after_id)
+            .where(or_(_E.c.origin.is_(None), _E.c.origin != exclude_origin))
+            .order_by(_E.c.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [entry_from_row(row) for row in rows]
+
+    async def highest_id_created_before(self, after_id: int, before_us: int | None) -> int:
+        """The id the poll watermark can safely move to (all rows at or below it are committed)."""
+        query = select(func.max(_E.c.id)).where(_E.c.id > after_id)
+        if before_us is not None:
+            query = query.where(_E.c.created_at_us < before_us)
+        async with self._engine.connect() as connection:
+            value = await connection.scalar(query)
+        return int(value or after_id)
+
+    async def account_totals(
+        self, account_id: str, up_to_id: int | None = None, own_origin: str | None = None
+    ) -> AccountTotals:
+        """Sums of an account's entries; with `up_to_id`, only those at or below it plus the caller's own."""
+        usage = _E.c.kind == EntryKind.USAGE.value
+        conditions = [_E.c.account_id == account_id]
+        if up_to_id is not None:
+            conditions.append(_visible_at(up_to_id, own_origin))
+        query = select(
+            func.coalesce(func.sum(case((usage, 0), else_=_E.c.amount_nanos)), 0),
+            func.coalesce(func.sum(case((usage, _E.c.amount_nanos), else_=0)), 0),
+            func.coalesce(
+                func.sum(
+                    case(
+                        (_E.c.kind.in_([EntryKind.PURCHASE.value, EntryKind.REFUND.value]), _E.c.amount_nanos),
+                        else_=0,
+                    )
+                ),
+                0,
+            ),
+            func.coalesce(func.sum(case((_E.c.kind == EntryKind.GRANT.value, _E.c.amount_nanos), else_=0)), 0),
+        ).where(and_(*conditions))
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).one()
+        return AccountTotals(
+            credits_nanos=int(row[0]), usage_nanos=int(row[1]), purchased_nanos=int(row[2]), granted_nanos=int(row[3])
+        )
+
+    async def key_usage(
+        self, key_id: str, now_us: int, up_to_id: int | None = None, own_origin: str | None = None
+    ) -> KeyUsageTotals:
+        starts = {reset: window_start_us(reset, now_us) for reset in LimitReset}
+        conditions = [_E.c.key_id == key_id, _E.c.kind == EntryKind.USAGE.value]
+        if up_to_id is not None:
+            conditions.append(_visible_at(up_to_id, own_origin))
+        columns = [func.coalesce(func.sum(_E.c.amount_nanos), 0)]
+        columns += [
+            func.coalesce(func.sum(case((_E.c.created_at_us >= start, _E.c.amount_nanos), else_=0)), 0)
+            for start in starts.values()
+        ]
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(*columns).where(and_(*conditions)))).one()
+        by_window = {reset: (start, int(row[i + 1])) for i, (reset, start) in enumerate(starts.items())}
+        return KeyUsageTotals(total_nanos=int(row[0]), by_window=by_window)
+
+    async def generation(self, generation_id: str) -> GenerationRecord | None:
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(select(_G).where(_G.c.id == generation_id))).first()
+        return None if row is None else generation_from_row(row)
+
+    async def entries_for_account(self, account_id: str, limit: int = 100) -> list[LedgerEntry]:
+        query = select(_E).where(_E.c.account_id == account_id).order_by(_E.c.id.desc()).limit(limit)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [entry_from_row(row) for row in rows]

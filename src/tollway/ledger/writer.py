@@ -1,0 +1,104 @@
+"""Group commit of settled usage: every settlement joins the next batch, one transaction per batch.
+
+A request waits (boundedly) for its batch to commit before answering, so a response the client
+saw is a usage entry on disk. When the database fails, batches stay queued and are retried
+(duplicates are ignored by unique keys, so a retry never doubles), and `accepting` turns false so
+new paid work is refused with 503 instead of growing the queue without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from tollway.ledger.records import GenerationRecord, LedgerEntry
+from tollway.ledger.store import LedgerStore
+
+log = logging.getLogger("tollway.ledger")
+
+_BATCH_LIMIT = 500
+_BACKOFF_START_S = 0.05
+_BACKOFF_MAX_S = 2.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    generation: GenerationRecord
+    entry: LedgerEntry | None
+    committed: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class LedgerWriter:
+    def __init__(self, store: LedgerStore, origin: str, queue_limit: int, flush_timeout_s: float) -> None:
+        self._store = store
+        self._origin = origin
+        self._queue_limit = queue_limit
+        self._flush_timeout_s = flush_timeout_s
+        self._queue: list[_Pending] = []
+        self._by_generation: dict[str, GenerationRecord] = {}
+        self._wake = asyncio.Event()
+        self.healthy = True
+        self.last_error: str | None = None
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new paid work may start: the database answers and the queue is not full."""
+        return self.healthy and len(self._queue) < self._queue_limit
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def pending_generation(self, generation_id: str) -> GenerationRecord | None:
+        return self._by_generation.get(generation_id)
+
+    async def record(self, generation: GenerationRecord, entry: LedgerEntry | None) -> bool:
+        """Queue a generation (and its usage entry); True once committed, False if still queued at timeout."""
+        pending = _Pending(generation=generation, entry=entry)
+        self._queue.append(pending)
+        self._by_generation[generation.id] = generation
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(pending.committed), self._flush_timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def run(self) -> None:
+        backoff_s = _BACKOFF_START_S
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch = self._queue[:_BATCH_LIMIT]
+                try:
+                    await self._store.write_batch(
+                        [p.entry for p in batch if p.entry is not None],
+                        [p.generation for p in batch],
+                        self._origin,
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # any database failure: keep the batch, retry with backoff
+                    self.healthy = False
+                    self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                    log.error("ledger write failed, will retry", extra={"error": self.last_error})
+                    await asyncio.sleep(backoff_s)
+                    backoff_s = min(backoff_s * 2, _BACKOFF_MAX_S)
+                    continue
+                backoff_s = _BACKOFF_START_S
+                self.healthy = True
+                del self._queue[: len(batch)]
+                for pending in batch:
+                    self._by_generation.pop(pending.generation.id, None)
+                    if not pending.committed.done():
+                        pending.committed.set_result(None)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until everything queued is committed (used at shutdown)."""
+        self._wake.set()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self._queue and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        return not self._queue

@@ -1,0 +1,247 @@
+"""JSON shapes of OpenRouter's API (spec part 2), shared by the HTTP API and the CLI's --json output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tollway.clock import us_to_iso
+from tollway.ledger.book import AccountSnapshot, KeySnapshot
+from tollway.ledger.records import AccountRecord, GenerationRecord, KeyRecord, LedgerEntry
+from tollway.money import femtos_to_price_string, nanos_to_usd
+from tollway.routing.catalog import CatalogModel
+
+
+def _usd(nanos: int | None) -> float | None:
+    return None if nanos is None else nanos_to_usd(nanos)
+
+
+def key_usage_fields(figures: KeySnapshot) -> dict[str, Any]:
+    return {
+        "limit": _usd(figures.limit_nanos),
+        "limit_reset": figures.limit_reset.value if figures.limit_reset else None,
+        "limit_remaining": _usd(figures.limit_remaining_nanos),
+        "include_byok_in_limit": False,
+        "usage": nanos_to_usd(figures.usage_nanos),
+        "usage_daily": nanos_to_usd(figures.usage_daily_nanos),
+        "usage_weekly": nanos_to_usd(figures.usage_weekly_nanos),
+        "usage_monthly": nanos_to_usd(figures.usage_monthly_nanos),
+        "byok_usage": 0,
+        "byok_usage_daily": 0,
+        "byok_usage_weekly": 0,
+        "byok_usage_monthly": 0,
+    }
+
+
+def key_object(key: KeyRecord, figures: KeySnapshot) -> dict[str, Any]:
+    """A key as /api/v1/keys lists it."""
+    return {
+        "hash": key.hash,
+        "name": key.name,
+        "label": key.label,
+        "disabled": key.disabled,
+        **key_usage_fields(figures),
+        "include_byok_in_limit": key.include_byok_in_limit,
+        "created_at": us_to_iso(key.created_at_us),
+        "updated_at": us_to_iso(key.updated_at_us),
+        "expires_at": us_to_iso(key.expires_at_us),
+        "creator_user_id": key.creator_user_id,
+        "workspace_id": None,
+        "is_management_key": key.is_management,
+    }
+
+
+def current_key(
+    key: KeyRecord,
+    figures: KeySnapshot,
+    account: AccountSnapshot,
+    rate_limit: dict[str, Any] | None,
+    free_daily: dict[str, int] | None,
+) -> dict[str, Any]:
+    """GET /api/v1/key: the caller's own key, full current field set."""
+    body: dict[str, Any] = {
+        "label": key.label,
+        "name": key.name,
+        "hash": key.hash,
+        **key_usage_fields(figures),
+        "include_byok_in_limit": key.include_byok_in_limit,
+        "is_free_tier": account.purchased_nanos <= 0,
+        "is_management_key": key.is_management,
+        "is_provisioning_key": key.is_management,
+        "creator_user_id": key.creator_user_id,
+        "expires_at": us_to_iso(key.expires_at_us),
+        "disabled": key.disabled,
+        "rate_limit": rate_limit,
+    }
+    if free_daily is not None:
+        body["free_model_daily_requests"] = free_daily
+    return body
+
+
+def credits_body(figures: AccountSnapshot) -> dict[str, Any]:
+    return {"total_credits": nanos_to_usd(figures.credits_nanos), "total_usage": nanos_to_usd(figures.usage_nanos)}
+
+
+def balance_figures(account: AccountRecord, figures: AccountSnapshot) -> dict[str, Any]:
+    return {
+        "account_id": account.id,
+        "email": account.email,
+        "total_credits": nanos_to_usd(figures.credits_nanos),
+        "total_purchased": nanos_to_usd(figures.purchased_nanos),
+        "total_granted": nanos_to_usd(figures.granted_nanos),
+        "total_usage": nanos_to_usd(figures.usage_nanos),
+        "held_in_flight": nanos_to_usd(figures.held_nanos),
+        "balance": nanos_to_usd(figures.balance_nanos),
+        "available": nanos_to_usd(max(figures.available_nanos, 0)),
+    }
+
+
+def account_object(account: AccountRecord) -> dict[str, Any]:
+    return {"id": account.id, "email": account.email, "created_at": us_to_iso(account.created_at_us)}
+
+
+def entry_object(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "account_id": entry.account_id,
+        "kind": entry.kind.value,
+        "amount": nanos_to_usd(entry.amount_nanos),
+        "key_id": entry.key_id,
+        "generation_id": entry.generation_id,
+        "reason": entry.reason,
+        "created_at": us_to_iso(entry.created_at_us),
+    }
+
+
+def generation_object(record: GenerationRecord) -> dict[str, Any]:
+    cost = nanos_to_usd(record.cost_nanos)
+    return {
+        "id": record.id,
+        "upstream_id": record.upstream_id,
+        "request_id": record.id,
+        "session_id": None,
+        "total_cost": cost,
+        "usage": cost,
+        "upstream_inference_cost": None,
+        "cache_discount": None,
+        "created_at": us_to_iso(record.created_at_us),
+        "latency": record.latency_ms,
+        "moderation_latency": None,
+        "generation_time": record.generation_time_ms,
+        "model": record.model,
+        "provider_name": record.provider_name,
+        "router": None,
+        "app_id": None,
+        "origin": record.http_referer or "",
+        "service_tier": None,
+        "data_region": "global",
+        "streamed": record.streamed,
+        "cancelled": record.cancelled,
+        "is_byok": False,
+        "finish_reason": record.finish_reason,
+        "native_finish_reason": record.native_finish_reason,
+        "tokens_prompt": record.tokens_prompt,
+        "tokens_completion": record.tokens_completion,
+        "native_tokens_prompt": record.tokens_prompt,
+        "native_tokens_completion": record.tokens_completion,
+        "native_tokens_completion_images": 0,
+        "native_tokens_reasoning": record.tokens_reasoning,
+        "native_tokens_cached": record.tokens_cached,
+        "num_media_prompt": None,
+        "num_input_audio_prompt": None,
+        "num_media_completion": None,
+        "num_search_results": None,
+        "num_fetches": None,
+        "web_search_engine": None,
+        "external_user": record.external_user,
+        "api_type": record.api_type,
+        "preset_id": None,
+        "user_agent": record.user_agent,
+        "http_referer": record.http_referer,
+        "provider_responses": [
+            {
+                "id": None,
+                "endpoint_id": attempt.endpoint_id,
+                "provider_name": attempt.provider_name,
+                "model_permaslug": attempt.model,
+                "latency": attempt.latency_ms,
+                "status": attempt.status,
+                "is_byok": False,
+            }
+            for attempt in record.provider_responses
+        ],
+        "response_cache_source_id": None,
+        "workspace_id": None,
+        "max_tokens_capped": record.max_tokens_capped,
+        "status": record.status,
+    }
+
+
+def model_object(model: CatalogModel) -> dict[str, Any]:
+    price = model.cheapest.price
+    return {
+        "id": model.id,
+        "canonical_slug": model.id,
+        "hugging_face_id": None,
+        "name": model.name,
+        "created": model.created,
+        "description": model.description,
+        "context_length": model.context_length,
+        "architecture": {
+            "modality": "text->text",
+            "input_modalities": ["text"],
+            "output_modalities": ["text"],
+            "tokenizer": "Other",
+            "instruct_type": None,
+        },
+        "pricing": {
+            "prompt": femtos_to_price_string(price.prompt_femtos),
+            "completion": femtos_to_price_string(price.completion_femtos),
+            "request": femtos_to_price_string(price.request_femtos),
+            "image": "0",
+        },
+        "top_provider": {
+            "context_length": model.context_length,
+            "max_completion_tokens": model.max_completion_tokens,
+            "is_moderated": False,
+        },
+        "per_request_limits": None,
+        "supported_parameters": [
+            "max_tokens",
+            "temperature",
+            "top_p",
+            "stop",
+            "seed",
+            "frequency_penalty",
+            "presence_penalty",
+            "tools",
+            "tool_choice",
+            "response_format",
+        ],
+        "default_parameters": None,
+        "supported_voices": None,
+        "expiration_date": None,
+        "links": {"details": f"/api/v1/models/{model.id}/endpoints"},
+    }
+
+
+def endpoint_objects(model: CatalogModel) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"{endpoint.provider_name} | {model.id}",
+            "model_name": model.name,
+            "provider_name": endpoint.provider_name,
+            "tag": endpoint.provider.name,
+            "context_length": endpoint.context_length,
+            "max_completion_tokens": endpoint.max_completion_tokens,
+            "pricing": {
+                "prompt": femtos_to_price_string(endpoint.price.prompt_femtos),
+                "completion": femtos_to_price_string(endpoint.price.completion_femtos),
+                "request": femtos_to_price_string(endpoint.price.request_femtos),
+            },
+            "status": 0,
+            "uptime_last_30m": None,
+            "latency_last_30m": None,
+            "throughput_last_30m": None,
+        }
+        for endpoint in model.endpoints
+    ]

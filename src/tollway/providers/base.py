@@ -1,0 +1,101 @@
+"""The provider contract: two calls (complete, stream) over a translated request, plus token counting.
+
+Adapters translate and transport; they never touch money. Upstream failures are mapped here, once,
+to ProviderError with the upstream status (0 for a connection error) so routing can decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "error"}
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    # True when the upstream gave no usage and Tollway counted the tokens itself.
+    counted_locally: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """The client's chat body with `model` set to the upstream's name and max tokens decided."""
+
+    body: dict[str, Any]
+    upstream_model: str
+    max_tokens: int
+
+
+@dataclass(slots=True)
+class Completion:
+    message: dict[str, Any]
+    finish_reason: str | None
+    native_finish_reason: str | None
+    usage: Usage
+    upstream_id: str | None = None
+    logprobs: Any = None
+    system_fingerprint: str | None = None
+
+
+@dataclass(slots=True)
+class StreamChunk:
+    """One upstream chunk's choices (deltas), and usage when the upstream reports it."""
+
+    choices: list[dict[str, Any]] = field(default_factory=list)
+    usage: Usage | None = None
+    upstream_id: str | None = None
+
+
+class Provider(Protocol):
+    name: str
+    display_name: str
+
+    async def complete(self, request: UpstreamRequest) -> Completion: ...
+
+    def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]: ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in a text, by this provider's tokenizer or an honest estimate of it."""
+        ...
+
+
+def normalise_finish_reason(native: str | None) -> str | None:
+    if native is None or native == "":
+        return None
+    mapped = {
+        "end_turn": "stop",
+        "stop_sequence": "stop",
+        "max_tokens": "length",
+        "tool_use": "tool_calls",
+        "function_call": "tool_calls",
+        "STOP": "stop",
+        "MAX_TOKENS": "length",
+        "SAFETY": "content_filter",
+    }.get(native, native)
+    return mapped if mapped in FINISH_REASONS else "stop"
+
+
+PER_MESSAGE_TOKENS = 4
+
+
+def prompt_tokens(provider: Provider, messages: list[dict[str, Any]]) -> int:
+    """Prompt tokens by a provider's count: the text of every message plus a fixed overhead per message."""
+    return sum(provider.count_tokens(message_text(m)) + PER_MESSAGE_TOKENS for m in messages)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """The text of a chat message, whether content is a string or a list of parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""

@@ -1,0 +1,170 @@
+"""OpenAI-compatible upstreams (OpenAI, Groq, Together, vLLM, Ollama, llama.cpp server, ...).
+
+The request passes through with every parameter the client sent; only `model`, `max_tokens` and the
+stream usage option are set. Failures are mapped once here to ProviderError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tollway.errors import ProviderError
+from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage
+
+_RAW_LIMIT = 2000
+
+
+def parse_usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    prompt = raw.get("prompt_tokens")
+    completion = raw.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    completion_details = raw.get("completion_tokens_details") or {}
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+    )
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token for Latin text: the usual rule when no tokenizer is at hand."""
+    return (len(text) + 3) // 4
+
+
+class OpenAICompatibleProvider:
+    def __init__(
+        self,
+        *,
+        name: str,
+        display_name: str,
+        base_url: str,
+        api_key: str | None,
+        session: aiohttp.ClientSession,
+        timeout_s: float,
+        connect_timeout_s: float,
+    ) -> None:
+        self.name = name
+        self.display_name = display_name
+        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def _error(self, status: int, message: str, raw: str | None = None) -> ProviderError:
+        return ProviderError(message, upstream_status=status, provider_name=self.display_name, raw=raw)
+
+    def _payload(self, request: UpstreamRequest, stream: bool) -> bytes:
+        body = dict(request.body)
+        body["model"] = request.upstream_model
+        body["stream"] = stream
+        if "max_completion_tokens" in body:
+            body["max_completion_tokens"] = request.max_tokens
+        else:
+            body["max_tokens"] = request.max_tokens
+        for tollway_only in ("models", "provider", "route", "transforms", "usage", "plugins"):
+            body.pop(tollway_only, None)
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        else:
+            body.pop("stream_options", None)
+        return orjson.dumps(body)
+
+    async def complete(self, request: UpstreamRequest) -> Completion:
+        try:
+            async with self._session.post(
+                self._url, data=self._payload(request, False), headers=self._headers, timeout=self._timeout
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError as exc:
+            raise self._error(408, "Provider timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise self._error(0, "Provider connection failed", raw=str(exc)) from exc
+        if status >= 400:
+            raise self._error(status, "Provider returned error", raw=raw[:_RAW_LIMIT].decode("utf-8", "replace"))
+        try:
+            parsed = orjson.loads(raw)
+            choice = parsed["choices"][0]
+            message = choice["message"]
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+            raise self._error(502, "Provider returned an invalid response", raw=raw[:_RAW_LIMIT].decode()) from exc
+        usage = parse_usage(parsed.get("usage"))
+        if usage is None:
+            text = message.get("content") if isinstance(message.get("content"), str) else ""
+            usage = Usage(prompt_tokens=0, completion_tokens=estimate_tokens(text or ""), counted_locally=True)
+        native = choice.get("finish_reason")
+        return Completion(
+            message=message,
+            finish_reason=native,
+            native_finish_reason=native,
+            usage=usage,
+            upstream_id=parsed.get("id"),
+            logprobs=choice.get("logprobs"),
+            system_fingerprint=parsed.get("system_fingerprint"),
+        )
+
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
+        try:
+            response = await self._session.post(
+                self._url, data=self._payload(request, True), headers=self._headers, timeout=self._timeout
+            )
+        except TimeoutError as exc:
+            raise self._error(408, "Provider timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise self._error(0, "Provider connection failed", raw=str(exc)) from exc
+        try:
+            if response.status >= 400:
+                raw = await response.read()
+                raise self._error(
+                    response.status, "Provider returned error", raw=raw[:_RAW_LIMIT].decode("utf-8", "replace")
+                )
+            async for chunk in self._events(response):
+                yield chunk
+        except TimeoutError as exc:
+            raise self._error(408, "Provider timed out mid-stream") from exc
+        except aiohttp.ClientError as exc:
+            raise self._error(0, "Provider connection broke mid-stream", raw=str(exc)) from exc
+        finally:
+            response.release()
+            if not response.closed:
+                response.close()
+
+    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+        saw_done = False
+        async for line in response.content:
+            if not line.startswith(b"data:"):
+                continue  # comments (": keep-alive"), event names, blank separators
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                saw_done = True
+                break
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise self._error(502, "Provider sent a broken stream", raw=data[:_RAW_LIMIT].decode()) from exc
+            if not isinstance(event, dict):
+                continue
+            if isinstance(event.get("error"), dict):
+                raise self._error(502, "Provider returned error", raw=orjson.dumps(event["error"]).decode())
+            choices = event.get("choices")
+            yield StreamChunk(
+                choices=choices if isinstance(choices, list) else [],
+                usage=parse_usage(event.get("usage")),
+                upstream_id=event.get("id"),
+            )
+        if not saw_done:
+            raise self._error(502, "Provider closed the stream early")

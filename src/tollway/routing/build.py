@@ -1,0 +1,116 @@
+"""Build providers and the catalog from settings: the built-in offline models plus the config file's."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import aiohttp
+
+from tollway.ledger.pricing import Price
+from tollway.money import MoneyFormatError
+from tollway.providers.base import Provider
+from tollway.providers.offline import OfflineProvider
+from tollway.providers.openai_compat import OpenAICompatibleProvider
+from tollway.routing.catalog import Catalog, CatalogModel, Endpoint
+from tollway.settings import ProviderConfig, Settings, SettingsError
+
+OFFLINE_PROVIDER = "offline"
+# A fixed creation time keeps /models stable across restarts.
+_OFFLINE_CREATED = 1_767_225_600
+
+
+def _provider(config: ProviderConfig, session: aiohttp.ClientSession, settings: Settings) -> Provider:
+    display = config.display_name or config.name
+    if config.kind == "offline":
+        return OfflineProvider(name=config.name, display_name=display, delay_ms=settings.offline_stream_delay_ms)
+    api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
+    if not config.base_url:
+        raise SettingsError(f"provider {config.name!r}: base_url is required for kind {config.kind!r}")
+    return OpenAICompatibleProvider(
+        name=config.name,
+        display_name=display,
+        base_url=config.base_url,
+        api_key=api_key,
+        session=session,
+        timeout_s=config.timeout_seconds,
+        connect_timeout_s=config.connect_timeout_seconds,
+    )
+
+
+def _offline_models(provider: Provider, settings: Settings) -> list[CatalogModel]:
+    paid = Price.parse(settings.offline_prompt_price, settings.offline_completion_price)
+    free = Price(0, 0, 0)
+
+    def model(model_id: str, name: str, price: Price, upstream: str, description: str) -> CatalogModel:
+        endpoint = Endpoint(provider, upstream, price, context_length=8192, max_completion_tokens=1024)
+        return CatalogModel(
+            id=model_id,
+            name=name,
+            description=description,
+            context_length=8192,
+            max_completion_tokens=1024,
+            created=_OFFLINE_CREATED,
+            endpoints=(endpoint,),
+        )
+
+    return [
+        model(
+            "tollway/offline-small",
+            "Tollway Offline Small",
+            paid,
+            "offline-small",
+            "Built-in offline model: deterministic local text, honest token counts, no network.",
+        ),
+        model(
+            "tollway/offline-small:free",
+            "Tollway Offline Small (free)",
+            free,
+            "offline-small",
+            "The free variant of the built-in offline model, under the free-model limits.",
+        ),
+    ]
+
+
+def build_catalog(settings: Settings, session: aiohttp.ClientSession) -> tuple[Catalog, dict[str, Provider]]:
+    providers: dict[str, Provider] = {}
+    models: list[CatalogModel] = []
+    if settings.offline_enabled:
+        providers[OFFLINE_PROVIDER] = OfflineProvider(delay_ms=settings.offline_stream_delay_ms)
+        models.extend(_offline_models(providers[OFFLINE_PROVIDER], settings))
+    for config in settings.providers:
+        if config.name in providers:
+            raise SettingsError(f"provider {config.name!r} is defined twice")
+        providers[config.name] = _provider(config, session, settings)
+    now = int(time.time())
+    for model_config in settings.models:
+        endpoints = []
+        for endpoint in model_config.endpoints:
+            if endpoint.provider not in providers:
+                raise SettingsError(f"model {model_config.id!r}: unknown provider {endpoint.provider!r}")
+            try:
+                price = Price.parse(endpoint.pricing.prompt, endpoint.pricing.completion, endpoint.pricing.request)
+            except MoneyFormatError as exc:
+                raise SettingsError(f"model {model_config.id!r}: {exc}") from exc
+            endpoints.append(
+                Endpoint(
+                    providers[endpoint.provider],
+                    endpoint.upstream_model,
+                    price,
+                    context_length=endpoint.context_length or model_config.context_length,
+                    max_completion_tokens=endpoint.max_completion_tokens or model_config.max_completion_tokens,
+                )
+            )
+        models = [m for m in models if m.id != model_config.id]
+        models.append(
+            CatalogModel(
+                id=model_config.id,
+                name=model_config.name or model_config.id,
+                description=model_config.description or "",
+                context_length=model_config.context_length,
+                max_completion_tokens=model_config.max_completion_tokens,
+                created=now,
+                endpoints=tuple(endpoints),
+            )
+        )
+    return Catalog(models), providers

@@ -1,0 +1,67 @@
+"""The model catalog: what clients may ask for, each model's endpoints, prices and limits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from tollway.ledger.pricing import Price
+from tollway.providers.base import Provider
+
+VARIANT_SUFFIXES = (":floor", ":nitro")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    provider: Provider
+    upstream_model: str
+    price: Price
+    context_length: int
+    max_completion_tokens: int
+
+    @property
+    def provider_name(self) -> str:
+        return self.provider.display_name
+
+    @property
+    def endpoint_id(self) -> str:
+        return f"{self.provider.name}/{self.upstream_model}"
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogModel:
+    id: str
+    name: str
+    description: str
+    context_length: int
+    max_completion_tokens: int
+    created: int
+    endpoints: tuple[Endpoint, ...]
+
+    @property
+    def cheapest(self) -> Endpoint:
+        return min(self.endpoints, key=lambda e: (e.price.prompt_femtos + e.price.completion_femtos))
+
+    @property
+    def is_free(self) -> bool:
+        return all(endpoint.price.is_free for endpoint in self.endpoints)
+
+
+class Catalog:
+    def __init__(self, models: list[CatalogModel]) -> None:
+        self._models = {model.id: model for model in models}
+
+    def __iter__(self) -> Iterator[CatalogModel]:
+        return iter(self._models.values())
+
+    def models(self) -> list[CatalogModel]:
+        return list(self._models.values())
+
+    def resolve(self, model_id: str) -> CatalogModel | None:
+        found = self._models.get(model_id)
+        if found is not None:
+            return found
+        for suffix in VARIANT_SUFFIXES:
+            if model_id.endswith(suffix):
+                return self._models.get(model_id[: -len(suffix)])
+        return None

@@ -1,0 +1,105 @@
+"""Everything stateful the server needs, built at start-up and passed in (nothing lives at module level)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tollway.accounts import AccountsService
+from tollway.auth.cache import KeyCache
+from tollway.auth.store import AccountStore
+from tollway.clock import Clock, SystemClock
+from tollway.db.engine import create_engine, is_sqlite
+from tollway.db.migrations import migrate
+from tollway.gateway.chat import ChatGateway
+from tollway.ledger.book import AccountBook
+from tollway.ledger.service import Ledger
+from tollway.ledger.store import LedgerStore
+from tollway.ledger.sync import LedgerSync
+from tollway.ledger.writer import LedgerWriter
+from tollway.providers.base import Provider
+from tollway.routing.build import build_catalog
+from tollway.routing.catalog import Catalog
+from tollway.settings import Settings
+
+log = logging.getLogger("tollway")
+
+# PostgreSQL hands out ids before commit; the poll watermark trails by this much there.
+_POSTGRES_COMMIT_LAG_S = 5.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    engine: AsyncEngine
+    http: aiohttp.ClientSession
+    accounts: AccountsService
+    keys: KeyCache
+    ledger: Ledger
+    sync: LedgerSync
+    catalog: Catalog
+    providers: dict[str, Provider]
+    gateway: ChatGateway
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.keys.start()
+        await self.ledger.book.start()
+        self.tasks.append(asyncio.create_task(self.ledger.writer.run(), name="ledger-writer"))
+        self.tasks.append(
+            asyncio.create_task(self.sync.run(self.settings.ledger_poll_interval_seconds), name="ledger-sync")
+        )
+
+    async def stop(self) -> None:
+        drained = await self.ledger.writer.drain(timeout_s=10)
+        if not drained:
+            log.error("shutting down with unwritten ledger entries", extra={"queued": self.ledger.writer.queued})
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.http.close()
+        await self.engine.dispose()
+
+
+async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    clock = clock or SystemClock()
+    engine = create_engine(settings.database_url)
+    await migrate(engine)
+    http = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300),
+        skip_auto_headers=("User-Agent",),
+    )
+    origin = uuid.uuid4().hex
+    ledger_store = LedgerStore(engine)
+    book = AccountBook(ledger_store, origin)
+    writer = LedgerWriter(
+        ledger_store, origin, settings.ledger_queue_limit, settings.ledger_flush_timeout_seconds
+    )
+    ledger = Ledger(ledger_store, book, writer, clock, settings.min_affordable_tokens)
+    account_store = AccountStore(engine)
+    keys = KeyCache(account_store)
+    lag = 0.0 if is_sqlite(engine) else _POSTGRES_COMMIT_LAG_S
+    sync = LedgerSync(ledger_store, book, keys, clock, commit_lag_s=lag)
+    catalog, providers = build_catalog(settings, http)
+    return Services(
+        settings=settings,
+        clock=clock,
+        engine=engine,
+        http=http,
+        accounts=AccountsService(account_store, ledger, clock),
+        keys=keys,
+        ledger=ledger,
+        sync=sync,
+        catalog=catalog,
+        providers=providers,
+        gateway=ChatGateway(catalog, ledger, clock),
+    )

@@ -1,0 +1,145 @@
+"""One typed settings tree: TOLLWAY_* environment variables over an optional YAML file over defaults.
+
+Unknown keys are rejected (a misspelt setting is an error, not a silent default) and secrets are
+SecretStr so they never reach a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(Strict):
+    name: str = Field(min_length=1)
+    kind: Literal["openai", "offline"] = "openai"
+    base_url: str = ""
+    api_key_env: str | None = None
+    display_name: str | None = None
+    timeout_seconds: float = 600.0
+    connect_timeout_seconds: float = 10.0
+
+
+class PricingConfig(Strict):
+    prompt: str = "0"
+    completion: str = "0"
+    request: str = "0"
+
+    @field_validator("prompt", "completion", "request", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> str:
+        return str(value)
+
+
+class EndpointConfig(Strict):
+    provider: str
+    upstream_model: str
+    pricing: PricingConfig = PricingConfig()
+    context_length: int | None = None
+    max_completion_tokens: int | None = None
+
+
+class ModelConfig(Strict):
+    id: str = Field(min_length=1)
+    name: str | None = None
+    description: str | None = None
+    context_length: int = 8192
+    max_completion_tokens: int = 1024
+    endpoints: list[EndpointConfig] = Field(min_length=1)
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway; see the README's configuration reference."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLWAY_", extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    database_url: str = "sqlite:///./tollway.db"
+    redis_url: str | None = None
+    admin_token: SecretStr | None = None
+    config: Path | None = None
+    max_body_bytes: int = 10 * 1024 * 1024
+    log_level: str = "info"
+    access_log: bool = False
+
+    # The built-in offline provider.
+    offline_enabled: bool = True
+    offline_stream_delay_ms: float = 0.0
+    offline_prompt_price: str = "0.000001"
+    offline_completion_price: str = "0.000002"
+
+    # Money and bookkeeping.
+    min_affordable_tokens: int = 16
+    ledger_flush_timeout_seconds: float = 2.0
+    ledger_poll_interval_seconds: float = 0.25
+    ledger_queue_limit: int = 10_000
+
+    # Compatibility.
+    models_fallback_limit: int = 3
+    keepalive_interval_seconds: float = 10.0
+
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    models: list[ModelConfig] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments (CLI flags) win over the environment, which wins over the YAML file.
+        return (init_settings, env_settings)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"config file {path} must be a mapping of settings at the top level")
+    return loaded
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from flags (overrides), TOLLWAY_* env and the YAML file named by either."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    config_path = given.get("config") or os.environ.get("TOLLWAY_CONFIG")
+    file_values: dict[str, Any] = {}
+    if config_path:
+        file_values = _read_yaml(Path(config_path))
+        given["config"] = Path(config_path)
+    env_names = {name for name in Settings.model_fields if f"TOLLWAY_{name.upper()}" in os.environ}
+    # File values fill only what neither a flag nor the environment set.
+    merged = {key: value for key, value in file_values.items() if key not in env_names}
+    merged.update(given)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SettingsError(f"invalid configuration: {problems}") from exc
