@@ -12,6 +12,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 NANOS_PER_USD = 1_000_000_000
 FEMTOS_PER_USD = 10**15
 FEMTOS_PER_NANO = FEMTOS_PER_USD // NANOS_PER_USD
+# Amounts must fit a signed 64-bit column with room to add many of them.
+MAX_NANOS = 10**9 * NANOS_PER_USD
 
 
 class MoneyFormatError(ValueError):
@@ -34,6 +36,8 @@ def _decimal(value: str | int | float | Decimal, what: str) -> Decimal:
 def usd_to_nanos(value: str | int | float | Decimal, what: str = "amount") -> int:
     """Convert a USD amount to nano-USD; amounts finer than one nano-dollar are rejected, not rounded."""
     nanos = _decimal(value, what) * NANOS_PER_USD
+    if abs(nanos) > MAX_NANOS:
+        raise MoneyFormatError(f"{what} is too large: at most {MAX_NANOS // NANOS_PER_USD} USD")
     if nanos != nanos.to_integral_value():
         raise MoneyFormatError(f"{what} has more than 9 decimal places: {value!r}")
     return int(nanos)
@@ -42,6 +46,8 @@ def usd_to_nanos(value: str | int | float | Decimal, what: str = "amount") -> in
 def price_to_femtos(value: str | int | float | Decimal, what: str = "price") -> int:
     """Convert a USD-per-unit price to femto-USD per unit (exact up to 15 decimal places)."""
     femtos = _decimal(value, what) * FEMTOS_PER_USD
+    if femtos > MAX_NANOS * FEMTOS_PER_NANO:
+        raise MoneyFormatError(f"{what} is too large: {value!r}")
     if femtos != femtos.to_integral_value():
         raise MoneyFormatError(f"{what} has more than 15 decimal places: {value!r}")
     if femtos < 0:

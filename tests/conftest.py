@@ -1,0 +1,77 @@
+"""Shared fixtures: the fake upstream, databases (SQLite and PostgreSQL), and running gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.support import GatewayServer, start_gateway, write_config
+
+POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeOpenAIUpstream]:
+    server = FakeOpenAIUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_upstream(request: pytest.FixtureRequest) -> None:
+    if "upstream" in request.fixturenames:
+        request.getfixturevalue("upstream").reset()
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+async def _create_database(name: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def _drop_database(name: str) -> None:
+    connection = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+def make_database_url(kind: str, directory: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{directory / ('tollway-' + secrets.token_hex(4) + '.db')}"
+        return
+    name = f"tollway_test_{secrets.token_hex(4)}"
+    asyncio.run(_create_database(name))
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(_drop_database(name))
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from make_database_url(request.param, tmp_path_factory.mktemp("db"))
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    database_url: str, upstream: FakeOpenAIUpstream, artifacts: Path
+) -> Iterator[GatewayServer]:
+    config = write_config(artifacts / f"config-{secrets.token_hex(3)}.yaml", upstream.base_url)
+    server = start_gateway(database_url, config, artifacts)
+    yield server
+    server.stop()

@@ -1,0 +1,148 @@
+"""A fake OpenAI-compatible upstream: a real HTTP server on loopback whose behaviour tests control.
+
+It runs its own event loop in a thread so that synchronous tests (and a Tollway server in another
+process) can talk to it. Every call is recorded; `behaviour` decides the next answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class Behaviour:
+    """What the upstream does next. Fields can be changed by a test between requests."""
+
+    status: int = 200
+    error_body: bytes = b'{"error":{"message":"upstream exploded","type":"server_error"}}'
+    reply_words: list[str] = field(default_factory=lambda: ["Hello", " from", " the", " fake", " upstream", "."])
+    prompt_tokens: int = 11
+    report_usage: bool = True
+    delay_s: float = 0.0
+    chunk_delay_s: float = 0.0
+    break_after_chunks: int | None = None
+    invalid_json: bool = False
+    finish_reason: str = "stop"
+
+
+@dataclass
+class Call:
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class FakeOpenAIUpstream:
+    def __init__(self) -> None:
+        self.behaviour = Behaviour()
+        self.calls: list[Call] = []
+        self.cancelled_streams = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FakeOpenAIUpstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def reset(self) -> None:
+        self.behaviour = Behaviour()
+        self.calls.clear()
+        self.cancelled_streams = 0
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        site = web.SockSite(self._runner, sock)
+        await site.start()
+
+    def _usage(self, completion_tokens: int) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.behaviour.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.behaviour.prompt_tokens + completion_tokens,
+        }
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        self.calls.append(Call(request.path, body, dict(request.headers)))
+        behaviour = self.behaviour
+        if behaviour.delay_s:
+            await asyncio.sleep(behaviour.delay_s)
+        if behaviour.status != 200:
+            return web.Response(status=behaviour.status, body=behaviour.error_body, content_type="application/json")
+        if behaviour.invalid_json:
+            return web.Response(status=200, body=b"{not json", content_type="application/json")
+        words = behaviour.reply_words[: body.get("max_tokens") or body.get("max_completion_tokens") or 10**6]
+        if not body.get("stream"):
+            payload: dict[str, Any] = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(words)},
+                        "finish_reason": behaviour.finish_reason,
+                    }
+                ],
+            }
+            if behaviour.report_usage:
+                payload["usage"] = self._usage(len(words))
+            return web.Response(body=orjson.dumps(payload), content_type="application/json")
+        return await self._stream(request, body, words)
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], words: list[str]) -> web.StreamResponse:
+        behaviour = self.behaviour
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        def event(payload: dict[str, Any]) -> bytes:
+            return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
+        try:
+            await response.write(b": keep-alive\n\n")
+            await response.write(event({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}))
+            for index, word in enumerate(words):
+                if behaviour.break_after_chunks is not None and index >= behaviour.break_after_chunks:
+                    request.transport.close()  # type: ignore[union-attr]
+                    return response
+                if behaviour.chunk_delay_s:
+                    await asyncio.sleep(behaviour.chunk_delay_s)
+                await response.write(event({**base, "choices": [{"index": 0, "delta": {"content": word}}]}))
+            await response.write(
+                event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": behaviour.finish_reason}]})
+            )
+            if behaviour.report_usage:
+                await response.write(event({**base, "choices": [], "usage": self._usage(len(words))}))
+            await response.write(b"data: [DONE]\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.cancelled_streams += 1
+            raise
+        return response

@@ -1,0 +1,58 @@
+"""A client that goes away mid-stream: the upstream is cancelled and the tokens produced are billed."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import orjson
+
+from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.support import GatewayServer, nanos
+
+
+def read_until(sock: socket.socket, needle: bytes, limit: int = 200_000) -> bytes:
+    data = b""
+    while needle not in data and len(data) < limit:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    return data
+
+
+def test_disconnect_mid_stream_cancels_upstream_and_bills_tokens_produced(
+    gateway: GatewayServer, upstream: FakeOpenAIUpstream
+) -> None:
+    account = gateway.new_account("1")
+    upstream.behaviour.reply_words = [f" w{i}" for i in range(200)]
+    upstream.behaviour.chunk_delay_s = 0.02
+    body = orjson.dumps({"model": "fake/chat", "stream": True, "messages": [{"role": "user", "content": "go"}]})
+    host, port = gateway.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            b"POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {account.key}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = read_until(sock, b'"content":" w4"')
+        assert b"200 OK" in head
+    generation_id = head.split(b'"id":"', 1)[1].split(b'"', 1)[0].decode()
+    deadline = time.monotonic() + 10
+    generation = None
+    while time.monotonic() < deadline:
+        response = gateway.get("/generation", account.key, id=generation_id)
+        if response.status_code == 200:
+            generation = response.json()["data"]
+            break
+        time.sleep(0.05)
+    assert generation is not None
+    assert generation["cancelled"] is True
+    assert 5 <= generation["tokens_completion"] < 200
+    balance = gateway.balance(account.id)
+    assert nanos(balance["total_usage"]) == nanos(generation["total_cost"]) > 0
+    assert nanos(balance["held_in_flight"]) == 0
+    deadline = time.monotonic() + 5
+    while upstream.cancelled_streams == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert upstream.cancelled_streams == 1
