@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import string
 
 _ALPHABET = string.ascii_letters + string.digits
+_BASE = len(_ALPHABET)
 
 
 def random_text(length: int) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    """Random alphanumerics from the OS's generator (one urandom call: this runs on every request)."""
+    number = int.from_bytes(os.urandom(length), "big")
+    characters = []
+    for _ in range(length):
+        number, index = divmod(number, _BASE)
+        characters.append(_ALPHABET[index])
+    return "".join(characters)
 
 
 def generation_id(epoch_seconds: int) -> str:

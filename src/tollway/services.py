@@ -20,6 +20,7 @@ from tollway.db.migrations import migrate
 from tollway.gateway.chat import ChatGateway
 from tollway.ledger.book import AccountBook
 from tollway.ledger.service import Ledger
+from tollway.ledger.sink import BatchSink, sink_for
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.sync import LedgerSync
 from tollway.ledger.writer import LedgerWriter
@@ -47,6 +48,7 @@ class Services:
     catalog: Catalog
     providers: dict[str, Provider]
     gateway: ChatGateway
+    sink: BatchSink
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -67,6 +69,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.http.close()
+        await self.sink.close()
         await self.engine.dispose()
 
 
@@ -79,7 +82,8 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         skip_auto_headers=("User-Agent",),
     )
     origin = uuid.uuid4().hex
-    ledger_store = LedgerStore(engine)
+    sink = sink_for(settings.database_url)
+    ledger_store = LedgerStore(engine, sink)
     book = AccountBook(ledger_store, origin)
     writer = LedgerWriter(
         ledger_store, origin, settings.ledger_queue_limit, settings.ledger_flush_timeout_seconds
@@ -102,4 +106,5 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         catalog=catalog,
         providers=providers,
         gateway=ChatGateway(catalog, ledger, clock),
+        sink=sink,
     )

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tollway.db import tables
 from tollway.db.upsert import insert_ignoring_duplicates
 from tollway.ledger.records import AttemptRecord, EntryKind, GenerationRecord, LedgerEntry
+from tollway.ledger.sink import ENTRY_COLUMNS, GENERATION_COLUMNS, BatchSink, Row
 from tollway.ledger.windows import LimitReset, window_start_us
 
 _E = tables.ledger_entries
@@ -152,10 +153,15 @@ def _visible_at(up_to_id: int, own_origin: str | None) -> ColumnElement[bool]:
     return or_(_E.c.id <= up_to_id, _E.c.origin == own_origin)
 
 
+def _as_row(values: dict[str, Any], columns: tuple[str, ...]) -> Row:
+    return tuple(values[name] for name in columns)
+
+
 class LedgerStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, sink: BatchSink | None = None) -> None:
         self._engine = engine
         self._dialect = engine.dialect.name
+        self._sink = sink
 
     async def append(self, entry: LedgerEntry, origin: str | None) -> bool:
         """Append one entry; False when its (kind, reference) or generation was already recorded."""
@@ -168,6 +174,12 @@ class LedgerStore:
         self, entries: Sequence[LedgerEntry], generations: Sequence[GenerationRecord], origin: str
     ) -> None:
         """One transaction for a batch; duplicates (a retried batch) are skipped, never doubled."""
+        if self._sink is not None:
+            await self._sink.write(
+                [_as_row(_entry_row(e, origin), ENTRY_COLUMNS) for e in entries],
+                [_as_row(_generation_row(g), GENERATION_COLUMNS) for g in generations],
+            )
+            return
         async with self._engine.begin() as connection:
             if generations:
                 await connection.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 
 from tollway.clock import datetime_to_us, us_to_datetime
 
@@ -14,16 +15,25 @@ class LimitReset(StrEnum):
     MONTHLY = "monthly"
 
 
+_DAY_US = 86_400_000_000
+# 1970-01-01 was a Thursday: day numbers shifted by 3 make Monday weekday 0.
+_EPOCH_WEEKDAY_SHIFT = 3
+
+
+@lru_cache(maxsize=64)
+def _month_start_us(day_number: int) -> int:
+    moment = us_to_datetime(day_number * _DAY_US)
+    return datetime_to_us(datetime(moment.year, moment.month, 1, tzinfo=UTC))
+
+
 def window_start_us(reset: LimitReset, at_us: int) -> int:
-    moment = us_to_datetime(at_us)
-    day = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    """Start of the UTC window holding `at_us`; integer arithmetic, as it runs on every settlement."""
+    day_number = at_us // _DAY_US
     if reset is LimitReset.DAILY:
-        start = day
-    elif reset is LimitReset.WEEKLY:
-        start = day - timedelta(days=day.weekday())
-    else:
-        start = day.replace(day=1)
-    return datetime_to_us(start)
+        return day_number * _DAY_US
+    if reset is LimitReset.WEEKLY:
+        return (day_number - (day_number + _EPOCH_WEEKDAY_SHIFT) % 7) * _DAY_US
+    return _month_start_us(day_number)
 
 
 def next_reset_us(reset: LimitReset, at_us: int) -> int:
