@@ -55,6 +55,7 @@ class Services:
         await self.keys.start()
         await self.ledger.book.start()
         self.tasks.append(asyncio.create_task(self.ledger.writer.run(), name="ledger-writer"))
+        self.tasks.append(asyncio.create_task(self.ledger.writer.checkpoints(), name="ledger-checkpoints"))
         self.tasks.append(
             asyncio.create_task(self.sync.run(self.settings.ledger_poll_interval_seconds), name="ledger-sync")
         )

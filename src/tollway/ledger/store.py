@@ -190,6 +190,14 @@ class LedgerStore:
                     insert_ignoring_duplicates(_E, self._dialect), [_entry_row(e, origin) for e in entries]
                 )
 
+    def changed_elsewhere(self) -> bool:
+        """Cheap hint for the poller; True when unsure."""
+        return self._sink is None or self._sink.changed_elsewhere()
+
+    async def checkpoint(self) -> None:
+        if self._sink is not None:
+            await self._sink.checkpoint()
+
     async def max_entry_id(self) -> int:
         async with self._engine.connect() as connection:
             value = await connection.scalar(select(func.max(_E.c.id)))

@@ -30,6 +30,8 @@ class LedgerSync:
         self.healthy = True
 
     async def poll_once(self) -> None:
+        if not self._store.changed_elsewhere():
+            return
         async with self._book.sync_lock:
             before_us = self._clock.now_us() - self._commit_lag_us if self._commit_lag_us else None
             # The watermark is read before the entries, so nothing at or below it can be missed.

@@ -20,6 +20,7 @@ log = logging.getLogger("tollway.ledger")
 _BATCH_LIMIT = 500
 _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 2.0
+_CHECKPOINT_INTERVAL_S = 1.0
 
 
 @dataclass(slots=True)
@@ -64,6 +65,17 @@ class LedgerWriter:
         except TimeoutError:
             return False
         return True
+
+    async def checkpoints(self) -> None:
+        """Fold the write-ahead log into the database now and then, off the request path."""
+        while True:
+            await asyncio.sleep(_CHECKPOINT_INTERVAL_S)
+            try:
+                await self._store.checkpoint()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a busy database: the next round tries again
+                log.warning("checkpoint failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
 
     async def run(self) -> None:
         backoff_s = _BACKOFF_START_S

@@ -1,0 +1,360 @@
+"""Tollway against a direct call and a plain reverse proxy (nginx), measured in the same run.
+
+Starts a fast fake upstream (nginx serving fixed answers), a 50 ms fake upstream (aiohttp), nginx as a
+plain reverse proxy in front of both, and Tollway (SQLite, one process, auth + ledger on) in front of
+both; then drives each with the same load from wrk and a paced client, and prints requests/s, p50/p99
+latency, latency added over the direct call, and the gateway's CPU time per request.
+
+Usage: python bench/run.py [--duration 5] [--only direct,nginx,tollway] [--json results.json]
+Needs nginx and wrk (apt-get install nginx-light wrk); the script says so if they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "fast",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the fast upstream."},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
+    }
+)
+STREAM_BODY = "".join(
+    "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+                           "choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}]}) + "\n\n"
+    for i in range(20)
+) + "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n" + (
+    "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
+                           "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 20,
+                                                    "total_tokens": 32}}) + "\n\ndata: [DONE]\n\n"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nginx_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+@dataclass
+class Ports:
+    upstream: int = field(default_factory=free_port)
+    slow: int = field(default_factory=free_port)
+    proxy: int = field(default_factory=free_port)
+    tollway: int = field(default_factory=free_port)
+
+
+def nginx_config(ports: Ports, prefix: Path) -> str:
+    return f"""
+worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    keepalive_requests 1000000;
+    upstream fast {{ server 127.0.0.1:{ports.upstream}; keepalive 128; }}
+    upstream slow {{ server 127.0.0.1:{ports.slow}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{ports.upstream};
+        location = /v1/chat/completions {{
+            client_body_buffer_size 64k;
+            default_type application/json;
+            return 200 {nginx_string(COMPLETION)};
+        }}
+        location = /stream/v1/chat/completions {{
+            client_body_buffer_size 64k;
+            default_type text/event-stream;
+            return 200 {nginx_string(STREAM_BODY)};
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{ports.proxy};
+        location /slow/ {{
+            proxy_pass http://slow/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+        location / {{
+            proxy_pass http://fast;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def tollway_config(ports: Ports) -> str:
+    price = {"prompt": "0.000001", "completion": "0.000002", "request": "0"}
+    config = {
+        "providers": [
+            {"name": "fast", "kind": "openai", "base_url": f"http://127.0.0.1:{ports.upstream}/v1"},
+            {"name": "faststream", "kind": "openai", "base_url": f"http://127.0.0.1:{ports.upstream}/stream/v1"},
+            {"name": "slow", "kind": "openai", "base_url": f"http://127.0.0.1:{ports.slow}/v1"},
+        ],
+        "models": [
+            {"id": "bench/fast", "endpoints": [{"provider": "fast", "upstream_model": "fast", "pricing": price}]},
+            {"id": "bench/stream",
+             "endpoints": [{"provider": "faststream", "upstream_model": "fast", "pricing": price}]},
+            {"id": "bench/slow", "endpoints": [{"provider": "slow", "upstream_model": "slow", "pricing": price}]},
+        ],
+    }
+    return json.dumps(config)  # JSON is YAML
+
+
+@dataclass
+class Target:
+    name: str
+    url_for: Callable[[str], str]
+    headers: dict[str, str]
+    model_prefix: str
+    pid: int | None = None
+
+    def body(self, kind: str) -> str:
+        model = {"fast": "fast", "stream": "stream", "slow": "slow"}[kind]
+        payload = {
+            "model": f"{self.model_prefix}{model}",
+            "max_tokens": 64,
+            "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+        }
+        if kind == "stream":
+            payload["stream"] = True
+        return json.dumps(payload)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if Path(f"/proc/{entry.name}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    def latency(label: str) -> float:
+        match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+        return float(match.group(1)) * _UNITS[match.group(2)] if match else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": latency("50%"),
+        "p99_ms": latency("99%"),
+        "requests": float(total.group(1)) if total else 0.0,
+        "errors": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def run_wrk(url: str, headers: dict[str, str], body: str, connections: int, duration: float, work: Path) -> dict[str, float]:
+    script = work / "post.lua"
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    script.write_text("\n".join(lines) + "\n")
+    threads = 1 if connections < 16 else 2
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return parse_wrk(output)
+
+
+def run_paced(url: str, headers: dict[str, str], body: str, count: int, gap_s: float) -> dict[str, float]:
+    """One request every gap_s on a kept-alive connection: latency when the gateway is idle."""
+    latencies = []
+    with httpx.Client(headers={**headers, "Content-Type": "application/json"}, timeout=10) as client:
+        client.post(url, content=body)
+        for _ in range(count):
+            started = time.perf_counter()
+            response = client.post(url, content=body)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
+            time.sleep(gap_s)
+    latencies.sort()
+    return {
+        "rps": 0.0,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1],
+        "requests": float(count),
+        "errors": 0.0,
+    }
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def start_tollway(ports: Ports, work: Path, env_extra: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+    database = env_extra.get("TOLLWAY_DATABASE_URL", f"sqlite:///{work / 'bench.db'}")
+    env = {**os.environ, "TOLLWAY_DATABASE_URL": database, **env_extra}
+    cli = [PYTHON, "-m", "tollway"]
+    account = subprocess.run(cli + ["accounts", "create", "--email", f"bench-{ports.tollway}@example.com"],
+                             env=env, capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(cli + ["credits", "grant", account, "1000000"], env=env, check=True, capture_output=True)
+    created = subprocess.run(cli + ["keys", "create", account, "--name", "bench", "--json"], env=env,
+                             capture_output=True, text=True, check=True).stdout
+    key = json.loads(created)["key"]
+    (work / f"tollway-{ports.tollway}.yaml").write_text(tollway_config(ports))
+    log = (work / f"tollway-{ports.tollway}.log").open("wb")
+    process = subprocess.Popen(
+        cli + ["serve", "--port", str(ports.tollway), "--config", str(work / f"tollway-{ports.tollway}.yaml"),
+               "--workers", str(workers)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    wait_http(f"http://127.0.0.1:{ports.tollway}/health")
+    return process, key
+
+
+SCENARIOS = [
+    ("unloaded (1 req / 20 ms)", "fast", 0),
+    ("closed loop, 1 connection", "fast", 1),
+    ("closed loop, 16 connections", "fast", 16),
+    ("closed loop, 64 connections", "fast", 64),
+    ("streaming, 16 connections", "stream", 16),
+    ("50 ms upstream, 64 connections", "slow", 64),
+]
+
+
+def measure(targets: list[Target], duration: float, work: Path, paced_count: int) -> dict[str, dict[str, dict[str, float]]]:
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for label, kind, connections in SCENARIOS:
+        results[label] = {}
+        for target in targets:  # interleaved: every target sees the same machine state
+            url = target.url_for(kind)
+            cpu_before = process_cpu_seconds(target.pid) if target.pid else 0.0
+            if connections == 0:
+                figures = run_paced(url, target.headers, target.body(kind), paced_count, 0.02)
+            else:
+                figures = run_wrk(url, target.headers, target.body(kind), connections, duration, work)
+            if target.pid and figures["requests"]:
+                cpu = process_cpu_seconds(target.pid) - cpu_before
+                figures["cpu_ms_per_request"] = cpu * 1000 / figures["requests"]
+            results[label][target.name] = figures
+    return results
+
+
+def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
+    print(f"{'scenario':34} {'target':16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'cpu ms/req':>10}")
+    for label, by_target in results.items():
+        direct = by_target.get("direct", {}).get("p50_ms")
+        for name, figures in by_target.items():
+            added = "" if direct is None or name == "direct" else f"{figures['p50_ms'] - direct:+.3f}"
+            cpu = figures.get("cpu_ms_per_request")
+            errors = f"  ({int(figures['errors'])} non-2xx)" if figures.get("errors") else ""
+            print(f"{label:34} {name:16} {figures['rps']:9.0f} {figures['p50_ms']:8.3f} {figures['p99_ms']:8.3f} "
+                  f"{added:>10} {'' if cpu is None else f'{cpu:.3f}':>10}{errors}")
+        print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per closed-loop run")
+    parser.add_argument("--paced", type=int, default=250, help="requests in the unloaded case")
+    parser.add_argument("--postgres", default="", help="also run Tollway on this PostgreSQL URL with Redis")
+    parser.add_argument("--json", type=Path, help="write the figures to this file too")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            sys.exit(f"{tool} is missing: apt-get install nginx-light wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="tollway-bench-"))
+    ports = Ports()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        (work / "nginx.conf").write_text(nginx_config(ports, work))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        processes.append(subprocess.Popen([nginx, "-c", str(work / "nginx.conf"), "-p", str(work),
+                                           "-g", "daemon off;"]))
+        processes.append(subprocess.Popen([PYTHON, str(ROOT / "bench" / "slow_upstream.py"), "--port",
+                                           str(ports.slow)]))
+        wait_http(f"http://127.0.0.1:{ports.upstream}/")
+        wait_http(f"http://127.0.0.1:{ports.slow}/")
+        tollway, key = start_tollway(ports, work, {})
+        processes.append(tollway)
+        nginx_workers = children_of(processes[0].pid)
+
+        def direct_url(kind: str) -> str:
+            port = ports.slow if kind == "slow" else ports.upstream
+            return f"http://127.0.0.1:{port}{'/stream' if kind == 'stream' else ''}/v1/chat/completions"
+
+        def proxy_url(kind: str) -> str:
+            prefix = {"slow": "/slow", "stream": "/stream", "fast": ""}[kind]
+            return f"http://127.0.0.1:{ports.proxy}{prefix}/v1/chat/completions"
+
+        targets = [
+            Target("direct", direct_url, {}, ""),
+            Target("nginx", proxy_url, {}, "", pid=nginx_workers[0] if nginx_workers else None),
+            Target("tollway", lambda _kind: f"http://127.0.0.1:{ports.tollway}/api/v1/chat/completions",
+                   {"Authorization": f"Bearer {key}"}, "bench/", pid=tollway.pid),
+        ]
+        print(f"Tollway bench: {os.cpu_count()} cores, {args.duration:.0f} s per closed-loop run, "
+              "nginx and wrk on loopback\n")
+        results = measure(targets, args.duration, work, args.paced)
+        print_table(results)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
