@@ -35,21 +35,60 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 COMPLETION = json.dumps(
     {
-        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1, "model": "fast",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the fast upstream."},
-                     "finish_reason": "stop"}],
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "fast",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello from the fast upstream."},
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
     }
 )
-STREAM_BODY = "".join(
-    "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
-                           "choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}]}) + "\n\n"
-    for i in range(20)
-) + "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
-                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n" + (
-    "data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "fast",
-                           "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 20,
-                                                    "total_tokens": 32}}) + "\n\ndata: [DONE]\n\n"
+STREAM_BODY = (
+    "".join(
+        "data: "
+        + json.dumps(
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "fast",
+                "choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}],
+            }
+        )
+        + "\n\n"
+        for i in range(20)
+    )
+    + "data: "
+    + json.dumps(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "fast",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        }
+    )
+    + "\n\n"
+    + (
+        "data: "
+        + json.dumps(
+            {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "created": 1,
+                "model": "fast",
+                "choices": [],
+                "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
+            }
+        )
+        + "\n\ndata: [DONE]\n\n"
+    )
 )
 
 
@@ -120,14 +159,26 @@ def tollway_config(ports: Ports) -> str:
     config = {
         "providers": [
             {"name": "fast", "kind": "openai", "base_url": f"http://127.0.0.1:{ports.upstream}/v1"},
-            {"name": "faststream", "kind": "openai", "base_url": f"http://127.0.0.1:{ports.upstream}/stream/v1"},
+            {
+                "name": "faststream",
+                "kind": "openai",
+                "base_url": f"http://127.0.0.1:{ports.upstream}/stream/v1",
+            },
             {"name": "slow", "kind": "openai", "base_url": f"http://127.0.0.1:{ports.slow}/v1"},
         ],
         "models": [
-            {"id": "bench/fast", "endpoints": [{"provider": "fast", "upstream_model": "fast", "pricing": price}]},
-            {"id": "bench/stream",
-             "endpoints": [{"provider": "faststream", "upstream_model": "fast", "pricing": price}]},
-            {"id": "bench/slow", "endpoints": [{"provider": "slow", "upstream_model": "slow", "pricing": price}]},
+            {
+                "id": "bench/fast",
+                "endpoints": [{"provider": "fast", "upstream_model": "fast", "pricing": price}],
+            },
+            {
+                "id": "bench/stream",
+                "endpoints": [{"provider": "faststream", "upstream_model": "fast", "pricing": price}],
+            },
+            {
+                "id": "bench/slow",
+                "endpoints": [{"provider": "slow", "upstream_model": "slow", "pricing": price}],
+            },
         ],
     }
     return json.dumps(config)  # JSON is YAML
@@ -190,15 +241,28 @@ def parse_wrk(output: str) -> dict[str, float]:
     }
 
 
-def run_wrk(url: str, headers: dict[str, str], body: str, connections: int, duration: float, work: Path) -> dict[str, float]:
+def run_wrk(
+    url: str, headers: dict[str, str], body: str, connections: int, duration: float, work: Path
+) -> dict[str, float]:
     script = work / "post.lua"
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}"]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     script.write_text("\n".join(lines) + "\n")
     threads = 1 if connections < 16 else 2
     output = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return parse_wrk(output)
 
@@ -236,22 +300,44 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def start_tollway(ports: Ports, work: Path, env_extra: dict[str, str], workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
+def start_tollway(
+    ports: Ports, work: Path, env_extra: dict[str, str], workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
     database = env_extra.get("TOLLWAY_DATABASE_URL", f"sqlite:///{work / 'bench.db'}")
     env = {**os.environ, "TOLLWAY_DATABASE_URL": database, **env_extra}
     cli = [PYTHON, "-m", "tollway"]
-    account = subprocess.run(cli + ["accounts", "create", "--email", f"bench-{ports.tollway}@example.com"],
-                             env=env, capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run(cli + ["credits", "grant", account, "1000000"], env=env, check=True, capture_output=True)
-    created = subprocess.run(cli + ["keys", "create", account, "--name", "bench", "--json"], env=env,
-                             capture_output=True, text=True, check=True).stdout
+    account = subprocess.run(
+        [*cli, "accounts", "create", "--email", f"bench-{ports.tollway}@example.com"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run([*cli, "credits", "grant", account, "1000000"], env=env, check=True, capture_output=True)
+    created = subprocess.run(
+        [*cli, "keys", "create", account, "--name", "bench", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     key = json.loads(created)["key"]
     (work / f"tollway-{ports.tollway}.yaml").write_text(tollway_config(ports))
     log = (work / f"tollway-{ports.tollway}.log").open("wb")
     process = subprocess.Popen(
-        cli + ["serve", "--port", str(ports.tollway), "--config", str(work / f"tollway-{ports.tollway}.yaml"),
-               "--workers", str(workers)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            *cli,
+            "serve",
+            "--port",
+            str(ports.tollway),
+            "--config",
+            str(work / f"tollway-{ports.tollway}.yaml"),
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     wait_http(f"http://127.0.0.1:{ports.tollway}/health")
     return process, key
@@ -267,7 +353,9 @@ SCENARIOS = [
 ]
 
 
-def measure(targets: list[Target], duration: float, work: Path, paced_count: int) -> dict[str, dict[str, dict[str, float]]]:
+def measure(
+    targets: list[Target], duration: float, work: Path, paced_count: int
+) -> dict[str, dict[str, dict[str, float]]]:
     results: dict[str, dict[str, dict[str, float]]] = {}
     for label, kind, connections in SCENARIOS:
         results[label] = {}
@@ -286,15 +374,19 @@ def measure(targets: list[Target], duration: float, work: Path, paced_count: int
 
 
 def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
-    print(f"{'scenario':34} {'target':16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'cpu ms/req':>10}")
+    print(
+        f"{'scenario':34} {'target':16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'cpu ms/req':>10}"
+    )
     for label, by_target in results.items():
         direct = by_target.get("direct", {}).get("p50_ms")
         for name, figures in by_target.items():
             added = "" if direct is None or name == "direct" else f"{figures['p50_ms'] - direct:+.3f}"
             cpu = figures.get("cpu_ms_per_request")
             errors = f"  ({int(figures['errors'])} non-2xx)" if figures.get("errors") else ""
-            print(f"{label:34} {name:16} {figures['rps']:9.0f} {figures['p50_ms']:8.3f} {figures['p99_ms']:8.3f} "
-                  f"{added:>10} {'' if cpu is None else f'{cpu:.3f}':>10}{errors}")
+            print(
+                f"{label:34} {name:16} {figures['rps']:9.0f} {figures['p50_ms']:8.3f} {figures['p99_ms']:8.3f} "
+                f"{added:>10} {'' if cpu is None else f'{cpu:.3f}':>10}{errors}"
+            )
         print()
 
 
@@ -315,10 +407,12 @@ def main() -> None:
     try:
         (work / "nginx.conf").write_text(nginx_config(ports, work))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        processes.append(subprocess.Popen([nginx, "-c", str(work / "nginx.conf"), "-p", str(work),
-                                           "-g", "daemon off;"]))
-        processes.append(subprocess.Popen([PYTHON, str(ROOT / "bench" / "slow_upstream.py"), "--port",
-                                           str(ports.slow)]))
+        processes.append(
+            subprocess.Popen([nginx, "-c", str(work / "nginx.conf"), "-p", str(work), "-g", "daemon off;"])
+        )
+        processes.append(
+            subprocess.Popen([PYTHON, str(ROOT / "bench" / "slow_upstream.py"), "--port", str(ports.slow)])
+        )
         wait_http(f"http://127.0.0.1:{ports.upstream}/")
         wait_http(f"http://127.0.0.1:{ports.slow}/")
         tollway, key = start_tollway(ports, work, {})
@@ -336,11 +430,18 @@ def main() -> None:
         targets = [
             Target("direct", direct_url, {}, ""),
             Target("nginx", proxy_url, {}, "", pid=nginx_workers[0] if nginx_workers else None),
-            Target("tollway", lambda _kind: f"http://127.0.0.1:{ports.tollway}/api/v1/chat/completions",
-                   {"Authorization": f"Bearer {key}"}, "bench/", pid=tollway.pid),
+            Target(
+                "tollway",
+                lambda _kind: f"http://127.0.0.1:{ports.tollway}/api/v1/chat/completions",
+                {"Authorization": f"Bearer {key}"},
+                "bench/",
+                pid=tollway.pid,
+            ),
         ]
-        print(f"Tollway bench: {os.cpu_count()} cores, {args.duration:.0f} s per closed-loop run, "
-              "nginx and wrk on loopback\n")
+        print(
+            f"Tollway bench: {os.cpu_count()} cores, {args.duration:.0f} s per closed-loop run, "
+            "nginx and wrk on loopback\n"
+        )
         results = measure(targets, args.duration, work, args.paced)
         print_table(results)
         if args.json:

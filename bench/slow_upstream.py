@@ -14,8 +14,13 @@ REPLY = {
     "object": "chat.completion",
     "created": 1,
     "model": "slow",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from a slow upstream."},
-                 "finish_reason": "stop"}],
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello from a slow upstream."},
+            "finish_reason": "stop",
+        }
+    ],
     "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
 }
 

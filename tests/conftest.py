@@ -68,9 +68,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="session")
-def gateway(
-    database_url: str, upstream: FakeOpenAIUpstream, artifacts: Path
-) -> Iterator[GatewayServer]:
+def gateway(database_url: str, upstream: FakeOpenAIUpstream, artifacts: Path) -> Iterator[GatewayServer]:
     config = write_config(artifacts / f"config-{secrets.token_hex(3)}.yaml", upstream.base_url)
     server = start_gateway(database_url, config, artifacts)
     yield server

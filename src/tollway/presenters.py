@@ -78,7 +78,10 @@ def current_key(
 
 
 def credits_body(figures: AccountSnapshot) -> dict[str, Any]:
-    return {"total_credits": nanos_to_usd(figures.credits_nanos), "total_usage": nanos_to_usd(figures.usage_nanos)}
+    return {
+        "total_credits": nanos_to_usd(figures.credits_nanos),
+        "total_usage": nanos_to_usd(figures.usage_nanos),
+    }
 
 
 def balance_figures(account: AccountRecord, figures: AccountSnapshot) -> dict[str, Any]:

@@ -30,8 +30,11 @@ def _install_uvloop() -> None:
 async def _serve(settings: Settings, sock: socket.socket | None) -> None:
     services = await build_services(settings)
     app = build_app(services)
-    runner = web.AppRunner(app, access_log=logging.getLogger("tollway.access") if settings.access_log else None,
-                           handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("tollway.access") if settings.access_log else None,
+        handle_signals=False,
+    )
     await runner.setup()
     if sock is None:
         site: web.BaseSite = web.TCPSite(runner, settings.host, settings.port, backlog=2048, reuse_address=True)

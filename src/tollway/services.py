@@ -86,9 +86,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     sink = sink_for(settings.database_url)
     ledger_store = LedgerStore(engine, sink)
     book = AccountBook(ledger_store, origin)
-    writer = LedgerWriter(
-        ledger_store, origin, settings.ledger_queue_limit, settings.ledger_flush_timeout_seconds
-    )
+    writer = LedgerWriter(ledger_store, origin, settings.ledger_queue_limit, settings.ledger_flush_timeout_seconds)
     ledger = Ledger(ledger_store, book, writer, clock, settings.min_affordable_tokens)
     account_store = AccountStore(engine)
     keys = KeyCache(account_store)

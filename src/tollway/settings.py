@@ -139,7 +139,6 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**merged)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
-            for error in exc.errors()
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}" for error in exc.errors()
         )
         raise SettingsError(f"invalid configuration: {problems}") from exc

@@ -125,7 +125,12 @@ class FakeOpenAIUpstream:
         def event(payload: dict[str, Any]) -> bytes:
             return b"data: " + orjson.dumps(payload) + b"\n\n"
 
-        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": body["model"]}
+        base = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": body["model"],
+        }
         try:
             await response.write(b": keep-alive\n\n")
             await response.write(event({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}))

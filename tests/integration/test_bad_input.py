@@ -47,16 +47,27 @@ def raw_post(gateway: GatewayServer, key: str | None, content: bytes, **headers:
         (b'{"model": "tollway/offline-small", "messages": [{"role": "user", "content": 5}]}', "content"),
         (b'{"model": 12, "messages": [{"role": "user", "content": "x"}]}', "model must be"),
         (b'{"messages": [{"role": "user", "content": "x"}]}', "model is required"),
-        (b'{"model": "tollway/offline-small", "max_tokens": -3, "messages": [{"role": "user", "content": "x"}]}',
-         "max_tokens"),
-        (b'{"model": "tollway/offline-small", "max_tokens": "many", "messages": [{"role": "user", "content": "x"}]}',
-         "max_tokens"),
-        (b'{"model": "tollway/offline-small", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}',
-         "stream"),
-        (b'{"model": "tollway/offline-small", "temperature": 9, "messages": [{"role": "user", "content": "x"}]}',
-         "temperature"),
-        (b'{"model": "tollway/offline-small", "models": ["a/b", "c/d", "e/f", "g/h"], "messages": '
-         b'[{"role": "user", "content": "x"}]}', "models array must have 3 items or fewer"),
+        (
+            b'{"model": "tollway/offline-small", "max_tokens": -3, "messages": [{"role": "user", "content": "x"}]}',
+            "max_tokens",
+        ),
+        (
+            b'{"model": "tollway/offline-small", "max_tokens": "many", "messages": [{"role": "user", "content": "x"}]}',
+            "max_tokens",
+        ),
+        (
+            b'{"model": "tollway/offline-small", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}',
+            "stream",
+        ),
+        (
+            b'{"model": "tollway/offline-small", "temperature": 9, "messages": [{"role": "user", "content": "x"}]}',
+            "temperature",
+        ),
+        (
+            b'{"model": "tollway/offline-small", "models": ["a/b", "c/d", "e/f", "g/h"], "messages": '
+            b'[{"role": "user", "content": "x"}]}',
+            "models array must have 3 items or fewer",
+        ),
     ],
 )
 def test_malformed_requests_get_400(gateway: GatewayServer, account: Account, body: bytes, contains: str) -> None:
@@ -97,7 +108,9 @@ def test_disabled_and_deleted_keys_are_refused(gateway: GatewayServer) -> None:
     assert ok.status_code == 200
 
     patched = httpx.patch(
-        gateway.api + f"/keys/{key_hash}", json={"disabled": True}, headers={"Authorization": f"Bearer {owner.key}"}
+        gateway.api + f"/keys/{key_hash}",
+        json={"disabled": True},
+        headers={"Authorization": f"Bearer {owner.key}"},
     )
     assert patched.status_code == 200 and patched.json()["data"]["disabled"] is True
     refused = gateway.post("/chat/completions", key, {"model": "tollway/offline-small", "messages": MESSAGES})
@@ -118,9 +131,11 @@ def test_management_key_cannot_complete(gateway: GatewayServer) -> None:
 
 
 def test_oversized_body_gets_413(gateway: GatewayServer, account: Account) -> None:
-    huge = b'{"model": "tollway/offline-small", "messages": [{"role": "user", "content": "' + b"x" * (
-        11 * 1024 * 1024
-    ) + b'"}]}'
+    huge = (
+        b'{"model": "tollway/offline-small", "messages": [{"role": "user", "content": "'
+        + b"x" * (11 * 1024 * 1024)
+        + b'"}]}'
+    )
     assert_error(raw_post(gateway, account.key, huge), 413, "payload_too_large", contains="limit")
     assert nanos(gateway.balance(account.id)["total_usage"]) == 0
 
@@ -134,9 +149,7 @@ def test_admin_api_refuses_bad_amounts(gateway: GatewayServer, account: Account)
     for amount in [-5, "-1", "abc", None, True, "1e400", 0, "0.0000000001"]:
         response = gateway.admin("POST", f"/accounts/{account.id}/credits", {"amount": amount})
         assert_error(response, 400, "invalid_request")
-    wrong_token = httpx.get(
-        gateway.api + "/admin/accounts", headers={"Authorization": "Bearer wrong"}, timeout=10
-    )
+    wrong_token = httpx.get(gateway.api + "/admin/accounts", headers={"Authorization": "Bearer wrong"}, timeout=10)
     assert_error(wrong_token, 401, "authentication")
     assert nanos(gateway.balance(account.id)["total_credits"]) == 10 * 10**9
 

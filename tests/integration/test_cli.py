@@ -11,8 +11,7 @@ from tests.support import GatewayServer, nanos, run_cli
 
 def test_cli_account_credit_key_balance_flow(gateway: GatewayServer) -> None:
     url = gateway.database_url
-    account = json.loads(run_cli("accounts", "create", "--email", "cli@example.com", "--json",
-                                 database_url=url).stdout)
+    account = json.loads(run_cli("accounts", "create", "--email", "cli@example.com", "--json", database_url=url).stdout)
     account_id = account["id"]
     assert account_id.startswith("acct_")
     plain_id = run_cli("accounts", "create", "--email", "cli2@example.com", database_url=url).stdout.strip()
@@ -20,14 +19,28 @@ def test_cli_account_credit_key_balance_flow(gateway: GatewayServer) -> None:
 
     run_cli("credits", "grant", account_id, "2.5", "--reason", "welcome", database_url=url)
     created = json.loads(
-        run_cli("keys", "create", account_id, "--name", "ci", "--limit", "1", "--limit-reset", "daily", "--json",
-                database_url=url).stdout
+        run_cli(
+            "keys",
+            "create",
+            account_id,
+            "--name",
+            "ci",
+            "--limit",
+            "1",
+            "--limit-reset",
+            "daily",
+            "--json",
+            database_url=url,
+        ).stdout
     )
     key = created["key"]
     assert created["data"]["limit"] == 1 and created["data"]["limit_reset"] == "daily"
 
-    response = gateway.post("/chat/completions", key, {"model": "tollway/offline-small",
-                                                       "messages": [{"role": "user", "content": "hi"}]})
+    response = gateway.post(
+        "/chat/completions",
+        key,
+        {"model": "tollway/offline-small", "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert response.status_code == 200, response.text
     cost = nanos(response.json()["usage"]["cost"])
 
@@ -39,8 +52,7 @@ def test_cli_account_credit_key_balance_flow(gateway: GatewayServer) -> None:
     text = run_cli("balance", account_id, database_url=url).stdout
     assert "balance:" in text and "held in flight:" in text
 
-    listed = json.loads(run_cli("accounts", "list", "--email", "cli@example.com", "--json",
-                                database_url=url).stdout)
+    listed = json.loads(run_cli("accounts", "list", "--email", "cli@example.com", "--json", database_url=url).stdout)
     assert [a["id"] for a in listed] == [account_id]
 
 
@@ -58,8 +70,17 @@ def test_cli_unknown_account_and_bad_reset_are_clear_errors(gateway: GatewayServ
     missing = run_cli("credits", "grant", "acct_missing", "1", database_url=gateway.database_url, check=False)
     assert missing.returncode == 1 and "No account" in missing.stderr
     account = gateway.new_account(None)
-    bad = run_cli("keys", "create", account.id, "--name", "k", "--limit-reset", "hourly",
-                  database_url=gateway.database_url, check=False)
+    bad = run_cli(
+        "keys",
+        "create",
+        account.id,
+        "--name",
+        "k",
+        "--limit-reset",
+        "hourly",
+        database_url=gateway.database_url,
+        check=False,
+    )
     assert bad.returncode == 1 and "limit_reset" in bad.stderr
 
 

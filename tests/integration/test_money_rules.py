@@ -142,7 +142,9 @@ def test_settlement_above_the_hold_bills_it_and_then_refuses_with_402(
     account = gateway.new_account("0.01")
     upstream.behaviour.prompt_tokens = 20_000  # far above the prompt estimate: 0.02 USD of prompt
     response = gateway.post(
-        "/chat/completions", account.key, {"model": "fake/chat", "messages": [{"role": "user", "content": "x"}]}
+        "/chat/completions",
+        account.key,
+        {"model": "fake/chat", "messages": [{"role": "user", "content": "x"}]},
     )
     assert response.status_code == 200
     assert nanos(response.json()["usage"]["cost"]) == 20_000 * 1000 + 6 * 2000
@@ -154,21 +156,23 @@ def test_settlement_above_the_hold_bills_it_and_then_refuses_with_402(
         assert refused.json()["error"]["metadata"]["explanation"]["code"] == "balance_negative"
 
 
-def test_zero_completion_with_error_finish_is_not_billed(
-    gateway: GatewayServer, upstream: FakeOpenAIUpstream
-) -> None:
+def test_zero_completion_with_error_finish_is_not_billed(gateway: GatewayServer, upstream: FakeOpenAIUpstream) -> None:
     account = gateway.new_account("1")
     upstream.behaviour.reply_words = []
     upstream.behaviour.finish_reason = "error"
     response = gateway.post(
-        "/chat/completions", account.key, {"model": "fake/chat", "messages": [{"role": "user", "content": "x"}]}
+        "/chat/completions",
+        account.key,
+        {"model": "fake/chat", "messages": [{"role": "user", "content": "x"}]},
     )
     assert response.status_code == 200
     assert response.json()["usage"]["cost"] == 0
     assert nanos(gateway.balance(account.id)["total_usage"]) == 0
 
 
-def test_credits_granted_through_the_cli_reach_a_running_server_within_a_second(gateway: GatewayServer) -> None:
+def test_credits_granted_through_the_cli_reach_a_running_server_within_a_second(
+    gateway: GatewayServer,
+) -> None:
     account = gateway.new_account(None)
     assert gateway.post("/chat/completions", account.key, echo_request()).status_code == 402
     run_cli("credits", "grant", account.id, "1", "--reason", "test", database_url=gateway.database_url)

@@ -145,7 +145,9 @@ def test_upstream_error_is_openrouter_shaped_and_releases_the_hold(
     account = gateway.new_account("10")
     upstream.behaviour.status = 500
     response = gateway.post(
-        "/chat/completions", account.key, {"model": "fake/chat", "messages": [{"role": "user", "content": "x"}]}
+        "/chat/completions",
+        account.key,
+        {"model": "fake/chat", "messages": [{"role": "user", "content": "x"}]},
     )
     assert response.status_code == 502
     error = response.json()["error"]
@@ -162,7 +164,9 @@ def test_upstream_invalid_json_is_a_502(gateway: GatewayServer, upstream: FakeOp
     account = gateway.new_account("10")
     upstream.behaviour.invalid_json = True
     response = gateway.post(
-        "/chat/completions", account.key, {"model": "fake/chat", "messages": [{"role": "user", "content": "x"}]}
+        "/chat/completions",
+        account.key,
+        {"model": "fake/chat", "messages": [{"role": "user", "content": "x"}]},
     )
     assert response.status_code == 502
     assert nanos(gateway.balance(account.id)["balance"]) == 10 * 10**9

@@ -33,9 +33,22 @@ _generation_ids = itertools.count()
 
 def key_record() -> KeyRecord:
     return KeyRecord(
-        id="key_prop", hash="0" * 64, account_id=ACCOUNT, name="k", label="l", is_management=False,
-        disabled=False, limit_nanos=None, limit_reset=None, include_byok_in_limit=False, creator_user_id=None,
-        created_at_us=0, updated_at_us=None, expires_at_us=None, deleted_at_us=None, revision=1,
+        id="key_prop",
+        hash="0" * 64,
+        account_id=ACCOUNT,
+        name="k",
+        label="l",
+        is_management=False,
+        disabled=False,
+        limit_nanos=None,
+        limit_reset=None,
+        include_byok_in_limit=False,
+        creator_user_id=None,
+        created_at_us=0,
+        updated_at_us=None,
+        expires_at_us=None,
+        deleted_at_us=None,
+        revision=1,
     )
 
 
@@ -77,6 +90,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(amount=st.integers(min_value=1, max_value=10**9))
     def external_grant(self, amount: int) -> None:
         """A grant by another writer (the CLI), counted by the poller."""
+
         async def write_and_poll() -> None:
             await self.direct.append(ACCOUNT, EntryKind.GRANT, amount)
             async with self.book.sync_lock:
@@ -105,8 +119,13 @@ class LedgerMachine(RuleBasedStateMachine):
         cost = int(hold.amount_nanos * fraction)
         del self.open[hold.id]
         generation = GenerationRecord(
-            id=f"gen-prop-{next(_generation_ids)}", account_id=ACCOUNT, key_id=self.key.id, model="m",
-            provider_name="p", created_at_us=self.clock.now_us(), cost_nanos=cost,
+            id=f"gen-prop-{next(_generation_ids)}",
+            account_id=ACCOUNT,
+            key_id=self.key.id,
+            model="m",
+            provider_name="p",
+            created_at_us=self.clock.now_us(),
+            cost_nanos=cost,
         )
         assert self.loop.run_until_complete(self.ledger.settle(hold, generation))
         self.usage += cost

@@ -15,7 +15,9 @@ def test_same_seed_same_text_other_seed_other_text() -> None:
 def test_token_counts_are_honest() -> None:
     provider = OfflineProvider()
     request = UpstreamRequest(
-        body={"messages": [{"role": "user", "content": "/echo one two, three"}]}, upstream_model="x", max_tokens=50
+        body={"messages": [{"role": "user", "content": "/echo one two, three"}]},
+        upstream_model="x",
+        max_tokens=50,
     )
     completion = asyncio.run(provider.complete(request))
     assert completion.message["content"] == "one two, three"

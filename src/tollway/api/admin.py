@@ -90,9 +90,7 @@ async def account_keys(request: web.Request) -> web.Response:
     services = _admin(request)
     account = await services.accounts.require_account(request.match_info["account_id"])
     records = await services.accounts.store.keys_for_account(account.id)
-    return json_response(
-        {"data": [key_object(r, await services.ledger.key_figures(r)) for r in records]}
-    )
+    return json_response({"data": [key_object(r, await services.ledger.key_figures(r)) for r in records]})
 
 
 async def account_ledger(request: web.Request) -> web.Response:

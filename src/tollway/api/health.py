@@ -24,5 +24,7 @@ async def ready(request: web.Request) -> web.Response:
         checks["database"] = f"unavailable: {type(exc).__name__}"
     checks["ledger_writer"] = "ok" if services.ledger.writer.healthy else "failing"
     ready_now = all(value == "ok" for value in checks.values())
-    return json_response({"status": "ready" if ready_now else "unavailable", "checks": checks},
-                         status=200 if ready_now else 503)
+    return json_response(
+        {"status": "ready" if ready_now else "unavailable", "checks": checks},
+        status=200 if ready_now else 503,
+    )

@@ -20,11 +20,11 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> Tollwa
         return too_large(request.app[MAX_BODY_KEY])
     if isinstance(exc, web.HTTPNotFound):
         return NotFound(f"No such endpoint: {request.method} {request.path}. See the README's API reference.")
+    error: TollwayError
     if isinstance(exc, web.HTTPMethodNotAllowed):
         error = InvalidRequest(f"Method {request.method} is not allowed on {request.path}")
-        error.status = 405
-        return error
-    error = TollwayError(exc.reason or "HTTP error")
+    else:
+        error = TollwayError(exc.reason or "HTTP error")
     error.status = exc.status
     return error
 

@@ -58,9 +58,7 @@ def fail(message: str, as_json: bool, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def run_admin(
-    database_url: str | None, as_json: bool, action: Callable[[AdminContext], Awaitable[T]]
-) -> T:
+def run_admin(database_url: str | None, as_json: bool, action: Callable[[AdminContext], Awaitable[T]]) -> T:
     """Run one admin action; user errors print a clear message and exit 1, never a traceback."""
 
     async def main() -> T:

@@ -41,9 +41,7 @@ def serve(
     from tollway.server import run
 
     try:
-        settings = load_settings(
-            host=host, port=port, config=config, database_url=database_url, workers=workers
-        )
+        settings = load_settings(host=host, port=port, config=config, database_url=database_url, workers=workers)
     except SettingsError as exc:
         fail(str(exc), False, code=2)
         return
@@ -96,7 +94,7 @@ def demo(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) ->
         f"demo API key (shown once): {result['key']}\n"
         "try: curl http://127.0.0.1:8080/api/v1/chat/completions "
         f"-H 'Authorization: Bearer {result['key']}' -H 'Content-Type: application/json' "
-        "-d '{\"model\":\"tollway/offline-small\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
+        '-d \'{"model":"tollway/offline-small","messages":[{"role":"user","content":"Hello"}]}\''
     )
     emit(result, as_json, text)
 

@@ -33,9 +33,7 @@ def latest_version() -> int:
 
 
 async def _applied_versions(connection: AsyncConnection) -> set[int]:
-    has_table = await connection.run_sync(
-        lambda sync: inspect(sync).has_table(tables.schema_migrations.name)
-    )
+    has_table = await connection.run_sync(lambda sync: inspect(sync).has_table(tables.schema_migrations.name))
     if not has_table:
         await connection.run_sync(tables.schema_migrations.create, checkfirst=True)
         return set()
@@ -58,9 +56,7 @@ async def migrate(engine: AsyncEngine) -> list[int]:
                 continue
             await step(connection)
             await connection.execute(
-                tables.schema_migrations.insert().values(
-                    version=version, applied_at_us=int(time.time() * 1_000_000)
-                )
+                tables.schema_migrations.insert().values(version=version, applied_at_us=int(time.time() * 1_000_000))
             )
             applied_now.append(version)
     return applied_now

@@ -31,6 +31,7 @@ from tollway.providers.base import (
 )
 from tollway.routing.catalog import Catalog, CatalogModel, Endpoint
 
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     model: CatalogModel
@@ -141,7 +142,9 @@ class ChatGateway:
 
     def _upstream_request(self, context: ChatContext, candidate: Candidate) -> UpstreamRequest:
         return UpstreamRequest(
-            body=context.body.raw, upstream_model=candidate.endpoint.upstream_model, max_tokens=context.max_tokens
+            body=context.body.raw,
+            upstream_model=candidate.endpoint.upstream_model,
+            max_tokens=context.max_tokens,
         )
 
     def generation(

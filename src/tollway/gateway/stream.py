@@ -9,6 +9,7 @@ The stream ends one of three ways, each settling the hold exactly once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -157,11 +158,8 @@ class StreamRelay:
         """The client went away: stop the upstream and bill what was produced (idempotent)."""
         if self._settled:
             return
-        self._settled = True
-        try:
+        # The upstream may already be broken; billing must go on regardless.
+        with contextlib.suppress(Exception):
             await self._upstream.aclose()  # type: ignore[attr-defined]
-        except Exception:  # the upstream may already be broken; billing must go on regardless
-            pass
         usage = self._usage or self._counted_usage()
-        self._settled = False
         await self._settle(usage, self._finish, cancelled=True, status=499)

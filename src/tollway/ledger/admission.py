@@ -38,9 +38,12 @@ def _explanation(code: str, message: str) -> dict[str, str]:
 
 
 def _period_name(reset: LimitReset | None) -> str:
-    return {None: "total", LimitReset.DAILY: "daily", LimitReset.WEEKLY: "weekly", LimitReset.MONTHLY: "monthly"}[
-        reset
-    ]
+    return {
+        None: "total",
+        LimitReset.DAILY: "daily",
+        LimitReset.WEEKLY: "weekly",
+        LimitReset.MONTHLY: "monthly",
+    }[reset]
 
 
 def key_limit_exceeded(key: KeySnapshot) -> PermissionDenied:
@@ -92,7 +95,7 @@ def decide_refusal(
             "Raise the key's limit or send a smaller max_tokens.",
             metadata={"limit_source": "key", "explanation": _explanation("key_cap_insufficient", sentence)},
         )
-    if balance == 0 or account.available_nanos <= 0 and account.held_nanos == 0:
+    if balance == 0 or (account.available_nanos <= 0 and account.held_nanos == 0):
         sentence = "Your balance is 0.00 USD: add credits to use paid models (free models stay available)."
         return PaymentRequired(
             f"Insufficient credits. {sentence}",
@@ -107,5 +110,8 @@ def decide_refusal(
         "This request requires more credits, or fewer max_tokens. You requested up to "
         f"{plan.max_tokens} tokens, but can only afford {affordable}. {sentence} Add credits or send a smaller "
         "max_tokens.",
-        metadata={"limit_source": "account", "explanation": _explanation("insufficient_for_request", sentence)},
+        metadata={
+            "limit_source": "account",
+            "explanation": _explanation("insufficient_for_request", sentence),
+        },
     )

@@ -141,9 +141,7 @@ class AccountBook:
         async with self.sync_lock:
             state = self._accounts.get(account_id)
             if state is None:
-                totals = await self._store.account_totals(
-                    account_id, up_to_id=self.watermark, own_origin=self.origin
-                )
+                totals = await self._store.account_totals(account_id, up_to_id=self.watermark, own_origin=self.origin)
                 state = AccountState(
                     credits_nanos=totals.credits_nanos,
                     usage_nanos=totals.usage_nanos,
@@ -163,9 +161,7 @@ class AccountBook:
         async with self.sync_lock:
             state = self._keys.get(key_id)
             if state is None:
-                totals = await self._store.key_usage(
-                    key_id, now_us, up_to_id=self.watermark, own_origin=self.origin
-                )
+                totals = await self._store.key_usage(key_id, now_us, up_to_id=self.watermark, own_origin=self.origin)
                 state = KeyState(
                     total_nanos=totals.total_nanos,
                     by_window={(reset, start): used for reset, (start, used) in totals.by_window.items()},

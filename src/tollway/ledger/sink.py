@@ -102,7 +102,7 @@ class SqliteSink:
         """
         if self._inline is None:
             self._inline = self._connect(busy_timeout_ms=0)
-        version = self._inline.execute("PRAGMA data_version").fetchone()[0]
+        version = int(self._inline.execute("PRAGMA data_version").fetchone()[0])
         changed = version != self._data_version
         self._data_version = version
         return changed

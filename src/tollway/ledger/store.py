@@ -239,7 +239,10 @@ class LedgerStore:
             func.coalesce(
                 func.sum(
                     case(
-                        (_E.c.kind.in_([EntryKind.PURCHASE.value, EntryKind.REFUND.value]), _E.c.amount_nanos),
+                        (
+                            _E.c.kind.in_([EntryKind.PURCHASE.value, EntryKind.REFUND.value]),
+                            _E.c.amount_nanos,
+                        ),
                         else_=0,
                     )
                 ),
@@ -250,7 +253,10 @@ class LedgerStore:
         async with self._engine.connect() as connection:
             row = (await connection.execute(query)).one()
         return AccountTotals(
-            credits_nanos=int(row[0]), usage_nanos=int(row[1]), purchased_nanos=int(row[2]), granted_nanos=int(row[3])
+            credits_nanos=int(row[0]),
+            usage_nanos=int(row[1]),
+            purchased_nanos=int(row[2]),
+            granted_nanos=int(row[3]),
         )
 
     async def key_usage(

@@ -110,7 +110,7 @@ class LedgerWriter:
     async def drain(self, timeout_s: float) -> bool:
         """Wait until everything queued is committed (used at shutdown)."""
         self._wake.set()
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while self._queue and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        pending = [p.committed for p in self._queue]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
         return not self._queue

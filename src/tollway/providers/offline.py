@@ -16,7 +16,14 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage, message_text, prompt_tokens
+from tollway.providers.base import (
+    Completion,
+    StreamChunk,
+    UpstreamRequest,
+    Usage,
+    message_text,
+    prompt_tokens,
+)
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _VOCABULARY = (

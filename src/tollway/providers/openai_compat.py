@@ -130,7 +130,9 @@ class OpenAICompatibleProvider:
             if response.status >= 400:
                 raw = await response.read()
                 raise self._error(
-                    response.status, "Provider returned error", raw=raw[:_RAW_LIMIT].decode("utf-8", "replace")
+                    response.status,
+                    "Provider returned error",
+                    raw=raw[:_RAW_LIMIT].decode("utf-8", "replace"),
                 )
             async for chunk in self._events(response):
                 yield chunk

@@ -40,7 +40,7 @@ class CatalogModel:
 
     @property
     def cheapest(self) -> Endpoint:
-        return min(self.endpoints, key=lambda e: (e.price.prompt_femtos + e.price.completion_femtos))
+        return min(self.endpoints, key=lambda e: e.price.prompt_femtos + e.price.completion_femtos)
 
     @property
     def is_free(self) -> bool:
