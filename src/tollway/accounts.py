@@ -101,6 +101,18 @@ class AccountsService:
         assert entry is not None  # grants carry no reference, so they are never duplicates
         return entry
 
+    async def record_purchase(self, account_id: str, amount: Any, reference: str, reason: str | None) -> LedgerEntry:
+        """Credits paid outside Tollway; the reference makes a repeated call a no-op, not a second credit."""
+        nanos = parse_usd(amount, "amount", allow_zero=False)
+        assert nanos is not None
+        await self.require_account(account_id)
+        entry = await self.money.append(
+            account_id, EntryKind.PURCHASE, nanos, reason=reason or "purchase", reference=f"manual:{reference}"
+        )
+        if entry is None:
+            raise InvalidRequest(f"purchase {reference!r} was already recorded", metadata={"field": "reference"})
+        return entry
+
     async def create_key(
         self,
         account_id: str,

@@ -38,6 +38,10 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.post(prefix + "/admin/accounts/{account_id}/keys", admin.create_account_key),
         web.get(prefix + "/admin/accounts/{account_id}/keys", admin.account_keys),
         web.get(prefix + "/admin/accounts/{account_id}/ledger", admin.account_ledger),
+        web.get(prefix + "/admin/accounts/{account_id}/limits", admin.get_limits),
+        web.put(prefix + "/admin/accounts/{account_id}/limits", admin.put_limits),
+        web.get(prefix + "/admin/keys/{hash}/limits", admin.get_limits),
+        web.put(prefix + "/admin/keys/{hash}/limits", admin.put_limits),
     ]
 
 

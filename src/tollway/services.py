@@ -27,6 +27,13 @@ from tollway.ledger.writer import LedgerWriter
 from tollway.providers.base import Provider
 from tollway.routing.build import build_catalog
 from tollway.routing.catalog import Catalog
+from tollway.limits.backend import LimiterBackend
+from tollway.limits.config import LimitSpec
+from tollway.limits.memory import MemoryLimiter
+from tollway.limits.redis_backend import RedisLimiter
+from tollway.limits.service import FreeTier, LimitRules, RateLimiter
+from tollway.limits.store import LimitStore
+from tollway.money import usd_to_nanos
 from tollway.settings import Settings
 
 log = logging.getLogger("tollway")
@@ -48,6 +55,7 @@ class Services:
     catalog: Catalog
     providers: dict[str, Provider]
     gateway: ChatGateway
+    limiter: RateLimiter
     sink: BatchSink
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -70,8 +78,25 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.http.close()
+        await self.limiter.backend.close()
         await self.sink.close()
         await self.engine.dispose()
+
+
+def build_limiter(settings: Settings, engine: AsyncEngine, clock: Clock) -> RateLimiter:
+    backend: LimiterBackend = RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
+    rules = LimitRules(
+        LimitStore(engine),
+        LimitSpec.from_defaults(settings.key_limits),
+        LimitSpec.from_defaults(settings.account_limits),
+    )
+    free = FreeTier(
+        per_minute=settings.free_requests_per_minute,
+        per_day=settings.free_requests_per_day,
+        per_day_unlocked=settings.free_requests_per_day_unlocked,
+        unlock_purchased_nanos=usd_to_nanos(settings.free_unlock_purchased_usd),
+    )
+    return RateLimiter(backend, rules, free, clock, settings.rate_limit_fail_open)
 
 
 async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
@@ -91,8 +116,10 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     account_store = AccountStore(engine)
     keys = KeyCache(account_store)
     lag = 0.0 if is_sqlite(engine) else _POSTGRES_COMMIT_LAG_S
-    sync = LedgerSync(ledger_store, book, keys, clock, commit_lag_s=lag)
     catalog, providers = build_catalog(settings, http)
+    limiter = build_limiter(settings, engine, clock)
+    sync = LedgerSync(ledger_store, book, keys, clock, commit_lag_s=lag, refreshers=[limiter.rules.refresh])
+    log.info("rate limits", extra={"backend": limiter.backend.name, "fail_open": settings.rate_limit_fail_open})
     return Services(
         settings=settings,
         clock=clock,
@@ -104,6 +131,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         sync=sync,
         catalog=catalog,
         providers=providers,
-        gateway=ChatGateway(catalog, ledger, clock),
+        gateway=ChatGateway(catalog, ledger, limiter, clock),
+        limiter=limiter,
         sink=sink,
     )

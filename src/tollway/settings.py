@@ -50,6 +50,17 @@ class EndpointConfig(Strict):
     pricing: PricingConfig = PricingConfig()
     context_length: int | None = None
     max_completion_tokens: int | None = None
+    # Upstream protection: at most this many requests per second to this endpoint, for all tenants.
+    max_requests_per_second: int | None = Field(default=None, ge=1)
+
+
+class LimitDefaults(Strict):
+    """Limits applied to every key (or account) that has none of its own."""
+
+    requests: int | None = Field(default=None, ge=1)
+    per: Literal["second", "minute", "hour", "day"] | None = None
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    concurrency: int | None = Field(default=None, ge=1)
 
 
 class ModelConfig(Strict):
@@ -88,6 +99,15 @@ class Settings(BaseSettings):
     ledger_flush_timeout_seconds: float = 2.0
     ledger_poll_interval_seconds: float = 0.25
     ledger_queue_limit: int = 10_000
+
+    # Rate limits (free models are account-wide; purchases, not grants, unlock the higher daily cap).
+    free_requests_per_minute: int = 20
+    free_requests_per_day: int = 50
+    free_requests_per_day_unlocked: int = 1000
+    free_unlock_purchased_usd: str = "10"
+    rate_limit_fail_open: bool = False
+    key_limits: LimitDefaults = LimitDefaults()
+    account_limits: LimitDefaults = LimitDefaults()
 
     # Compatibility.
     models_fallback_limit: int = 3

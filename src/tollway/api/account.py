@@ -15,7 +15,9 @@ async def current_key_info(request: web.Request) -> web.Response:
     key = await authenticate(request)
     figures = await services.ledger.key_figures(key)
     account = await services.ledger.account_figures(key.account_id)
-    return json_response({"data": current_key(key, figures, account, rate_limit=None, free_daily=None)})
+    free_daily = await services.limiter.free_daily(key.account_id, account.purchased_nanos)
+    rate_limit = services.limiter.tightest_request_limit(key)
+    return json_response({"data": current_key(key, figures, account, rate_limit=rate_limit, free_daily=free_daily)})
 
 
 async def credits(request: web.Request) -> web.Response:

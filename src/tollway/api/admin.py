@@ -12,7 +12,8 @@ from aiohttp import web
 
 from tollway.api.context import services_of
 from tollway.api.http import bearer_token, json_response, read_json
-from tollway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from tollway.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
+from tollway.limits.admin import parse_limit_spec, spec_object
 from tollway.presenters import account_object, balance_figures, entry_object, key_object
 from tollway.services import Services
 
@@ -59,13 +60,56 @@ async def account_balance(request: web.Request) -> web.Response:
 
 
 async def grant_credits(request: web.Request) -> web.Response:
+    """Grant credits, or record a purchase paid outside Tollway (kind "purchase", with a unique reference)."""
     services = _admin(request)
     body = await _json_object(request, services)
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise InvalidRequest("reason must be a string", metadata={"field": "reason"})
-    entry = await services.accounts.grant(request.match_info["account_id"], body.get("amount"), reason)
+    kind = body.get("kind", "grant")
+    if kind == "grant":
+        entry = await services.accounts.grant(request.match_info["account_id"], body.get("amount"), reason)
+    elif kind == "purchase":
+        reference = body.get("reference")
+        if not isinstance(reference, str) or not reference:
+            raise InvalidRequest(
+                "a purchase needs a reference (e.g. the invoice number)", metadata={"field": "reference"}
+            )
+        entry = await services.accounts.record_purchase(
+            request.match_info["account_id"], body.get("amount"), reference, reason
+        )
+    else:
+        raise InvalidRequest("kind must be grant or purchase", metadata={"field": "kind"})
     return json_response({"data": entry_object(entry)}, status=201)
+
+
+async def _limit_subject(services: Services, request: web.Request) -> tuple[str, str]:
+    if "account_id" in request.match_info:
+        account = await services.accounts.require_account(request.match_info["account_id"])
+        return "account", account.id
+    record = await services.accounts.store.key_by_hash(request.match_info["hash"])
+    if record is None or record.deleted_at_us is not None:
+        raise NotFound(f"No key with hash {request.match_info['hash']}")
+    return "key", record.id
+
+
+async def get_limits(request: web.Request) -> web.Response:
+    services = _admin(request)
+    kind, subject = await _limit_subject(services, request)
+    own = await services.limiter.rules.store.get(kind, subject)
+    effective = (
+        services.limiter.rules.for_key(subject) if kind == "key" else services.limiter.rules.for_account(subject)
+    )
+    return json_response({"data": {"limits": spec_object(own), "effective": spec_object(effective)}})
+
+
+async def put_limits(request: web.Request) -> web.Response:
+    services = _admin(request)
+    kind, subject = await _limit_subject(services, request)
+    spec = parse_limit_spec(await _json_object(request, services))
+    await services.limiter.rules.store.set(kind, subject, spec, services.clock.now_us())
+    services.limiter.rules.put(kind, subject, spec)
+    return await get_limits(request)
 
 
 async def create_account_key(request: web.Request) -> web.Response:

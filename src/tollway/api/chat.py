@@ -31,7 +31,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return json_response(await services.gateway.complete(context), headers=headers)
 
     candidate, upstream, first = await services.gateway.open_stream(context)
-    relay = StreamRelay(services.gateway, services.ledger, context, candidate, upstream, first)
+    relay = StreamRelay(services.gateway, context, candidate, upstream, first)
     response = web.StreamResponse(
         status=200,
         headers={

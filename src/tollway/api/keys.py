@@ -14,6 +14,8 @@ from tollway.auth.store import KeyChanges
 from tollway.clock import datetime_to_us
 from tollway.errors import InvalidRequest, NotFound
 from tollway.ledger.records import KeyRecord
+from tollway.limits.admin import parse_limit_spec, spec_object
+from tollway.limits.config import LimitSpec
 from tollway.presenters import key_object
 from tollway.services import Services
 
@@ -34,7 +36,18 @@ async def _owned(services: Services, manager: KeyRecord, key_hash: str) -> KeyRe
 
 
 async def _object(services: Services, record: KeyRecord) -> dict[str, Any]:
-    return key_object(record, await services.ledger.key_figures(record))
+    body = key_object(record, await services.ledger.key_figures(record))
+    body["rate_limit"] = spec_object(services.limiter.rules.for_key(record.id))
+    return body
+
+
+async def _apply_rate_limit(services: Services, record: KeyRecord, body: dict[str, Any]) -> None:
+    """The `rate_limit` extension field of POST/PATCH /keys: {requests, per, tokens_per_minute, concurrency}."""
+    if "rate_limit" not in body:
+        return
+    spec = LimitSpec() if body["rate_limit"] is None else parse_limit_spec(body["rate_limit"])
+    await services.limiter.rules.store.set("key", record.id, spec, services.clock.now_us())
+    services.limiter.rules.put("key", record.id, spec)
 
 
 def _body(raw: Any) -> dict[str, Any]:
@@ -87,6 +100,7 @@ async def create_key(request: web.Request) -> web.Response:
         creator_user_id=body.get("creator_user_id") if isinstance(body.get("creator_user_id"), str) else None,
     )
     services.keys.put(created.record)
+    await _apply_rate_limit(services, created.record, body)
     return json_response({"data": await _object(services, created.record), "key": created.plain}, status=201)
 
 
@@ -100,6 +114,8 @@ async def update_key(request: web.Request) -> web.Response:
     services, manager = await _manager(request)
     await _owned(services, manager, request.match_info["hash"])
     body = _body(await read_json(request, services.settings.max_body_bytes))
+    if "rate_limit" in body and body["rate_limit"] is not None:
+        parse_limit_spec(body["rate_limit"])  # refuse a bad limit before changing anything
     fields: dict[str, Any] = {}
     if "name" in body:
         if not isinstance(body["name"], str) or not body["name"].strip():
@@ -115,6 +131,7 @@ async def update_key(request: web.Request) -> web.Response:
         fields["include_byok_in_limit"] = _bool(body, "include_byok_in_limit")
     record = await services.accounts.update_key(request.match_info["hash"], KeyChanges(**fields))
     services.keys.put(record)
+    await _apply_rate_limit(services, record, body)
     return json_response({"data": await _object(services, record)})
 
 

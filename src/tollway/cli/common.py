@@ -20,7 +20,8 @@ from tollway.db.migrations import migrate
 from tollway.errors import TollwayError
 from tollway.ledger.direct import DirectLedger
 from tollway.ledger.store import LedgerStore
-from tollway.settings import SettingsError, load_settings
+from tollway.limits.store import LimitStore
+from tollway.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
 
@@ -35,6 +36,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 class AdminContext:
     accounts: AccountsService
     ledger: DirectLedger
+    limits: LimitStore
+    settings: Settings
 
 
 @asynccontextmanager
@@ -45,7 +48,7 @@ async def admin_context(database_url: str | None) -> AsyncIterator[AdminContext]
         await migrate(engine)
         clock = SystemClock()
         ledger = DirectLedger(LedgerStore(engine), clock)
-        yield AdminContext(AccountsService(AccountStore(engine), ledger, clock), ledger)
+        yield AdminContext(AccountsService(AccountStore(engine), ledger, clock), ledger, LimitStore(engine), settings)
     finally:
         await engine.dispose()
 

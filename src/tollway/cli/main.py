@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tollway.cli import admin
+from tollway.cli.limits import limits_app
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
 from tollway.db.engine import create_engine
 from tollway.db.migrations import migrate as apply_migrations
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(admin.accounts_app, name="accounts")
 app.add_typer(admin.credits_app, name="credits")
 app.add_typer(admin.keys_app, name="keys")
+app.add_typer(limits_app, name="limits")
 app.command("balance")(admin.balance)
 
 DEMO_EMAIL = "demo@tollway.local"

@@ -23,8 +23,13 @@ async def _initial_schema(connection: AsyncConnection) -> None:
     await connection.run_sync(tables.metadata.create_all, checkfirst=True)
 
 
+async def _rate_limits(connection: AsyncConnection) -> None:
+    await connection.run_sync(tables.rate_limits.create, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
+    (2, "rate limits per account and key", _rate_limits),
 ]
 
 

@@ -117,3 +117,17 @@ schema_migrations = Table(
     Column("version", Integer, primary_key=True),
     Column("applied_at_us", BigInteger, nullable=False),
 )
+
+# Request, token and concurrency limits set for one account or one key (config defaults apply otherwise).
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("subject_kind", String(8), primary_key=True),
+    Column("subject_id", String(40), primary_key=True),
+    Column("requests", Integer, nullable=True),
+    Column("period", String(8), nullable=True),
+    Column("tokens_per_minute", Integer, nullable=True),
+    Column("concurrency", Integer, nullable=True),
+    Column("revision", BigInteger, nullable=False, default=0),
+    Column("updated_at_us", BigInteger, nullable=False),
+)

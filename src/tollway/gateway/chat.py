@@ -21,6 +21,7 @@ from tollway.ledger.admission import CostPlan
 from tollway.ledger.pricing import Price
 from tollway.ledger.records import AttemptRecord, GenerationRecord, KeyRecord
 from tollway.ledger.service import Ledger, Reservation
+from tollway.limits.service import RateLimiter, Ticket
 from tollway.providers.base import (
     Completion,
     StreamChunk,
@@ -49,6 +50,7 @@ class ChatContext:
     started_monotonic: float
     user_agent: str | None
     referer: str | None
+    ticket: Ticket | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
 
     @property
@@ -72,9 +74,10 @@ def worst_price(candidates: list[Candidate]) -> Price:
 
 
 class ChatGateway:
-    def __init__(self, catalog: Catalog, ledger: Ledger, clock: Clock) -> None:
+    def __init__(self, catalog: Catalog, ledger: Ledger, limiter: RateLimiter, clock: Clock) -> None:
         self._catalog = catalog
         self._ledger = ledger
+        self._limiter = limiter
         self._clock = clock
 
     def candidates(self, body: ChatBody) -> list[Candidate]:
@@ -115,7 +118,26 @@ class ChatGateway:
             max_tokens=requested if requested is not None else default_max,
             max_tokens_requested=requested is not None,
         )
-        reservation = await self._ledger.reserve(key, plan)
+        account = await self._ledger.account_figures(key.account_id)
+        if account.balance_nanos < 0:
+            # A negative balance refuses everything, free models included, before any limit is counted.
+            await self._ledger.reserve(key, plan)
+        primary = candidates[0].endpoint
+        checks = self._limiter.checks_for(
+            key,
+            free_model=plan.price.is_free,
+            purchased_nanos=account.purchased_nanos,
+            prompt_tokens=plan.prompt_tokens_estimate,
+            endpoint=(primary.endpoint_id, primary.max_requests_per_second)
+            if primary.max_requests_per_second
+            else None,
+        )
+        ticket = await self._limiter.admit(checks)
+        try:
+            reservation = await self._ledger.reserve(key, plan)
+        except BaseException:
+            await self._limiter.give_back(ticket)
+            raise
         now_us = self._clock.now_us()
         return ChatContext(
             key=key,
@@ -127,7 +149,18 @@ class ChatGateway:
             started_monotonic=time.monotonic(),
             user_agent=user_agent,
             referer=referer,
+            ticket=ticket,
         )
+
+    async def settle(self, context: ChatContext, generation: GenerationRecord) -> None:
+        """Bill a served request and tell the limiters what it really used."""
+        await self._ledger.settle(context.reservation.hold, generation)
+        await self._limiter.finish(context.ticket, generation.tokens_prompt + generation.tokens_completion)
+
+    async def release(self, context: ChatContext) -> None:
+        """Nothing was served: drop the hold; the request still counted as a request."""
+        self._ledger.release(context.reservation.hold)
+        await self._limiter.finish(context.ticket, 0)
 
     def _attempt(self, context: ChatContext, candidate: Candidate, status: int, started: float) -> None:
         context.attempts.append(
@@ -210,13 +243,13 @@ class ChatGateway:
                 self._attempt(context, candidate, 200, started)
                 body, generation = self._finish_completion(context, candidate, result)
                 settled = True
-                await self._ledger.settle(context.reservation.hold, generation)
+                await self.settle(context, generation)
                 return body
             assert last_error is not None
             raise last_error
         finally:
             if not settled:
-                self._ledger.release(context.reservation.hold)
+                await self.release(context)
 
     def _finish_completion(
         self, context: ChatContext, candidate: Candidate, result: Completion
@@ -269,11 +302,11 @@ class ChatGateway:
                     break
                 continue
             except BaseException:
-                self._ledger.release(context.reservation.hold)
+                await self.release(context)
                 raise
             self._attempt(context, candidate, 200, started)
             return candidate, upstream, first
-        self._ledger.release(context.reservation.hold)
+        await self.release(context)
         if last_error is None:
             raise NotFound("No endpoints found for this model.")
         raise last_error

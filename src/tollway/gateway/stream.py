@@ -18,7 +18,6 @@ import orjson
 from tollway.errors import ProviderError
 from tollway.gateway.chat import Candidate, ChatContext, ChatGateway
 from tollway.gateway.responses import chunk_body, usage_body
-from tollway.ledger.service import Ledger
 from tollway.providers.base import StreamChunk, Usage, normalise_finish_reason, prompt_tokens
 
 KEEPALIVE = b": TOLLWAY PROCESSING\n\n"
@@ -33,14 +32,12 @@ class StreamRelay:
     def __init__(
         self,
         gateway: ChatGateway,
-        ledger: Ledger,
         context: ChatContext,
         candidate: Candidate,
         upstream: AsyncIterator[StreamChunk],
         first: StreamChunk,
     ) -> None:
         self._gateway = gateway
-        self._ledger = ledger
         self._context = context
         self._candidate = candidate
         self._upstream = upstream
@@ -121,7 +118,7 @@ class StreamRelay:
             first_token_s=self._first_token_s,
             status=status,
         )
-        await self._ledger.settle(self._context.reservation.hold, generation)
+        await self._gateway.settle(self._context, generation)
         return generation.cost_nanos
 
     async def events(self) -> AsyncIterator[bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 from tollway.auth.cache import KeyCache
 from tollway.clock import Clock
@@ -20,11 +21,18 @@ log = logging.getLogger("tollway.sync")
 
 class LedgerSync:
     def __init__(
-        self, store: LedgerStore, book: AccountBook, keys: KeyCache, clock: Clock, commit_lag_s: float
+        self,
+        store: LedgerStore,
+        book: AccountBook,
+        keys: KeyCache,
+        clock: Clock,
+        commit_lag_s: float,
+        refreshers: list[Callable[[], Awaitable[None]]] | None = None,
     ) -> None:
         self._store = store
         self._book = book
         self._keys = keys
+        self._refreshers = refreshers or []
         self._clock = clock
         self._commit_lag_us = int(commit_lag_s * 1_000_000)
         self.healthy = True
@@ -39,6 +47,8 @@ class LedgerSync:
             entries = await self._store.entries_after(self._book.watermark, exclude_origin=self._book.origin)
             self._book.apply_external(entries, new_watermark)
         await self._keys.refresh()
+        for refresh in self._refreshers:
+            await refresh()
 
     async def run(self, interval_s: float) -> None:
         while True:

@@ -99,6 +99,7 @@ def build_catalog(settings: Settings, session: aiohttp.ClientSession) -> tuple[C
                     price,
                     context_length=endpoint.context_length or model_config.context_length,
                     max_completion_tokens=endpoint.max_completion_tokens or model_config.max_completion_tokens,
+                    max_requests_per_second=endpoint.max_requests_per_second,
                 )
             )
         models = [m for m in models if m.id != model_config.id]

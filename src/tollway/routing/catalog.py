@@ -18,6 +18,7 @@ class Endpoint:
     price: Price
     context_length: int
     max_completion_tokens: int
+    max_requests_per_second: int | None = None
 
     @property
     def provider_name(self) -> str:

@@ -1,0 +1,254 @@
+"""Rate limits as a request meets them: which limits apply, the 429 that names the one that refused.
+
+Free models (`:free` or priced 0) share an account-wide per-minute and per-UTC-day allowance; the
+daily allowance rises once the account has purchased enough (grants do not count). Accounts and keys
+may also carry request, token-per-minute and concurrency limits; endpoints may cap requests per second.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from tollway.clock import Clock, us_to_iso
+from tollway.errors import RateLimited, ServiceUnavailable
+from tollway.limits.backend import LimiterBackend, LimiterUnavailable
+from tollway.limits.config import LimitSpec, Period
+from tollway.limits.rules import LimitCheck, LimitKind, LimitState
+from tollway.limits.store import LimitStore
+from tollway.ledger.records import KeyRecord
+
+log = logging.getLogger("tollway.limits")
+
+_MINUTE_US = 60_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class FreeTier:
+    per_minute: int
+    per_day: int
+    per_day_unlocked: int
+    unlock_purchased_nanos: int
+
+    def daily_limit(self, purchased_nanos: int) -> tuple[int, str]:
+        if purchased_nanos >= self.unlock_purchased_nanos:
+            return self.per_day_unlocked, "free-models-per-day-high-balance"
+        return self.per_day, "free-models-per-day"
+
+
+@dataclass(slots=True)
+class Ticket:
+    """What one admitted request took from the limiters, to give back or correct later."""
+
+    checks: list[LimitCheck]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    token_keys: dict[str, int] = field(default_factory=dict)  # TPM storage key -> tokens taken
+    finished: bool = False
+
+
+class LimitRules:
+    """Per-account and per-key limits, cached and refreshed from the database by the poller."""
+
+    def __init__(self, store: LimitStore, key_default: LimitSpec, account_default: LimitSpec) -> None:
+        self.store = store
+        self._key_default = key_default
+        self._account_default = account_default
+        self._specs: dict[tuple[str, str], LimitSpec] = {}
+        self._revision = 0
+
+    async def refresh(self) -> None:
+        for kind, subject, spec, revision in await self.store.all_after(self._revision):
+            self._specs[(kind, subject)] = spec
+            self._revision = max(self._revision, revision)
+
+    def put(self, kind: str, subject: str, spec: LimitSpec) -> None:
+        self._specs[(kind, subject)] = spec
+
+    def for_key(self, key_id: str) -> LimitSpec:
+        return self._specs.get(("key", key_id), LimitSpec()).merged_over(self._key_default)
+
+    def for_account(self, account_id: str) -> LimitSpec:
+        return self._specs.get(("account", account_id), LimitSpec()).merged_over(self._account_default)
+
+
+def _subject_checks(prefix: str, subject: str, spec: LimitSpec, prompt_tokens: int) -> list[LimitCheck]:
+    checks = []
+    if spec.requests is not None and spec.period is not None:
+        kind = LimitKind.DAILY if spec.period is Period.DAY else LimitKind.GCRA
+        checks.append(
+            LimitCheck(
+                f"{prefix}-requests",
+                kind,
+                f"{prefix}:req:{spec.period.value}:{subject}",
+                spec.requests,
+                spec.period.microseconds,
+            )
+        )
+    if spec.tokens_per_minute is not None:
+        checks.append(
+            LimitCheck(
+                f"{prefix}-tokens-per-minute",
+                LimitKind.GCRA,
+                f"{prefix}:tpm:{subject}",
+                spec.tokens_per_minute,
+                _MINUTE_US,
+                cost=max(1, min(prompt_tokens, spec.tokens_per_minute)),
+            )
+        )
+    if spec.concurrency is not None:
+        checks.append(
+            LimitCheck(f"{prefix}-concurrency", LimitKind.CONCURRENCY, f"{prefix}:conc:{subject}", spec.concurrency, 0)
+        )
+    return checks
+
+
+def explanation_for(state: LimitState) -> dict[str, str]:
+    limit_id = state.check.limit_id
+    reset = us_to_iso(state.reset_at_us)
+    if limit_id.startswith("free-models-per-day"):
+        unlocked = limit_id.endswith("high-balance")
+        sentence = (
+            f"You have used all {state.check.limit} free-model requests for today (UTC); they reset at {reset}."
+            + ("" if unlocked else " Purchasing at least 10 USD of credits in total raises the daily allowance.")
+        )
+        return {"code": "free_daily_cap", "message": sentence}
+    if limit_id == "free-models-per-min":
+        sentence = (
+            f"Free models allow {state.check.limit} requests per minute per account; the next is allowed at {reset}."
+        )
+        return {"code": "free_per_minute", "message": sentence}
+    sentence = f"The {limit_id} limit of {state.check.limit} is reached; the next request is allowed at {reset}."
+    return {"code": "rate_limited", "message": sentence}
+
+
+def rate_limited(state: LimitState, now_us: int) -> RateLimited:
+    reset_ms = state.reset_at_us // 1000
+    retry_after = max(1, math.ceil((state.reset_at_us - now_us) / 1_000_000))
+    headers = {
+        "Retry-After": str(retry_after),
+        "X-RateLimit-Limit": str(state.check.limit),
+        "X-RateLimit-Remaining": str(max(0, state.remaining)),
+        "X-RateLimit-Reset": str(reset_ms),
+    }
+    return RateLimited(
+        f"Rate limit exceeded: {state.check.limit_id}.",
+        metadata={
+            "limit": state.check.limit_id,
+            "reset_at": us_to_iso(state.reset_at_us),
+            "headers": headers,
+            "explanation": explanation_for(state),
+        },
+        headers=headers,
+    )
+
+
+class RateLimiter:
+    def __init__(
+        self, backend: LimiterBackend, rules: LimitRules, free: FreeTier, clock: Clock, fail_open: bool
+    ) -> None:
+        self.backend = backend
+        self.rules = rules
+        self._free = free
+        self._clock = clock
+        self._fail_open = fail_open
+
+    def free_checks(self, account_id: str, purchased_nanos: int) -> list[LimitCheck]:
+        daily_limit, daily_id = self._free.daily_limit(purchased_nanos)
+        return [
+            LimitCheck(
+                "free-models-per-min", LimitKind.GCRA, f"free:min:{account_id}", self._free.per_minute, _MINUTE_US
+            ),
+            LimitCheck(daily_id, LimitKind.DAILY, f"free:day:{account_id}", daily_limit, 0),
+        ]
+
+    def checks_for(
+        self,
+        key: KeyRecord,
+        *,
+        free_model: bool,
+        purchased_nanos: int,
+        prompt_tokens: int,
+        endpoint: tuple[str, int] | None,
+    ) -> list[LimitCheck]:
+        checks = self.free_checks(key.account_id, purchased_nanos) if free_model else []
+        checks += _subject_checks("key", key.id, self.rules.for_key(key.id), prompt_tokens)
+        checks += _subject_checks("account", key.account_id, self.rules.for_account(key.account_id), prompt_tokens)
+        if endpoint is not None:
+            endpoint_id, per_second = endpoint
+            checks.append(
+                LimitCheck("endpoint-requests", LimitKind.GCRA, f"endpoint:{endpoint_id}", per_second, 1_000_000)
+            )
+        return checks
+
+    def _unavailable(self, exc: Exception) -> ServiceUnavailable:
+        log.error("limiter unavailable", extra={"error": str(exc)[:300]})
+        return ServiceUnavailable(
+            "Rate limits cannot be checked because Redis is unreachable; the request was not sent. Retry shortly.",
+            metadata={"reason": "limiter_unavailable"},
+            headers={"Retry-After": "1"},
+        )
+
+    async def admit(self, checks: list[LimitCheck]) -> Ticket | None:
+        if not checks:
+            return None
+        ticket = Ticket(checks)
+        now_us = self._clock.now_us()
+        try:
+            verdict = await self.backend.acquire(checks, now_us, ticket.id)
+        except LimiterUnavailable as exc:
+            if self._fail_open:
+                return None
+            raise self._unavailable(exc) from exc
+        if not verdict.allowed:
+            assert verdict.refused_by is not None
+            raise rate_limited(verdict.refused_by, now_us)
+        ticket.token_keys = {c.key: c.cost for c in checks if c.limit_id.endswith("tokens-per-minute")}
+        return ticket
+
+    async def give_back(self, ticket: Ticket | None) -> None:
+        """The request was refused after admission (credits): it consumes no limit."""
+        if ticket is None or ticket.finished:
+            return
+        ticket.finished = True
+        try:
+            await self.backend.give_back(ticket.checks, ticket.id)
+        except LimiterUnavailable as exc:
+            log.warning("could not give back a limit", extra={"error": str(exc)[:300]})
+
+    async def finish(self, ticket: Ticket | None, tokens_used: int) -> None:
+        """Free concurrency and correct tokens-per-minute from the estimate to what was really used."""
+        if ticket is None or ticket.finished:
+            return
+        ticket.finished = True
+        corrections = {key: tokens_used - taken for key, taken in ticket.token_keys.items()}
+        try:
+            await self.backend.finish(ticket.checks, ticket.id, corrections)
+        except LimiterUnavailable as exc:
+            log.warning("could not finish a limit ticket", extra={"error": str(exc)[:300]})
+
+    async def view(self, checks: list[LimitCheck]) -> list[LimitState]:
+        try:
+            return await self.backend.view(checks, self._clock.now_us())
+        except LimiterUnavailable:
+            return []
+
+    async def free_daily(self, account_id: str, purchased_nanos: int) -> dict[str, int] | None:
+        """/key's free_model_daily_requests: {limit, used, remaining} for today (UTC)."""
+        states = await self.view(self.free_checks(account_id, purchased_nanos))
+        if not states:
+            return None
+        daily_state = states[1]
+        return {"limit": daily_state.check.limit, "used": daily_state.used, "remaining": daily_state.remaining}
+
+    def tightest_request_limit(self, key: KeyRecord) -> dict[str, Any] | None:
+        """/key's rate_limit: the request limit of the key or account with the lowest rate."""
+        candidates = [self.rules.for_key(key.id), self.rules.for_account(key.account_id)]
+        limits = [(s.requests / s.period.microseconds, s) for s in candidates if s.requests and s.period]
+        if not limits:
+            return None
+        _rate, spec = min(limits, key=lambda item: item[0])
+        assert spec.period is not None
+        return {"requests": spec.requests, "interval": spec.period.short}
