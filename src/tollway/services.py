@@ -24,9 +24,6 @@ from tollway.ledger.sink import BatchSink, sink_for
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.sync import LedgerSync
 from tollway.ledger.writer import LedgerWriter
-from tollway.providers.base import Provider
-from tollway.routing.build import build_catalog
-from tollway.routing.catalog import Catalog
 from tollway.limits.backend import LimiterBackend
 from tollway.limits.config import LimitSpec
 from tollway.limits.memory import MemoryLimiter
@@ -34,6 +31,9 @@ from tollway.limits.redis_backend import RedisLimiter
 from tollway.limits.service import FreeTier, LimitRules, RateLimiter
 from tollway.limits.store import LimitStore
 from tollway.money import usd_to_nanos
+from tollway.providers.base import Provider
+from tollway.routing.build import build_catalog
+from tollway.routing.catalog import Catalog
 from tollway.settings import Settings
 
 log = logging.getLogger("tollway")

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from tollway.cli import admin
-from tollway.cli.limits import limits_app
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
+from tollway.cli.limits import limits_app
 from tollway.db.engine import create_engine
 from tollway.db.migrations import migrate as apply_migrations
 from tollway.presenters import account_object

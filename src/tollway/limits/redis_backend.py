@@ -81,7 +81,8 @@ if ok == 1 and apply then
       redis.call('SET', key, string.format('%.0f', new_values[i]), 'PX', math.ceil(period / 1000) + 1000)
     elseif kind == 'daily' then
       redis.call('INCRBY', key, cost)
-      redis.call('PEXPIREAT', key, string.format('%.0f', math.floor(((math.floor(now / day_us) + 1) * day_us) / 1000) + 3600000))
+      local midnight_ms = math.floor(((math.floor(now / day_us) + 1) * day_us) / 1000)
+      redis.call('PEXPIREAT', key, string.format('%.0f', midnight_ms + 3600000))
     else
       redis.call('ZADD', key, string.format('%.0f', now + slot_ttl), ticket)
       redis.call('PEXPIRE', key, math.ceil(slot_ttl / 1000))

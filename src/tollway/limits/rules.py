@@ -65,10 +65,7 @@ def gcra(check: LimitCheck, tat_us: int, now_us: int) -> tuple[bool, int, LimitS
     backlog = max(0, effective - now_us)
     used = min(check.limit, -(-backlog // step))
     remaining = check.limit - used
-    if allowed:
-        reset = now_us if remaining > 0 else effective - tolerance
-    else:
-        reset = new_tat - tolerance - step
+    reset = (now_us if remaining > 0 else effective - tolerance) if allowed else new_tat - tolerance - step
     return allowed, new_tat if allowed else tat_us, LimitState(check, used, remaining, max(reset, now_us))
 
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from tollway.clock import Clock, us_to_iso
 from tollway.errors import RateLimited, ServiceUnavailable
+from tollway.ledger.records import KeyRecord
 from tollway.limits.backend import LimiterBackend, LimiterUnavailable
 from tollway.limits.config import LimitSpec, Period
 from tollway.limits.rules import LimitCheck, LimitKind, LimitState
 from tollway.limits.store import LimitStore
-from tollway.ledger.records import KeyRecord
 
 log = logging.getLogger("tollway.limits")
 
