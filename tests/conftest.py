@@ -73,3 +73,20 @@ def gateway(database_url: str, upstream: FakeOpenAIUpstream, artifacts: Path) ->
     server = start_gateway(database_url, config, artifacts)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def small_free_tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    directory = tmp_path_factory.mktemp("free")
+    server = start_gateway(
+        f"sqlite:///{directory / 'free.db'}",
+        None,
+        directory,
+        env={
+            "TOLLWAY_FREE_REQUESTS_PER_MINUTE": "1000",
+            "TOLLWAY_FREE_REQUESTS_PER_DAY": "5",
+            "TOLLWAY_FREE_REQUESTS_PER_DAY_UNLOCKED": "8",
+        },
+    )
+    yield server
+    server.stop()

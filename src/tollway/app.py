@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from tollway.api import account, admin, chat, health, keys, models
+from tollway.api import account, admin, balance, chat, health, keys, models
 from tollway.api.context import SERVICES
 from tollway.api.middleware import MAX_BODY_KEY, error_middleware
 from tollway.services import Services
@@ -25,6 +25,7 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.get(f"{prefix}/key", account.current_key_info),
         web.get(f"{prefix}/auth/key", account.current_key_info),
         web.get(f"{prefix}/credits", account.credits),
+        web.get(f"{prefix}/balance", balance.balance),
         web.get(f"{prefix}/generation", account.generation),
         web.get(f"{prefix}/keys", keys.list_keys),
         web.post(f"{prefix}/keys", keys.create_key),

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tollway.accounts import AccountsService
 from tollway.auth.cache import KeyCache
 from tollway.auth.store import AccountStore
+from tollway.balance import BalanceService
 from tollway.clock import Clock, SystemClock
 from tollway.db.engine import create_engine, is_sqlite
 from tollway.db.migrations import migrate
@@ -32,6 +33,7 @@ from tollway.limits.service import FreeTier, LimitRules, RateLimiter
 from tollway.limits.store import LimitStore
 from tollway.money import usd_to_nanos
 from tollway.providers.base import Provider
+from tollway.refusals import RefusalLog
 from tollway.routing.build import build_catalog
 from tollway.routing.catalog import Catalog
 from tollway.settings import Settings
@@ -56,6 +58,8 @@ class Services:
     providers: dict[str, Provider]
     gateway: ChatGateway
     limiter: RateLimiter
+    refusals: RefusalLog
+    balance: BalanceService
     sink: BatchSink
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -64,6 +68,7 @@ class Services:
         await self.ledger.book.start()
         self.tasks.append(asyncio.create_task(self.ledger.writer.run(), name="ledger-writer"))
         self.tasks.append(asyncio.create_task(self.ledger.writer.checkpoints(), name="ledger-checkpoints"))
+        self.tasks.append(asyncio.create_task(self.refusals.run(), name="refusal-log"))
         self.tasks.append(
             asyncio.create_task(self.sync.run(self.settings.ledger_poll_interval_seconds), name="ledger-sync")
         )
@@ -72,6 +77,8 @@ class Services:
         drained = await self.ledger.writer.drain(timeout_s=10)
         if not drained:
             log.error("shutting down with unwritten ledger entries", extra={"queued": self.ledger.writer.queued})
+        with contextlib.suppress(Exception):
+            await self.refusals.flush()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
@@ -120,6 +127,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     limiter = build_limiter(settings, engine, clock)
     sync = LedgerSync(ledger_store, book, keys, clock, commit_lag_s=lag, refreshers=[limiter.rules.refresh])
     log.info("rate limits", extra={"backend": limiter.backend.name, "fail_open": settings.rate_limit_fail_open})
+    refusals = RefusalLog(engine)
     return Services(
         settings=settings,
         clock=clock,
@@ -133,5 +141,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         providers=providers,
         gateway=ChatGateway(catalog, ledger, limiter, clock),
         limiter=limiter,
+        refusals=refusals,
+        balance=BalanceService(ledger, limiter, refusals, catalog, clock),
         sink=sink,
     )

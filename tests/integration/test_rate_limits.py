@@ -30,23 +30,6 @@ def flush_redis() -> None:
     client.close()
 
 
-@pytest.fixture(scope="module")
-def small_free_tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    directory = tmp_path_factory.mktemp("free")
-    server = start_gateway(
-        f"sqlite:///{directory / 'free.db'}",
-        None,
-        directory,
-        env={
-            "TOLLWAY_FREE_REQUESTS_PER_MINUTE": "1000",
-            "TOLLWAY_FREE_REQUESTS_PER_DAY": "5",
-            "TOLLWAY_FREE_REQUESTS_PER_DAY_UNLOCKED": "8",
-        },
-    )
-    yield server
-    server.stop()
-
-
 def fire(gateway: GatewayServer, key: str, body: dict[str, object], count: int) -> list[httpx.Response]:
     async def run() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)

@@ -9,8 +9,13 @@ from aiohttp import web
 
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
+from tollway.errors import TollwayError
 from tollway.gateway.stream import KEEPALIVE, StreamRelay
 from tollway.gateway.validation import parse_chat_body
+from tollway.ids import random_text
+from tollway.ledger.records import KeyRecord
+from tollway.refusals import Refusal
+from tollway.services import Services
 
 _CLIENT_GONE = (ConnectionResetError, ConnectionError, asyncio.CancelledError)
 
@@ -21,9 +26,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = parse_chat_body(
         await read_json(request, services.settings.max_body_bytes), services.settings.models_fallback_limit
     )
-    context = await services.gateway.admit(
-        key, body, user_agent=request.headers.get("User-Agent"), referer=request.headers.get("HTTP-Referer")
-    )
+    try:
+        context = await services.gateway.admit(
+            key, body, user_agent=request.headers.get("User-Agent"), referer=request.headers.get("HTTP-Referer")
+        )
+    except TollwayError as exc:
+        remember_refusal(services, key, exc)
+        raise
     headers = {"X-Generation-Id": context.generation_id}
     if context.reservation.max_tokens_capped:
         headers["X-Tollway-Max-Tokens-Capped"] = str(context.max_tokens)
@@ -56,6 +65,26 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(*_CLIENT_GONE):
         await response.write_eof()
     return response
+
+
+def remember_refusal(services: Services, key: KeyRecord, error: TollwayError) -> None:
+    """Keep 402/403/429 refusals for /balance's last_refusals, tagged with a request id the client sees."""
+    if error.status not in (402, 403, 429):
+        return
+    request_id = "req-" + random_text(20)
+    error.headers["X-Request-Id"] = request_id
+    explanation = error.metadata.get("explanation") or {}
+    services.refusals.record(
+        Refusal(
+            account_id=key.account_id,
+            key_id=key.id,
+            at_us=services.clock.now_us(),
+            status=error.status,
+            code=str(explanation.get("code", error.error_type)),
+            message=error.message,
+            request_id=request_id,
+        )
+    )
 
 
 async def _keep_alive(response: web.StreamResponse, interval_s: float) -> None:

@@ -7,6 +7,7 @@ from aiohttp import web
 from tollway.api.http import bearer_token
 from tollway.clock import us_to_iso
 from tollway.errors import AuthenticationFailed, PermissionDenied
+from tollway.explanations import key_disabled
 from tollway.ledger.records import KeyRecord
 from tollway.services import Services
 
@@ -27,10 +28,9 @@ async def authenticate(request: web.Request, *, allow_x_api_key: bool = False) -
             metadata={"explanation": {"code": "key_unknown", "message": "This API key is unknown or deleted."}},
         )
     if key.disabled:
-        sentence = "This API key is disabled, so its requests are refused; enable it or use another key."
+        explanation = key_disabled()
         raise AuthenticationFailed(
-            f"Key is disabled. {sentence}",
-            metadata={"explanation": {"code": "key_disabled", "message": sentence}},
+            f"Key is disabled. {explanation.message}", metadata={"explanation": explanation.as_dict()}
         )
     if key.expires_at_us is not None and key.expires_at_us <= services.clock.now_us():
         sentence = f"This API key expired at {us_to_iso(key.expires_at_us)}; create a new key."

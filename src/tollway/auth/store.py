@@ -72,6 +72,7 @@ async def _next_revision(connection: AsyncConnection) -> int:
 class AccountStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self.engine = engine
 
     async def create_account(self, email: str, now_us: int) -> AccountRecord:
         record = AccountRecord(id=prefixed_id("acct"), email=email, created_at_us=now_us)

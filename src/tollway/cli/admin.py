@@ -8,6 +8,7 @@ import typer
 
 from tollway.auth.store import KeyChanges
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
+from tollway.cli.explain import account_reports, report_text, whoami_report
 from tollway.money import format_usd
 from tollway.presenters import account_object, balance_figures, entry_object, key_object
 
@@ -142,14 +143,25 @@ def keys_delete(key_hash: str, database_url: DatabaseUrlOption = None, as_json: 
     emit(run_admin(database_url, as_json, action), as_json, f"{key_hash} deleted")
 
 
-def balance(account_id: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
+def balance(
+    account_id: str,
+    explain: Annotated[bool, typer.Option("--explain", help="Say, per key, what limits it now.")] = False,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Total credits, total usage, held in flight and balance of an account."""
 
     async def action(context: AdminContext) -> dict[str, Any]:
         account = await context.accounts.require_account(account_id)
-        return balance_figures(account, await context.ledger.account_figures(account_id))
+        figures = balance_figures(account, await context.ledger.account_figures(account_id))
+        if explain:
+            figures["keys"] = await account_reports(context, account_id)
+        return figures
 
     figures = run_admin(database_url, as_json, action)
+    if explain and as_json:
+        emit(figures["keys"], True, "")
+        return
     text = (
         f"account:        {figures['account_id']} ({figures['email']})\n"
         f"total credits:  {_usd(figures['total_credits'])} USD\n"
@@ -157,7 +169,23 @@ def balance(account_id: str, database_url: DatabaseUrlOption = None, as_json: Js
         f"held in flight: {_usd(figures['held_in_flight'])} USD\n"
         f"balance:        {_usd(figures['balance'])} USD"
     )
+    if explain:
+        text += "\n" + "\n".join(report_text(report) for report in figures["keys"])
     emit(figures, as_json, text)
+
+
+def whoami(
+    key: Annotated[str, typer.Option("--key", help="The plain API key (sk-tw-...).")],
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What a key is, whose it is, and what limits it now (the same answer as GET /api/v1/balance)."""
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        return await whoami_report(context, key)
+
+    report = run_admin(database_url, as_json, action)
+    emit(report, as_json, f"account {report['account_id']} ({report['email']})\n" + report_text(report))
 
 
 def _usd(value: float) -> str:

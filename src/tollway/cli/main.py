@@ -26,6 +26,7 @@ app.add_typer(admin.credits_app, name="credits")
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(limits_app, name="limits")
 app.command("balance")(admin.balance)
+app.command("whoami")(admin.whoami)
 
 DEMO_EMAIL = "demo@tollway.local"
 DEMO_CREDITS_USD = "10"

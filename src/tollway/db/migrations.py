@@ -27,9 +27,14 @@ async def _rate_limits(connection: AsyncConnection) -> None:
     await connection.run_sync(tables.rate_limits.create, checkfirst=True)
 
 
+async def _refusals(connection: AsyncConnection) -> None:
+    await connection.run_sync(tables.refusals.create, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
     (2, "rate limits per account and key", _rate_limits),
+    (3, "refusal log", _refusals),
 ]
 
 

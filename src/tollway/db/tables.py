@@ -131,3 +131,18 @@ rate_limits = Table(
     Column("revision", BigInteger, nullable=False, default=0),
     Column("updated_at_us", BigInteger, nullable=False),
 )
+
+# Refused requests (402, 403, 429), kept so that /balance can say why the last ones failed.
+refusals = Table(
+    "refusals",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("code", String(40), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Index("ix_refusals_account_time", "account_id", "at_us"),
+)

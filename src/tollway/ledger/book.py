@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from tollway.ledger.records import EntryKind, KeyRecord, LedgerEntry
 from tollway.ledger.store import LedgerStore
-from tollway.ledger.windows import LimitReset, window_start_us
+from tollway.ledger.windows import LimitReset, next_reset_us, window_start_us
 
 
 @dataclass(slots=True)
@@ -73,6 +73,7 @@ class KeySnapshot:
     usage_weekly_nanos: int
     usage_monthly_nanos: int
     held_nanos: int
+    resets_at_us: int | None = None  # when the cap's window starts over; None for a total cap
 
     @property
     def window_usage_nanos(self) -> int:
@@ -192,6 +193,7 @@ class AccountBook:
             usage_weekly_nanos=state.used_in(LimitReset.WEEKLY, now_us),
             usage_monthly_nanos=state.used_in(LimitReset.MONTHLY, now_us),
             held_nanos=state.held_nanos,
+            resets_at_us=next_reset_us(key.limit_reset, now_us) if key.limit_reset else None,
         )
 
     async def account_snapshot(self, account_id: str) -> AccountSnapshot:

@@ -9,7 +9,7 @@ from tollway.clock import Clock
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
 from tollway.ledger.records import EntryKind, KeyRecord, LedgerEntry
 from tollway.ledger.store import LedgerStore
-from tollway.ledger.windows import LimitReset
+from tollway.ledger.windows import LimitReset, next_reset_us
 
 
 class DirectLedger:
@@ -56,4 +56,5 @@ class DirectLedger:
             usage_weekly_nanos=totals.by_window[LimitReset.WEEKLY][1],
             usage_monthly_nanos=totals.by_window[LimitReset.MONTHLY][1],
             held_nanos=0,
+            resets_at_us=next_reset_us(key.limit_reset, self._clock.now_us()) if key.limit_reset else None,
         )

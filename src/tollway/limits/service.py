@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from tollway import explanations as explain
 from tollway.clock import Clock, us_to_iso
 from tollway.errors import RateLimited, ServiceUnavailable
 from tollway.ledger.records import KeyRecord
@@ -105,23 +106,13 @@ def _subject_checks(prefix: str, subject: str, spec: LimitSpec, prompt_tokens: i
     return checks
 
 
-def explanation_for(state: LimitState) -> dict[str, str]:
+def explanation_for(state: LimitState) -> explain.Explanation:
     limit_id = state.check.limit_id
-    reset = us_to_iso(state.reset_at_us)
     if limit_id.startswith("free-models-per-day"):
-        unlocked = limit_id.endswith("high-balance")
-        sentence = (
-            f"You have used all {state.check.limit} free-model requests for today (UTC); they reset at {reset}."
-            + ("" if unlocked else " Purchasing at least 10 USD of credits in total raises the daily allowance.")
-        )
-        return {"code": "free_daily_cap", "message": sentence}
+        return explain.free_daily_cap(state.check.limit, limit_id.endswith("high-balance"), state.reset_at_us)
     if limit_id == "free-models-per-min":
-        sentence = (
-            f"Free models allow {state.check.limit} requests per minute per account; the next is allowed at {reset}."
-        )
-        return {"code": "free_per_minute", "message": sentence}
-    sentence = f"The {limit_id} limit of {state.check.limit} is reached; the next request is allowed at {reset}."
-    return {"code": "rate_limited", "message": sentence}
+        return explain.free_per_minute(state.check.limit)
+    return explain.rate_limited(limit_id, state.check.limit, state.reset_at_us)
 
 
 def rate_limited(state: LimitState, now_us: int) -> RateLimited:
@@ -139,7 +130,7 @@ def rate_limited(state: LimitState, now_us: int) -> RateLimited:
             "limit": state.check.limit_id,
             "reset_at": us_to_iso(state.reset_at_us),
             "headers": headers,
-            "explanation": explanation_for(state),
+            "explanation": explanation_for(state).as_dict(),
         },
         headers=headers,
     )
@@ -151,6 +142,7 @@ class RateLimiter:
     ) -> None:
         self.backend = backend
         self.rules = rules
+        self.free_tier = free
         self._free = free
         self._clock = clock
         self._fail_open = fail_open

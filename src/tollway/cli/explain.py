@@ -1,0 +1,59 @@
+"""`tollway balance ACCOUNT_ID --explain` and `tollway whoami --key K`: /balance's answer, from the database.
+
+Limit usage comes from Redis when TOLLWAY_REDIS_URL is set; the in-process limiter's counters live in
+the server, so without Redis the CLI shows the limits but not their live usage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from tollway.auth.keys import hash_key
+from tollway.balance import BalanceService
+from tollway.cli.common import AdminContext
+from tollway.clock import SystemClock
+from tollway.errors import NotFound
+from tollway.ledger.records import KeyRecord
+from tollway.refusals import RefusalLog
+from tollway.routing.build import build_catalog
+from tollway.services import build_limiter
+
+
+async def balance_reports(context: AdminContext, keys: list[KeyRecord]) -> list[dict[str, Any]]:
+    clock = SystemClock()
+    engine = context.accounts.store.engine
+    limiter = build_limiter(context.settings, engine, clock)
+    await limiter.rules.refresh()
+    async with aiohttp.ClientSession() as session:
+        catalog, _providers = build_catalog(context.settings, session)
+        service = BalanceService(context.ledger, limiter, RefusalLog(engine), catalog, clock)
+        try:
+            return [{"key_hash": key.hash, **await service.report(key)} for key in keys]
+        finally:
+            await limiter.backend.close()
+
+
+async def account_reports(context: AdminContext, account_id: str) -> list[dict[str, Any]]:
+    await context.accounts.require_account(account_id)
+    keys = [k for k in await context.accounts.store.keys_for_account(account_id) if not k.is_management]
+    return await balance_reports(context, keys)
+
+
+async def whoami_report(context: AdminContext, plain_key: str) -> dict[str, Any]:
+    record = await context.accounts.store.key_by_hash(hash_key(plain_key.strip()))
+    if record is None or record.deleted_at_us is not None:
+        raise NotFound("No such key: it is unknown or deleted")
+    account = await context.accounts.require_account(record.account_id)
+    report = (await balance_reports(context, [record]))[0]
+    return {"account_id": account.id, "email": account.email, **report}
+
+
+def report_text(report: dict[str, Any]) -> str:
+    key = report["key"]
+    cap = "no cap" if key["limit"] is None else f"cap {key['limit']} USD ({key['limit_reset'] or 'total'})"
+    lines = [f"key {key['label']} ({key['name']}, {cap}): {report['summary']}"]
+    lines += [f"  - [{e['code']}] {e['message']}" for e in report["explanations"][1:]]
+    lines.append(f"  spendable now: {report['spendable_now']} USD")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""A short memory of refused requests per account, so /balance can answer "why was I refused?".
+
+Recording never slows a request: refusals queue in memory (bounded) and a background task writes
+them in batches; reads merge what is queued with what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tollway.clock import us_to_iso
+from tollway.db import tables
+
+log = logging.getLogger("tollway.refusals")
+
+_R = tables.refusals
+_QUEUE_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    account_id: str
+    key_id: str | None
+    at_us: int
+    status: int
+    code: str
+    message: str
+    request_id: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": us_to_iso(self.at_us),
+            "status": self.status,
+            "reason": self.code,
+            "message": self.message,
+            "request_id": self.request_id,
+        }
+
+
+class RefusalLog:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._queue: deque[Refusal] = deque(maxlen=_QUEUE_LIMIT)
+
+    def record(self, refusal: Refusal) -> None:
+        self._queue.append(refusal)
+
+    async def recent(self, account_id: str, limit: int = 10) -> list[Refusal]:
+        query = select(_R).where(_R.c.account_id == account_id).order_by(_R.c.at_us.desc(), _R.c.id.desc()).limit(limit)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        stored = [Refusal(r.account_id, r.key_id, r.at_us, r.status, r.code, r.message, r.request_id) for r in rows]
+        queued = [r for r in self._queue if r.account_id == account_id]
+        merged = sorted(queued + stored, key=lambda r: r.at_us, reverse=True)
+        return merged[:limit]
+
+    async def flush(self) -> None:
+        if not self._queue:
+            return
+        batch = list(self._queue)
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                _R.insert(),
+                [
+                    {
+                        "account_id": r.account_id,
+                        "key_id": r.key_id,
+                        "at_us": r.at_us,
+                        "status": r.status,
+                        "code": r.code,
+                        "message": r.message[:2000],
+                        "request_id": r.request_id,
+                    }
+                    for r in batch
+                ],
+            )
+        for _ in batch:
+            self._queue.popleft()
+
+    async def run(self, interval_s: float = 0.2) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: keep the (bounded) queue and retry
+                log.warning("refusal log write failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
