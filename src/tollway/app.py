@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from tollway.api import account, admin, balance, chat, health, keys, models
+from tollway.api import account, admin, balance, chat, health, keys, metrics, models
 from tollway.api.context import SERVICES
 from tollway.api.middleware import MAX_BODY_KEY, error_middleware
 from tollway.services import Services
@@ -55,7 +55,9 @@ def build_app(services: Services) -> web.Application:
     app[MAX_BODY_KEY] = services.settings.max_body_bytes
     app.add_routes(_routes("/api/v1"))
     app.add_routes(_routes("/v1"))
-    app.add_routes([web.get("/health", health.health), web.get("/ready", health.ready)])
+    app.add_routes(
+        [web.get("/health", health.health), web.get("/ready", health.ready), web.get("/metrics", metrics.metrics)]
+    )
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await services.start()

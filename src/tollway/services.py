@@ -19,7 +19,8 @@ from tollway.clock import Clock, SystemClock
 from tollway.db.engine import create_engine, is_sqlite
 from tollway.db.migrations import migrate
 from tollway.gateway.chat import ChatGateway
-from tollway.ledger.book import AccountBook
+from tollway.ledger.book import AccountBook, Book
+from tollway.ledger.redis_book import RedisBook
 from tollway.ledger.service import Ledger
 from tollway.ledger.sink import BatchSink, sink_for
 from tollway.ledger.store import LedgerStore
@@ -31,6 +32,7 @@ from tollway.limits.memory import MemoryLimiter
 from tollway.limits.redis_backend import RedisLimiter
 from tollway.limits.service import FreeTier, LimitRules, RateLimiter
 from tollway.limits.store import LimitStore
+from tollway.metrics import Metrics
 from tollway.money import usd_to_nanos
 from tollway.providers.base import Provider
 from tollway.refusals import RefusalLog
@@ -60,6 +62,7 @@ class Services:
     limiter: RateLimiter
     refusals: RefusalLog
     balance: BalanceService
+    metrics: Metrics
     sink: BatchSink
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -86,6 +89,8 @@ class Services:
                 await task
         await self.http.close()
         await self.limiter.backend.close()
+        if isinstance(self.ledger.book, RedisBook):
+            await self.ledger.book.close()
         await self.sink.close()
         await self.engine.dispose()
 
@@ -117,7 +122,12 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     origin = uuid.uuid4().hex
     sink = sink_for(settings.database_url)
     ledger_store = LedgerStore(engine, sink)
-    book = AccountBook(ledger_store, origin)
+    book: Book = (
+        RedisBook(ledger_store, origin, settings.redis_url, settings.hold_ttl_seconds)
+        if settings.redis_url
+        else AccountBook(ledger_store, origin)
+    )
+    log.info("balances", extra={"book": "redis" if settings.redis_url else "memory"})
     writer = LedgerWriter(ledger_store, origin, settings.ledger_queue_limit, settings.ledger_flush_timeout_seconds)
     ledger = Ledger(ledger_store, book, writer, clock, settings.min_affordable_tokens)
     account_store = AccountStore(engine)
@@ -128,6 +138,8 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     sync = LedgerSync(ledger_store, book, keys, clock, commit_lag_s=lag, refreshers=[limiter.rules.refresh])
     log.info("rate limits", extra={"backend": limiter.backend.name, "fail_open": settings.rate_limit_fail_open})
     refusals = RefusalLog(engine)
+    metrics = Metrics()
+    metrics.track_holds(lambda: book.open_hold_count)
     return Services(
         settings=settings,
         clock=clock,
@@ -139,7 +151,8 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         sync=sync,
         catalog=catalog,
         providers=providers,
-        gateway=ChatGateway(catalog, ledger, limiter, clock),
+        gateway=ChatGateway(catalog, ledger, limiter, clock, metrics),
+        metrics=metrics,
         limiter=limiter,
         refusals=refusals,
         balance=BalanceService(ledger, limiter, refusals, catalog, clock),

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     ledger_flush_timeout_seconds: float = 2.0
     ledger_poll_interval_seconds: float = 0.25
     ledger_queue_limit: int = 10_000
+    # With Redis, a hold a crashed process left behind is released this long after it was placed.
+    hold_ttl_seconds: float = 900.0
 
     # Rate limits (free models are account-wide; purchases, not grants, unlock the higher daily cap).
     free_requests_per_minute: int = 20

@@ -156,3 +156,19 @@ def test_management_api_refuses_inference_keys_and_bad_fields(gateway: GatewaySe
         assert response.status_code == 400, body
     # Another account's key is invisible: 404 exactly as a missing one.
     assert httpx.get(gateway.api + f"/keys/{inference.key_hash}", headers=headers).status_code == 404
+
+
+def test_health_ready_and_metrics(gateway: GatewayServer) -> None:
+    assert httpx.get(gateway.base_url + "/health").json() == {"status": "ok"}
+    ready = httpx.get(gateway.base_url + "/ready")
+    assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok"
+    account = gateway.new_account("1")
+    gateway.post(
+        "/chat/completions",
+        account.key,
+        {"model": "tollway/offline-small", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    text = httpx.get(gateway.base_url + "/metrics").text
+    assert 'tollway_requests_total{model="tollway/offline-small",provider="Tollway Offline",status="200"}' in text
+    assert "tollway_holds_in_flight 0.0" in text
+    assert "tollway_cost_usd_total" in text

@@ -96,7 +96,7 @@ class LedgerMachine(RuleBasedStateMachine):
             async with self.book.sync_lock:
                 entries = await self.book._store.entries_after(self.book.watermark, exclude_origin="prop")
                 new_mark = await self.book._store.highest_id_created_before(self.book.watermark, None)
-                self.book.apply_external(entries, new_mark)
+                await self.book.apply_external(entries, new_mark)
 
         self.loop.run_until_complete(write_and_poll())
         self.credits += amount
@@ -136,7 +136,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if hold is None or hold.id not in self.open:
             return
         del self.open[hold.id]
-        self.ledger.release(hold)
+        self.loop.run_until_complete(self.ledger.release(hold))
 
     @invariant()
     def figures_add_up(self) -> None:

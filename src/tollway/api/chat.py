@@ -71,6 +71,8 @@ def remember_refusal(services: Services, key: KeyRecord, error: TollwayError) ->
     """Keep 402/403/429 refusals for /balance's last_refusals, tagged with a request id the client sees."""
     if error.status not in (402, 403, 429):
         return
+    explanation_code = (error.metadata.get("explanation") or {}).get("code", error.error_type)
+    services.metrics.refusals.labels(str(error.status), str(explanation_code)).inc()
     request_id = "req-" + random_text(20)
     error.headers["X-Request-Id"] = request_id
     explanation = error.metadata.get("explanation") or {}

@@ -23,6 +23,9 @@ async def ready(request: web.Request) -> web.Response:
     except Exception as exc:  # any driver error means not ready
         checks["database"] = f"unavailable: {type(exc).__name__}"
     checks["ledger_writer"] = "ok" if services.ledger.writer.healthy else "failing"
+    ping = getattr(services.limiter.backend, "ping", None)
+    if ping is not None:
+        checks["redis"] = "ok" if await ping() else "unavailable"
     ready_now = all(value == "ok" for value in checks.values())
     return json_response(
         {"status": "ready" if ready_now else "unavailable", "checks": checks},

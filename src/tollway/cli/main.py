@@ -102,5 +102,32 @@ def demo(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) ->
     emit(result, as_json, text)
 
 
+@app.command()
+def reconcile(
+    fix: Annotated[bool, typer.Option("--fix", help="Drop cached figures that differ (reloaded on next use).")] = False,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recompute every balance from the ledger; exit 1 on any mismatch with cached figures."""
+    from tollway.clock import SystemClock
+    from tollway.ledger.reconcile import reconcile as run_reconcile
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        report = await run_reconcile(
+            context.accounts.store.engine, context.settings.redis_url, SystemClock().now_us(), fix
+        )
+        return report.as_dict()
+
+    report = run_admin(database_url, as_json, action)
+    text = (
+        f"accounts checked: {report['accounts_checked']}, expired holds released: "
+        f"{report['expired_holds_released']}, mismatches: {len(report['mismatches'])}"
+    )
+    text += "".join(f"\n  {m}" for m in report["mismatches"])
+    emit(report, as_json, text)
+    if not report["clean"]:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

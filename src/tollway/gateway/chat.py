@@ -22,6 +22,7 @@ from tollway.ledger.pricing import Price
 from tollway.ledger.records import AttemptRecord, GenerationRecord, KeyRecord
 from tollway.ledger.service import Ledger, Reservation
 from tollway.limits.service import RateLimiter, Ticket
+from tollway.metrics import Metrics
 from tollway.providers.base import (
     Completion,
     StreamChunk,
@@ -74,11 +75,12 @@ def worst_price(candidates: list[Candidate]) -> Price:
 
 
 class ChatGateway:
-    def __init__(self, catalog: Catalog, ledger: Ledger, limiter: RateLimiter, clock: Clock) -> None:
+    def __init__(self, catalog: Catalog, ledger: Ledger, limiter: RateLimiter, clock: Clock, metrics: Metrics) -> None:
         self._catalog = catalog
         self._ledger = ledger
         self._limiter = limiter
         self._clock = clock
+        self._metrics = metrics
 
     def candidates(self, body: ChatBody) -> list[Candidate]:
         wanted = ([body.model] if body.model else []) + list(body.fallback_models)
@@ -156,13 +158,24 @@ class ChatGateway:
         """Bill a served request and tell the limiters what it really used."""
         await self._ledger.settle(context.reservation.hold, generation)
         await self._limiter.finish(context.ticket, generation.tokens_prompt + generation.tokens_completion)
+        metrics = self._metrics
+        metrics.requests.labels(generation.model, generation.provider_name or "", str(generation.status)).inc()
+        metrics.latency.labels(generation.model).observe((generation.latency_ms or 0) / 1000)
+        metrics.tokens.labels(generation.model, "prompt").inc(generation.tokens_prompt)
+        metrics.tokens.labels(generation.model, "completion").inc(generation.tokens_completion)
+        metrics.cost.labels(generation.model).inc(generation.cost_nanos / 1_000_000_000)
+        if generation.streamed and generation.latency_ms is not None and generation.generation_time_ms is not None:
+            first_token_ms = generation.latency_ms - generation.generation_time_ms
+            metrics.time_to_first_token.labels(generation.model).observe(first_token_ms / 1000)
 
     async def release(self, context: ChatContext) -> None:
         """Nothing was served: drop the hold; the request still counted as a request."""
-        self._ledger.release(context.reservation.hold)
+        await self._ledger.release(context.reservation.hold)
         await self._limiter.finish(context.ticket, 0)
 
     def _attempt(self, context: ChatContext, candidate: Candidate, status: int, started: float) -> None:
+        elapsed = time.monotonic() - started
+        self._metrics.upstream_latency.labels(candidate.endpoint.provider_name, str(status)).observe(elapsed)
         context.attempts.append(
             AttemptRecord(
                 provider_name=candidate.endpoint.provider_name,

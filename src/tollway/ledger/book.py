@@ -12,6 +12,7 @@ import asyncio
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tollway.ledger.records import EntryKind, KeyRecord, LedgerEntry
 from tollway.ledger.store import LedgerStore
@@ -116,6 +117,33 @@ class ReserveOutcome:
 
 class HoldAlreadyResolved(RuntimeError):
     pass
+
+
+class Book(Protocol):
+    """The hot-path figures: in process (one gateway process) or in Redis (many)."""
+
+    origin: str
+    sync_lock: asyncio.Lock
+    watermark: int
+
+    async def start(self) -> None: ...
+
+    async def account_snapshot(self, account_id: str) -> AccountSnapshot: ...
+
+    async def key_snapshot(self, key: KeyRecord, now_us: int) -> KeySnapshot: ...
+
+    async def try_reserve(self, key: KeyRecord, amount_nanos: int, now_us: int) -> ReserveOutcome: ...
+
+    async def settle(self, hold: Hold, cost_nanos: int, at_us: int) -> None: ...
+
+    async def release(self, hold: Hold) -> None: ...
+
+    async def apply_local(self, entry: LedgerEntry) -> None: ...
+
+    async def apply_external(self, entries: Iterable[LedgerEntry], new_watermark: int) -> None: ...
+
+    @property
+    def open_hold_count(self) -> int: ...
 
 
 class AccountBook:
@@ -232,17 +260,17 @@ class AccountBook:
         if hold.key_id is not None:
             self._keys[hold.key_id].held_nanos -= hold.amount_nanos
 
-    def settle(self, hold: Hold, cost_nanos: int, at_us: int) -> None:
+    async def settle(self, hold: Hold, cost_nanos: int, at_us: int) -> None:
         """Replace the hold by the exact cost, which may exceed the hold (a low prompt estimate)."""
         self._close(hold)
         self._accounts[hold.account_id].usage_nanos += cost_nanos
         if hold.key_id is not None:
             self._keys[hold.key_id].add_usage(cost_nanos, at_us)
 
-    def release(self, hold: Hold) -> None:
+    async def release(self, hold: Hold) -> None:
         self._close(hold)
 
-    def apply_local(self, entry: LedgerEntry) -> None:
+    async def apply_local(self, entry: LedgerEntry) -> None:
         """Count an entry this process wrote itself (a grant or payment), if its account is loaded.
 
         The caller holds `sync_lock` across the write and this call; an account loaded later counts
@@ -250,7 +278,7 @@ class AccountBook:
         """
         self._apply(entry)
 
-    def apply_external(self, entries: Iterable[LedgerEntry], new_watermark: int) -> None:
+    async def apply_external(self, entries: Iterable[LedgerEntry], new_watermark: int) -> None:
         """Count entries other writers appended; the caller holds `sync_lock`."""
         for entry in entries:
             if entry.id is None or entry.id in self._seen or entry.id <= self.watermark:

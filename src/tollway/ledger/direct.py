@@ -5,6 +5,8 @@ Entries are written with no origin, so every running server's poller counts them
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tollway.clock import Clock
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
 from tollway.ledger.records import EntryKind, KeyRecord, LedgerEntry
@@ -34,7 +36,8 @@ class DirectLedger:
             reference=reference,
             reason=reason,
         )
-        return entry if await self.store.append(entry, origin=None) else None
+        entry_id = await self.store.append(entry, origin=None)
+        return None if entry_id is None else replace(entry, id=entry_id)
 
     async def account_figures(self, account_id: str) -> AccountSnapshot:
         totals = await self.store.account_totals(account_id)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from tollway.clock import Clock
 from tollway.errors import ServiceUnavailable, TollwayError
 from tollway.ledger.admission import CostPlan, decide_refusal
-from tollway.ledger.book import AccountBook, AccountSnapshot, Hold, KeySnapshot
+from tollway.ledger.book import AccountSnapshot, Book, Hold, KeySnapshot
 from tollway.ledger.records import EntryKind, GenerationRecord, KeyRecord, LedgerEntry
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.writer import LedgerWriter
@@ -29,7 +29,7 @@ class Ledger:
     def __init__(
         self,
         store: LedgerStore,
-        book: AccountBook,
+        book: Book,
         writer: LedgerWriter,
         clock: Clock,
         min_affordable_tokens: int,
@@ -72,7 +72,7 @@ class Ledger:
     async def settle(self, hold: Hold, generation: GenerationRecord) -> bool:
         """Bill `generation.cost_nanos` in place of the hold; True once the entry is committed."""
         now_us = generation.created_at_us
-        self.book.settle(hold, generation.cost_nanos, now_us)
+        await self.book.settle(hold, generation.cost_nanos, now_us)
         entry = None
         if generation.cost_nanos:
             entry = LedgerEntry(
@@ -85,8 +85,8 @@ class Ledger:
             )
         return await asyncio.shield(self.writer.record(generation, entry))
 
-    def release(self, hold: Hold) -> None:
-        self.book.release(hold)
+    async def release(self, hold: Hold) -> None:
+        await self.book.release(hold)
 
     async def append(
         self,
@@ -107,9 +107,11 @@ class Ledger:
             reason=reason,
         )
         async with self.book.sync_lock:
-            if not await self.store.append(entry, origin=self.book.origin):
+            entry_id = await self.store.append(entry, origin=self.book.origin)
+            if entry_id is None:
                 return None
-            self.book.apply_local(entry)
+            entry = replace(entry, id=entry_id)
+            await self.book.apply_local(entry)
         return entry
 
     async def account_figures(self, account_id: str) -> AccountSnapshot:

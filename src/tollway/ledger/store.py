@@ -163,12 +163,12 @@ class LedgerStore:
         self._dialect = engine.dialect.name
         self._sink = sink
 
-    async def append(self, entry: LedgerEntry, origin: str | None) -> bool:
-        """Append one entry; False when its (kind, reference) or generation was already recorded."""
-        statement = insert_ignoring_duplicates(_E, self._dialect)
+    async def append(self, entry: LedgerEntry, origin: str | None) -> int | None:
+        """Append one entry and return its id; None when its (kind, reference) was already recorded."""
+        statement = insert_ignoring_duplicates(_E, self._dialect).values(**_entry_row(entry, origin)).returning(_E.c.id)
         async with self._engine.begin() as connection:
-            result = await connection.execute(statement, [_entry_row(entry, origin)])
-        return bool(result.rowcount)
+            inserted = (await connection.execute(statement)).scalar()
+        return None if inserted is None else int(inserted)
 
     async def write_batch(
         self, entries: Sequence[LedgerEntry], generations: Sequence[GenerationRecord], origin: str

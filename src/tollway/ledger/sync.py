@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from tollway.auth.cache import KeyCache
 from tollway.clock import Clock
-from tollway.ledger.book import AccountBook
+from tollway.ledger.book import Book
 from tollway.ledger.store import LedgerStore
 
 log = logging.getLogger("tollway.sync")
@@ -23,7 +23,7 @@ class LedgerSync:
     def __init__(
         self,
         store: LedgerStore,
-        book: AccountBook,
+        book: Book,
         keys: KeyCache,
         clock: Clock,
         commit_lag_s: float,
@@ -45,7 +45,7 @@ class LedgerSync:
             # The watermark is read before the entries, so nothing at or below it can be missed.
             new_watermark = await self._store.highest_id_created_before(self._book.watermark, before_us)
             entries = await self._store.entries_after(self._book.watermark, exclude_origin=self._book.origin)
-            self._book.apply_external(entries, new_watermark)
+            await self._book.apply_external(entries, new_watermark)
         await self._keys.refresh()
         for refresh in self._refreshers:
             await refresh()
