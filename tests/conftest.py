@@ -9,9 +9,14 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from hypothesis import settings
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.support import GatewayServer, start_gateway, write_config
+
+# Timing varies on a shared 2-core machine; properties are about results, not speed.
+settings.register_profile("tollway", deadline=None, print_blob=True)
+settings.load_profile("tollway")
 
 POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -134,6 +134,8 @@ class RedisBook:
         self._hold_ttl_us = int(hold_ttl_s * 1_000_000)
         self._hold_ids = itertools.count(1)
         self._open: dict[int, str] = {}
+        # Credit entries written to the ledger but not yet counted in Redis (it was unreachable).
+        self._unapplied: list[LedgerEntry] = []
         self._loaded_accounts: set[str] = set()
         self._loaded_keys: set[str] = set()
         self._process = uuid.uuid4().hex[:12]
@@ -286,12 +288,23 @@ class RedisBook:
         )
 
     async def apply_local(self, entry: LedgerEntry) -> None:
-        await self._apply(entry)
+        """Count a credit entry in Redis; while Redis is away it is kept and retried by the poller."""
+        self._unapplied.append(entry)
+        await self._apply_pending()
+
+    async def _apply_pending(self) -> None:
+        while self._unapplied:
+            try:
+                await self._apply(self._unapplied[0])
+            except RedisError:
+                return
+            self._unapplied.pop(0)
 
     async def apply_external(self, entries: Iterable[LedgerEntry], new_watermark: int) -> None:
-        for entry in entries:
-            await self._apply(entry)
-        self.watermark = max(self.watermark, new_watermark)
+        self._unapplied.extend(entries)
+        await self._apply_pending()
+        if not self._unapplied:
+            self.watermark = max(self.watermark, new_watermark)
 
     @property
     def open_hold_count(self) -> int:

@@ -13,6 +13,7 @@ from tollway.clock import Clock
 from tollway.errors import ServiceUnavailable, TollwayError
 from tollway.ledger.admission import CostPlan, decide_refusal
 from tollway.ledger.book import AccountSnapshot, Book, Hold, KeySnapshot
+from tollway.ledger.direct import DirectLedger
 from tollway.ledger.records import EntryKind, GenerationRecord, KeyRecord, LedgerEntry
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.writer import LedgerWriter
@@ -39,6 +40,7 @@ class Ledger:
         self.writer = writer
         self._clock = clock
         self._min_tokens = min_affordable_tokens
+        self._direct = DirectLedger(store, clock)
 
     def ensure_accepting(self) -> None:
         if not self.writer.accepting:
@@ -115,10 +117,17 @@ class Ledger:
         return entry
 
     async def account_figures(self, account_id: str) -> AccountSnapshot:
-        return await self.book.account_snapshot(account_id)
+        try:
+            return await self.book.account_snapshot(account_id)
+        except ServiceUnavailable:
+            # The shared book is away: show the ledger of record (requests still fail closed).
+            return await self._direct.account_figures(account_id)
 
     async def key_figures(self, key: KeyRecord) -> KeySnapshot:
-        return await self.book.key_snapshot(key, self._clock.now_us())
+        try:
+            return await self.book.key_snapshot(key, self._clock.now_us())
+        except ServiceUnavailable:
+            return await self._direct.key_figures(key)
 
     async def generation(self, generation_id: str) -> GenerationRecord | None:
         pending = self.writer.pending_generation(generation_id)
