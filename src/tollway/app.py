@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from tollway.api import account, admin, balance, chat, health, keys, metrics, models
+from tollway.api import account, admin, balance, chat, health, keys, metrics, models, payments
 from tollway.api.context import SERVICES
 from tollway.api.middleware import MAX_BODY_KEY, error_middleware
 from tollway.services import Services
@@ -26,6 +26,13 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.get(f"{prefix}/auth/key", account.current_key_info),
         web.get(f"{prefix}/credits", account.credits),
         web.get(f"{prefix}/balance", balance.balance),
+        web.post(f"{prefix}/credits/checkout", payments.checkout),
+        web.get(f"{prefix}/credits/purchases", payments.purchases),
+        web.get(f"{prefix}/credits/auto-recharge", payments.get_auto_recharge),
+        web.put(f"{prefix}/credits/auto-recharge", payments.put_auto_recharge),
+        web.post(f"{prefix}/credits/auto-recharge/setup", payments.setup_auto_recharge),
+        web.post(f"{prefix}/webhooks/stripe", payments.stripe_webhook),
+        web.post(f"{prefix}/webhooks/crypto", payments.crypto_webhook),
         web.get(f"{prefix}/generation", account.generation),
         web.get(f"{prefix}/keys", keys.list_keys),
         web.post(f"{prefix}/keys", keys.create_key),

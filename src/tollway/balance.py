@@ -160,13 +160,14 @@ class BalanceService:
             found.append(
                 explain.key_cap_exhausted(period_name(key.limit_reset), key.limit_nanos or 0, key_figures.resets_at_us)
             )
+        if pending:
+            # Ahead of an empty balance: "your payment is on its way" is the answer people are looking for.
+            found.append(explain.payment_pending(len(pending), sum(p.amount_nanos for p in pending)))
         if balance_nanos == 0:
             found.append(explain.balance_empty())
         for state in free_states + limit_states:
             if state.remaining <= 0:
                 found.append(explanation_for(state))
-        if pending:
-            found.append(explain.payment_pending(len(pending), sum(p.amount_nanos for p in pending)))
         cheapest = self._cheapest_paid()
         if cheapest is not None and spendable > 0 and not found:
             model_id, completion_femtos, max_tokens = cheapest

@@ -34,6 +34,12 @@ from tollway.limits.service import FreeTier, LimitRules, RateLimiter
 from tollway.limits.store import LimitStore
 from tollway.metrics import Metrics
 from tollway.money import usd_to_nanos
+from tollway.payments.auto_recharge import AutoRechargeStore
+from tollway.payments.crypto_provider import CryptoProvider
+from tollway.payments.provider import PaymentProvider
+from tollway.payments.service import CheckoutLimits, PaymentsService
+from tollway.payments.store import PaymentStore
+from tollway.payments.stripe_provider import StripeProvider
 from tollway.providers.base import Provider
 from tollway.refusals import RefusalLog
 from tollway.routing.build import build_catalog
@@ -63,6 +69,7 @@ class Services:
     refusals: RefusalLog
     balance: BalanceService
     metrics: Metrics
+    payments: PaymentsService
     sink: BatchSink
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -72,6 +79,7 @@ class Services:
         self.tasks.append(asyncio.create_task(self.ledger.writer.run(), name="ledger-writer"))
         self.tasks.append(asyncio.create_task(self.ledger.writer.checkpoints(), name="ledger-checkpoints"))
         self.tasks.append(asyncio.create_task(self.refusals.run(), name="refusal-log"))
+        await self.payments.refresh_auto_recharge()
         self.tasks.append(
             asyncio.create_task(self.sync.run(self.settings.ledger_poll_interval_seconds), name="ledger-sync")
         )
@@ -111,6 +119,40 @@ def build_limiter(settings: Settings, engine: AsyncEngine, clock: Clock) -> Rate
     return RateLimiter(backend, rules, free, clock, settings.rate_limit_fail_open)
 
 
+def build_payments(
+    settings: Settings,
+    engine: AsyncEngine,
+    http: aiohttp.ClientSession,
+    ledger: Ledger,
+    clock: Clock,
+    metrics: Metrics,
+) -> PaymentsService:
+    providers: dict[str, PaymentProvider] = {}
+    if settings.stripe_secret_key and settings.stripe_webhook_secret:
+        providers["stripe"] = StripeProvider(
+            settings.stripe_secret_key.get_secret_value(),
+            settings.stripe_webhook_secret.get_secret_value(),
+            settings.stripe_api_base,
+            settings.checkout_success_url,
+            settings.checkout_cancel_url,
+            settings.webhook_tolerance_seconds,
+        )
+    if settings.crypto_api_key and settings.crypto_webhook_secret:
+        providers["crypto"] = CryptoProvider(
+            settings.crypto_api_key.get_secret_value(),
+            settings.crypto_webhook_secret.get_secret_value(),
+            settings.crypto_api_base,
+            http,
+        )
+    limits = CheckoutLimits(
+        min_nanos=usd_to_nanos(settings.checkout_min_usd),
+        max_nanos=usd_to_nanos(settings.checkout_max_usd),
+        refund_window_us=int(settings.refund_window_hours * 3600 * 1_000_000),
+        auto_recharge_interval_us=int(settings.auto_recharge_min_interval_seconds * 1_000_000),
+    )
+    return PaymentsService(PaymentStore(engine), AutoRechargeStore(engine), providers, ledger, clock, limits, metrics)
+
+
 async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     engine = create_engine(settings.database_url)
@@ -140,6 +182,15 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     refusals = RefusalLog(engine)
     metrics = Metrics()
     metrics.track_holds(lambda: book.open_hold_count)
+    payments = build_payments(settings, engine, http, ledger, clock, metrics)
+    sync.add_refresher(payments.refresh_auto_recharge)
+    gateway = ChatGateway(catalog, ledger, limiter, clock, metrics)
+
+    async def watch_balance(account_id: str) -> None:
+        if payments.watches(account_id):
+            payments.after_settlement(account_id, (await ledger.account_figures(account_id)).balance_nanos)
+
+    gateway.settlement_listeners.append(watch_balance)
     return Services(
         settings=settings,
         clock=clock,
@@ -151,10 +202,11 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         sync=sync,
         catalog=catalog,
         providers=providers,
-        gateway=ChatGateway(catalog, ledger, limiter, clock, metrics),
+        gateway=gateway,
+        payments=payments,
         metrics=metrics,
         limiter=limiter,
         refusals=refusals,
-        balance=BalanceService(ledger, limiter, refusals, catalog, clock),
+        balance=BalanceService(ledger, limiter, refusals, catalog, clock, pending=payments.pending),
         sink=sink,
     )

@@ -111,6 +111,24 @@ class Settings(BaseSettings):
     key_limits: LimitDefaults = LimitDefaults()
     account_limits: LimitDefaults = LimitDefaults()
 
+    # Payments (all optional: without them the payment endpoints answer 501).
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    checkout_success_url: str = "http://127.0.0.1:8080/credits?checkout=success"
+    checkout_cancel_url: str = "http://127.0.0.1:8080/credits?checkout=cancelled"
+    crypto_api_key: SecretStr | None = None
+    crypto_webhook_secret: SecretStr | None = None
+    crypto_api_base: str = "https://api.commerce.coinbase.com"
+    checkout_min_usd: str = "5"
+    checkout_max_usd: str = "25000"
+    card_fee_percent: str = "5.5"
+    card_fee_min_usd: str = "0.80"
+    crypto_fee_percent: str = "5"
+    webhook_tolerance_seconds: int = 300
+    refund_window_hours: float = 24.0
+    auto_recharge_min_interval_seconds: float = 600.0
+
     # Compatibility.
     models_fallback_limit: int = 3
     keepalive_interval_seconds: float = 10.0

@@ -31,10 +31,16 @@ async def _refusals(connection: AsyncConnection) -> None:
     await connection.run_sync(tables.refusals.create, checkfirst=True)
 
 
+async def _payments(connection: AsyncConnection) -> None:
+    for table in (tables.payments, tables.payment_events, tables.auto_recharge):
+        await connection.run_sync(table.create, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
     (2, "rate limits per account and key", _rate_limits),
     (3, "refusal log", _refusals),
+    (4, "payments, webhook events, auto-recharge", _payments),
 ]
 
 

@@ -146,3 +146,59 @@ refusals = Table(
     Column("request_id", String(64), nullable=False),
     Index("ix_refusals_account_time", "account_id", "at_us"),
 )
+
+# Orders and payments: one row per checkout (or auto-recharge charge), bound to its provider's id.
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("external_id", String(128), nullable=True, unique=True),
+    Column("payment_intent", String(128), nullable=True),
+    Column("amount_nanos", BigInteger, nullable=False),
+    Column("fee_nanos", BigInteger, nullable=False),
+    Column("total_cents", BigInteger, nullable=False),
+    Column("currency", String(8), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("refunded_cents", BigInteger, nullable=False, default=0),
+    Column("disputed", Boolean, nullable=False, default=False),
+    Column("note", Text, nullable=True),
+    Column("checkout_url", Text, nullable=True),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+    Column("credited_at_us", BigInteger, nullable=True),
+    Index("ix_payments_account", "account_id", "created_at_us"),
+    Index("ix_payments_intent", "payment_intent"),
+)
+
+# Every webhook event seen, deduplicated by (provider, event id) in the transaction that applies it.
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("provider", String(16), nullable=False),
+    Column("event_id", String(128), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("payment_id", String(40), nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("received_at_us", BigInteger, nullable=False),
+    UniqueConstraint("provider", "event_id", name="uq_payment_event"),
+)
+
+auto_recharge = Table(
+    "auto_recharge",
+    metadata,
+    Column("account_id", String(40), primary_key=True),
+    Column("enabled", Boolean, nullable=False, default=False),
+    Column("threshold_nanos", BigInteger, nullable=False, default=0),
+    Column("amount_nanos", BigInteger, nullable=False, default=0),
+    Column("customer_id", String(128), nullable=True),
+    Column("payment_method_id", String(128), nullable=True),
+    Column("disabled_reason", Text, nullable=True),
+    Column("in_flight_payment_id", String(40), nullable=True),
+    Column("last_charge_at_us", BigInteger, nullable=True),
+    Column("updated_at_us", BigInteger, nullable=False),
+)

@@ -8,7 +8,7 @@ the exact cost. Every hold is resolved exactly once: settled, or released when n
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,8 @@ class ChatGateway:
         self._limiter = limiter
         self._clock = clock
         self._metrics = metrics
+        # Told the account id after each billed settlement (auto-recharge watches balances this way).
+        self.settlement_listeners: list[Callable[[str], Awaitable[None]]] = []
 
     def candidates(self, body: ChatBody) -> list[Candidate]:
         wanted = ([body.model] if body.model else []) + list(body.fallback_models)
@@ -158,6 +160,9 @@ class ChatGateway:
         """Bill a served request and tell the limiters what it really used."""
         await self._ledger.settle(context.reservation.hold, generation)
         await self._limiter.finish(context.ticket, generation.tokens_prompt + generation.tokens_completion)
+        if generation.cost_nanos:
+            for listener in self.settlement_listeners:
+                await listener(generation.account_id)
         metrics = self._metrics
         metrics.requests.labels(generation.model, generation.provider_name or "", str(generation.status)).inc()
         metrics.latency.labels(generation.model).observe((generation.latency_ms or 0) / 1000)

@@ -37,6 +37,9 @@ class LedgerSync:
         self._commit_lag_us = int(commit_lag_s * 1_000_000)
         self.healthy = True
 
+    def add_refresher(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        self._refreshers.append(refresh)
+
     async def poll_once(self) -> None:
         if not self._store.changed_elsewhere():
             return
