@@ -9,6 +9,7 @@ from tollway.ledger.book import AccountSnapshot, KeySnapshot
 from tollway.ledger.records import AccountRecord, GenerationRecord, KeyRecord, LedgerEntry
 from tollway.money import femtos_to_price_string, nanos_to_usd
 from tollway.routing.catalog import CatalogModel
+from tollway.routing.health import HealthBoard
 
 
 def _usd(nanos: int | None) -> float | None:
@@ -227,7 +228,17 @@ def model_object(model: CatalogModel) -> dict[str, Any]:
     }
 
 
-def endpoint_objects(model: CatalogModel) -> list[dict[str, Any]]:
+def endpoint_objects(model: CatalogModel, health: HealthBoard | None = None) -> list[dict[str, Any]]:
+    def live(endpoint_id: str) -> dict[str, Any]:
+        if health is None:
+            return {"latency_last_30m": None, "throughput_last_30m": None, "circuit": "closed"}
+        stats = health.stats(endpoint_id)
+        return {
+            "latency_last_30m": stats.latency_ms,
+            "throughput_last_30m": stats.throughput_tps,
+            "circuit": health.state(endpoint_id),
+        }
+
     return [
         {
             "name": f"{endpoint.provider_name} | {model.id}",
@@ -243,8 +254,7 @@ def endpoint_objects(model: CatalogModel) -> list[dict[str, Any]]:
             },
             "status": 0,
             "uptime_last_30m": None,
-            "latency_last_30m": None,
-            "throughput_last_30m": None,
+            **live(endpoint.endpoint_id),
         }
         for endpoint in model.endpoints
     ]

@@ -44,6 +44,7 @@ from tollway.providers.base import Provider
 from tollway.refusals import RefusalLog
 from tollway.routing.build import build_catalog
 from tollway.routing.catalog import Catalog
+from tollway.routing.health import HealthBoard
 from tollway.settings import Settings
 
 log = logging.getLogger("tollway")
@@ -184,7 +185,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     metrics.track_holds(lambda: book.open_hold_count)
     payments = build_payments(settings, engine, http, ledger, clock, metrics)
     sync.add_refresher(payments.refresh_auto_recharge)
-    gateway = ChatGateway(catalog, ledger, limiter, clock, metrics)
+    gateway = ChatGateway(catalog, ledger, limiter, clock, metrics, HealthBoard(clock), providers.keys())
 
     async def watch_balance(account_id: str) -> None:
         if payments.watches(account_id):

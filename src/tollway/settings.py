@@ -25,7 +25,7 @@ class Strict(BaseModel):
 
 class ProviderConfig(Strict):
     name: str = Field(min_length=1)
-    kind: Literal["openai", "offline"] = "openai"
+    kind: Literal["openai", "anthropic", "offline"] = "openai"
     base_url: str = ""
     api_key_env: str | None = None
     display_name: str | None = None
@@ -52,6 +52,8 @@ class EndpointConfig(Strict):
     max_completion_tokens: int | None = None
     # Upstream protection: at most this many requests per second to this endpoint, for all tenants.
     max_requests_per_second: int | None = Field(default=None, ge=1)
+    # Whether this provider may keep or train on prompts; requests with data_collection "deny" skip it.
+    data_collection: Literal["allow", "deny"] = "deny"
 
 
 class LimitDefaults(Strict):

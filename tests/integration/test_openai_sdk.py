@@ -129,7 +129,9 @@ def test_free_variant_costs_nothing(gateway: GatewayServer) -> None:
 def test_failover_to_second_endpoint_before_any_byte(gateway: GatewayServer, upstream: FakeOpenAIUpstream) -> None:
     account = gateway.new_account("10")
     completion = client(gateway, account.key).chat.completions.create(
-        model="fake/failover", messages=[{"role": "user", "content": "hi"}]
+        model="fake/failover",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_body={"provider": {"order": ["deadup", "fakeup"]}},
     )
     assert completion.model_extra["provider"] == "FakeUp"  # type: ignore[index]
     generation = gateway.get("/generation", account.key, id=completion.id).json()["data"]

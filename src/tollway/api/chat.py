@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
@@ -41,6 +42,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     candidate, upstream, first = await services.gateway.open_stream(context)
     relay = StreamRelay(services.gateway, context, candidate, upstream, first)
+    return await send_stream(request, relay, relay.events(), headers)
+
+
+async def send_stream(
+    request: web.Request, relay: StreamRelay, events: AsyncIterator[bytes], headers: dict[str, str]
+) -> web.StreamResponse:
+    """Write SSE events; if the client goes away, stop the upstream and bill what was produced."""
+    services = services_of(request)
     response = web.StreamResponse(
         status=200,
         headers={
@@ -54,7 +63,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         keepalive = asyncio.create_task(_keep_alive(response, services.settings.keepalive_interval_seconds))
-        async for data in relay.events():
+        async for data in events:
             await response.write(data)
     except _CLIENT_GONE:
         await asyncio.shield(relay.abort())

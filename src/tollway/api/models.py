@@ -50,7 +50,7 @@ async def model_endpoints(request: web.Request) -> web.Response:
                 "created": model.created,
                 "description": model.description,
                 "architecture": body["architecture"],
-                "endpoints": endpoint_objects(model),
+                "endpoints": endpoint_objects(model, services_of(request).gateway.health),
             }
         }
     )

@@ -7,8 +7,9 @@ the exact cost. Every hold is resolved exactly once: settled, or released when n
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,9 @@ from tollway.providers.base import (
     normalise_finish_reason,
     prompt_tokens,
 )
-from tollway.routing.catalog import Catalog, CatalogModel, Endpoint
+from tollway.routing.catalog import VARIANT_SUFFIXES, Catalog, CatalogModel, Endpoint
+from tollway.routing.health import HealthBoard
+from tollway.routing.preferences import order_endpoints, parse_preferences
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,7 @@ class ChatContext:
     user_agent: str | None
     referer: str | None
     ticket: Ticket | None = None
+    prompt_estimate: int = 0
     attempts: list[AttemptRecord] = field(default_factory=list)
 
     @property
@@ -75,7 +79,20 @@ def worst_price(candidates: list[Candidate]) -> Price:
 
 
 class ChatGateway:
-    def __init__(self, catalog: Catalog, ledger: Ledger, limiter: RateLimiter, clock: Clock, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        ledger: Ledger,
+        limiter: RateLimiter,
+        clock: Clock,
+        metrics: Metrics,
+        health: HealthBoard,
+        provider_slugs: Iterable[str],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.health = health
+        self._provider_slugs = frozenset(provider_slugs)
+        self._rng = rng or random.Random()
         self._catalog = catalog
         self._ledger = ledger
         self._limiter = limiter
@@ -85,14 +102,28 @@ class ChatGateway:
         self.settlement_listeners: list[Callable[[str], Awaitable[None]]] = []
 
     def candidates(self, body: ChatBody) -> list[Candidate]:
+        """Every endpoint to try, in order: each requested model's endpoints as its preferences rank them."""
         wanted = ([body.model] if body.model else []) + list(body.fallback_models)
         found: list[Candidate] = []
+        resolved: list[str] = []
         for model_id in wanted:
             model = self._catalog.resolve(model_id)
             if model is None:
                 continue  # an unknown id in the fallback list counts as a failure and moves on
-            ordered = sorted(model.endpoints, key=lambda e: e.price.prompt_femtos + e.price.completion_femtos)
+            resolved.append(model.id)
+            variant = next((v for v in VARIANT_SUFFIXES if model_id.endswith(v) and model_id != model.id), None)
+            prefs = parse_preferences(body.raw.get("provider"), variant, self._provider_slugs)
+            ordered = order_endpoints(
+                model.endpoints,
+                prefs,
+                self.health.available,
+                lambda endpoint_id: self.health.stats(endpoint_id).latency_ms,
+                lambda endpoint_id: self.health.stats(endpoint_id).throughput_tps,
+                self._rng,
+            )
             found.extend(Candidate(model, endpoint) for endpoint in ordered)
+        if not found and resolved:
+            raise NotFound(f"No endpoints found for {resolved[0]}.", metadata={"model": resolved[0]})
         if not found:
             first = wanted[0]
             raise InvalidRequest(
@@ -154,6 +185,7 @@ class ChatGateway:
             user_agent=user_agent,
             referer=referer,
             ticket=ticket,
+            prompt_estimate=plan.prompt_tokens_estimate,
         )
 
     async def settle(self, context: ChatContext, generation: GenerationRecord) -> None:
@@ -172,6 +204,12 @@ class ChatGateway:
         if generation.streamed and generation.latency_ms is not None and generation.generation_time_ms is not None:
             first_token_ms = generation.latency_ms - generation.generation_time_ms
             metrics.time_to_first_token.labels(generation.model).observe(first_token_ms / 1000)
+            if generation.generation_time_ms > 0 and generation.tokens_completion:
+                self.health.success(
+                    context.attempts[-1].endpoint_id,
+                    first_token_ms=float(first_token_ms),
+                    tokens_per_second=generation.tokens_completion / (generation.generation_time_ms / 1000),
+                )
 
     async def release(self, context: ChatContext) -> None:
         """Nothing was served: drop the hold; the request still counted as a request."""
@@ -180,6 +218,10 @@ class ChatGateway:
 
     def _attempt(self, context: ChatContext, candidate: Candidate, status: int, started: float) -> None:
         elapsed = time.monotonic() - started
+        if status == 200:
+            self.health.success(candidate.endpoint.endpoint_id)
+        elif status in (0, 408, 429) or status >= 500:
+            self.health.failure(candidate.endpoint.endpoint_id)
         self._metrics.upstream_latency.labels(candidate.endpoint.provider_name, str(status)).observe(elapsed)
         context.attempts.append(
             AttemptRecord(

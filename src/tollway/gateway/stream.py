@@ -52,19 +52,17 @@ class StreamRelay:
         self._loop = asyncio.get_running_loop()
         self._created = context.started_us // 1_000_000
 
-    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
-        return sse(
-            chunk_body(
-                generation_id=self._context.generation_id,
-                provider_name=self._candidate.endpoint.provider_name,
-                model=self._candidate.model.id,
-                created=self._created,
-                choices=choices,
-                **extra,
-            )
+    def _chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+        return chunk_body(
+            generation_id=self._context.generation_id,
+            provider_name=self._candidate.endpoint.provider_name,
+            model=self._candidate.model.id,
+            created=self._created,
+            choices=choices,
+            **extra,
         )
 
-    def _take(self, chunk: StreamChunk) -> bytes | None:
+    def _take(self, chunk: StreamChunk) -> dict[str, Any] | None:
         if chunk.usage is not None:
             self._usage = chunk.usage
         if chunk.upstream_id and self._upstream_id is None:
@@ -121,8 +119,8 @@ class StreamRelay:
         await self._gateway.settle(self._context, generation)
         return generation.cost_nanos
 
-    async def events(self) -> AsyncIterator[bytes]:
-        yield KEEPALIVE
+    async def payloads(self) -> AsyncIterator[dict[str, Any]]:
+        """The stream as chunk objects: deltas, then the usage chunk with the settled cost (or an error chunk)."""
         chunk: StreamChunk | None = self._first
         try:
             while chunk is not None:
@@ -149,7 +147,20 @@ class StreamRelay:
             "logprobs": None,
         }
         yield self._chunk([final_choice], usage=usage_body(usage, cost_nanos, self._candidate.endpoint.price))
-        yield DONE
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._finish
+
+    async def events(self) -> AsyncIterator[bytes]:
+        """OpenAI-style SSE: a keep-alive comment, one event per chunk, then [DONE] (not after an error)."""
+        yield KEEPALIVE
+        failed = False
+        async for payload in self.payloads():
+            failed = "error" in payload
+            yield sse(payload)
+        if not failed:
+            yield DONE
 
     async def abort(self) -> None:
         """The client went away: stop the upstream and bill what was produced (idempotent)."""

@@ -9,6 +9,7 @@ import aiohttp
 
 from tollway.ledger.pricing import Price
 from tollway.money import MoneyFormatError
+from tollway.providers.anthropic import AnthropicProvider
 from tollway.providers.base import Provider
 from tollway.providers.offline import OfflineProvider
 from tollway.providers.openai_compat import OpenAICompatibleProvider
@@ -27,6 +28,16 @@ def _provider(config: ProviderConfig, session: aiohttp.ClientSession, settings: 
     api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
     if not config.base_url:
         raise SettingsError(f"provider {config.name!r}: base_url is required for kind {config.kind!r}")
+    if config.kind == "anthropic":
+        return AnthropicProvider(
+            name=config.name,
+            display_name=display,
+            base_url=config.base_url,
+            api_key=api_key,
+            session=session,
+            timeout_s=config.timeout_seconds,
+            connect_timeout_s=config.connect_timeout_seconds,
+        )
     return OpenAICompatibleProvider(
         name=config.name,
         display_name=display,
@@ -100,6 +111,7 @@ def build_catalog(settings: Settings, session: aiohttp.ClientSession) -> tuple[C
                     context_length=endpoint.context_length or model_config.context_length,
                     max_completion_tokens=endpoint.max_completion_tokens or model_config.max_completion_tokens,
                     max_requests_per_second=endpoint.max_requests_per_second,
+                    data_collection=endpoint.data_collection,
                 )
             )
         models = [m for m in models if m.id != model_config.id]

@@ -19,6 +19,7 @@ class Endpoint:
     context_length: int
     max_completion_tokens: int
     max_requests_per_second: int | None = None
+    data_collection: str = "deny"  # "allow": this provider may keep or train on prompts
 
     @property
     def provider_name(self) -> str:

@@ -1,0 +1,164 @@
+"""POST /api/v1/messages: Anthropic-shaped requests in, any provider out, Anthropic-shaped answers back.
+
+Authenticates with x-api-key or Bearer. In streams, message_start carries the input estimate and
+message_delta.usage the exact input and output tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tollway.api.chat import remember_refusal, send_stream
+from tollway.api.context import authenticate, services_of
+from tollway.api.http import json_response, read_json
+from tollway.errors import InvalidRequest, TollwayError
+from tollway.gateway.stream import StreamRelay
+from tollway.gateway.validation import parse_chat_body
+from tollway.providers.anthropic_translate import (
+    FINISH_TO_STOP,
+    anthropic_request_to_openai,
+    openai_message_to_anthropic,
+)
+
+
+def _event(name: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps({"type": name, **payload}) + b"\n\n"
+
+
+def _check(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object")
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidRequest("max_tokens is required: a positive integer", metadata={"field": "max_tokens"})
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        raise InvalidRequest("messages must be a non-empty array", metadata={"field": "messages"})
+    return body
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    key = await authenticate(request, allow_x_api_key=True)
+    anthropic_body = _check(await read_json(request, services.settings.max_body_bytes))
+    chat_body = parse_chat_body(anthropic_request_to_openai(anthropic_body), services.settings.models_fallback_limit)
+    try:
+        context = await services.gateway.admit(key, chat_body, user_agent=request.headers.get("User-Agent"))
+    except TollwayError as exc:
+        remember_refusal(services, key, exc)
+        raise
+    headers = {"X-Generation-Id": context.generation_id}
+    if not chat_body.stream:
+        result = await services.gateway.complete(context)
+        choice = result["choices"][0]
+        usage = result["usage"]
+        return json_response(
+            {
+                "id": result["id"],
+                "type": "message",
+                "role": "assistant",
+                "model": result["model"],
+                "content": openai_message_to_anthropic(choice["message"]),
+                "stop_reason": FINISH_TO_STOP.get(choice["finish_reason"], "end_turn"),
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": usage["prompt_tokens"],
+                    "output_tokens": usage["completion_tokens"],
+                    "cost": usage["cost"],
+                },
+                "provider": result["provider"],
+            },
+            headers=headers,
+        )
+    candidate, upstream, first = await services.gateway.open_stream(context)
+    relay = StreamRelay(services.gateway, context, candidate, upstream, first)
+    message: dict[str, Any] = {
+        "id": context.generation_id,
+        "type": "message",
+        "role": "assistant",
+        "model": candidate.model.id,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": context.prompt_estimate, "output_tokens": 0},
+    }
+    return await send_stream(request, relay, _anthropic_events(relay, message), headers)
+
+
+async def _anthropic_events(relay: StreamRelay, message: dict[str, Any]) -> AsyncIterator[bytes]:
+    yield _event("message_start", {"message": message})
+    open_block: tuple[str, int] | None = None  # (kind, index)
+    next_index = 0
+    tool_blocks: dict[int, int] = {}
+    async for payload in relay.payloads():
+        if "error" in payload:
+            yield _event("error", {"error": {"type": "api_error", "message": payload["error"]["message"]}})
+            return
+        if "usage" in payload:
+            if open_block is not None:
+                yield _event("content_block_stop", {"index": open_block[1]})
+            usage = payload["usage"]
+            yield _event(
+                "message_delta",
+                {
+                    "delta": {
+                        "stop_reason": FINISH_TO_STOP.get(relay.finish_reason, "end_turn"),
+                        "stop_sequence": None,
+                    },
+                    "usage": {
+                        "input_tokens": usage["prompt_tokens"],
+                        "output_tokens": usage["completion_tokens"],
+                        "cost": usage["cost"],
+                    },
+                },
+            )
+            yield _event("message_stop", {})
+            return
+        for choice in payload["choices"]:
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                if open_block is None or open_block[0] != "text":
+                    if open_block is not None:
+                        yield _event("content_block_stop", {"index": open_block[1]})
+                    open_block = ("text", next_index)
+                    next_index += 1
+                    yield _event(
+                        "content_block_start", {"index": open_block[1], "content_block": {"type": "text", "text": ""}}
+                    )
+                yield _event(
+                    "content_block_delta", {"index": open_block[1], "delta": {"type": "text_delta", "text": text}}
+                )
+            for call in delta.get("tool_calls") or []:
+                position = int(call.get("index", 0))
+                if position not in tool_blocks:
+                    if open_block is not None:
+                        yield _event("content_block_stop", {"index": open_block[1]})
+                    tool_blocks[position] = next_index
+                    open_block = ("tool", next_index)
+                    next_index += 1
+                    function = call.get("function") or {}
+                    yield _event(
+                        "content_block_start",
+                        {
+                            "index": open_block[1],
+                            "content_block": {
+                                "type": "tool_use",
+                                "id": call.get("id"),
+                                "name": function.get("name"),
+                                "input": {},
+                            },
+                        },
+                    )
+                arguments = (call.get("function") or {}).get("arguments")
+                if arguments:
+                    yield _event(
+                        "content_block_delta",
+                        {
+                            "index": tool_blocks[position],
+                            "delta": {"type": "input_json_delta", "partial_json": arguments},
+                        },
+                    )

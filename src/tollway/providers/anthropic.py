@@ -1,0 +1,160 @@
+"""Anthropic upstreams: OpenAI-shaped chat requests sent to /v1/messages and translated back.
+
+`base_url` is the API root as the anthropic SDK takes it (Tollway appends /v1/messages); the key
+goes as x-api-key with anthropic-version 2023-06-01.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tollway.errors import ProviderError
+from tollway.providers.anthropic_translate import STOP_REASONS, anthropic_message_to_openai, openai_to_anthropic
+from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage
+from tollway.providers.openai_compat import estimate_tokens
+
+_RAW_LIMIT = 2000
+API_VERSION = "2023-06-01"
+
+
+class AnthropicProvider:
+    def __init__(
+        self,
+        *,
+        name: str,
+        display_name: str,
+        base_url: str,
+        api_key: str | None,
+        session: aiohttp.ClientSession,
+        timeout_s: float,
+        connect_timeout_s: float,
+    ) -> None:
+        self.name = name
+        self.display_name = display_name
+        self._url = base_url.rstrip("/") + "/v1/messages"
+        self._headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+        if api_key:
+            self._headers["x-api-key"] = api_key
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def _error(self, status: int, message: str, raw: str | None = None) -> ProviderError:
+        return ProviderError(message, upstream_status=status, provider_name=self.display_name, raw=raw)
+
+    async def _post(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientResponse:
+        payload = openai_to_anthropic({**request.body, "stream": stream}, request.upstream_model, request.max_tokens)
+        try:
+            response = await self._session.post(
+                self._url, data=orjson.dumps(payload), headers=self._headers, timeout=self._timeout
+            )
+        except TimeoutError as exc:
+            raise self._error(408, "Provider timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise self._error(0, "Provider connection failed", raw=str(exc)) from exc
+        if response.status >= 400:
+            raw = await response.read()
+            response.release()
+            raise self._error(
+                response.status, "Provider returned error", raw=raw[:_RAW_LIMIT].decode("utf-8", "replace")
+            )
+        return response
+
+    async def complete(self, request: UpstreamRequest) -> Completion:
+        response = await self._post(request, stream=False)
+        try:
+            raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._error(0, "Provider connection broke", raw=str(exc)) from exc
+        finally:
+            response.release()
+        try:
+            parsed = orjson.loads(raw)
+            content = parsed["content"]
+            usage = parsed.get("usage") or {}
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise self._error(502, "Provider returned an invalid response", raw=raw[:_RAW_LIMIT].decode()) from exc
+        native = parsed.get("stop_reason")
+        return Completion(
+            message=anthropic_message_to_openai(content),
+            finish_reason=STOP_REASONS.get(native or "", "stop") if native else None,
+            native_finish_reason=native,
+            usage=Usage(
+                prompt_tokens=int(usage.get("input_tokens") or 0),
+                completion_tokens=int(usage.get("output_tokens") or 0),
+                cached_tokens=int(usage.get("cache_read_input_tokens") or 0),
+            ),
+            upstream_id=parsed.get("id"),
+        )
+
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
+        response = await self._post(request, stream=True)
+        try:
+            async for chunk in self._events(response):
+                yield chunk
+        except TimeoutError as exc:
+            raise self._error(408, "Provider timed out mid-stream") from exc
+        except aiohttp.ClientError as exc:
+            raise self._error(0, "Provider connection broke mid-stream", raw=str(exc)) from exc
+        finally:
+            response.release()
+            if not response.closed:
+                response.close()
+
+    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+        input_tokens = 0
+        tool_index: dict[int, int] = {}
+        upstream_id = None
+        finished = False
+        async for line in response.content:
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                event: dict[str, Any] = orjson.loads(line[5:].strip())
+            except orjson.JSONDecodeError as exc:
+                raise self._error(502, "Provider sent a broken stream", raw=line[:_RAW_LIMIT].decode()) from exc
+            kind = event.get("type")
+            if kind == "message_start":
+                message = event.get("message") or {}
+                upstream_id = message.get("id")
+                input_tokens = int((message.get("usage") or {}).get("input_tokens") or 0)
+                yield StreamChunk(
+                    choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}}], upstream_id=upstream_id
+                )
+            elif kind == "content_block_start":
+                block = event.get("content_block") or {}
+                if block.get("type") == "tool_use":
+                    position = tool_index.setdefault(int(event.get("index", 0)), len(tool_index))
+                    call = {
+                        "index": position,
+                        "id": block.get("id"),
+                        "type": "function",
+                        "function": {"name": block.get("name"), "arguments": ""},
+                    }
+                    yield StreamChunk(choices=[{"index": 0, "delta": {"tool_calls": [call]}}])
+            elif kind == "content_block_delta":
+                delta = event.get("delta") or {}
+                if delta.get("type") == "text_delta":
+                    yield StreamChunk(choices=[{"index": 0, "delta": {"content": delta.get("text", "")}}])
+                elif delta.get("type") == "input_json_delta":
+                    position = tool_index.get(int(event.get("index", 0)), 0)
+                    call = {"index": position, "function": {"arguments": delta.get("partial_json", "")}}
+                    yield StreamChunk(choices=[{"index": 0, "delta": {"tool_calls": [call]}}])
+            elif kind == "message_delta":
+                native = (event.get("delta") or {}).get("stop_reason")
+                output = int((event.get("usage") or {}).get("output_tokens") or 0)
+                yield StreamChunk(choices=[{"index": 0, "delta": {}, "finish_reason": native}])
+                yield StreamChunk(usage=Usage(prompt_tokens=input_tokens, completion_tokens=output))
+            elif kind == "message_stop":
+                finished = True
+                break
+            elif kind == "error":
+                raise self._error(502, "Provider returned error", raw=orjson.dumps(event.get("error")).decode())
+        if not finished:
+            raise self._error(502, "Provider closed the stream early")

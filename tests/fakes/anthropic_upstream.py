@@ -1,0 +1,120 @@
+"""A fake Anthropic Messages API on loopback: answers text or a tool call, streamed or not, calls recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+class FakeAnthropicUpstream:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.reply_words = ["Hello", " from", " Claude", "."]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> FakeAnthropicUpstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/messages", self._messages)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        self.calls.append(body)
+        self.headers.append(dict(request.headers))
+        use_tool = bool(body.get("tools"))
+        words = self.reply_words[: body["max_tokens"]]
+        if not body.get("stream"):
+            content: list[dict[str, Any]] = [{"type": "text", "text": "".join(words)}]
+            if use_tool:
+                content.append(
+                    {"type": "tool_use", "id": "toolu_1", "name": body["tools"][0]["name"], "input": {"city": "Paris"}}
+                )
+            return web.json_response(
+                {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": content,
+                    "stop_reason": "tool_use" if use_tool else "end_turn",
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 21, "output_tokens": len(words)},
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(name: str, payload: dict[str, Any]) -> None:
+            await response.write(
+                f"event: {name}\n".encode() + b"data: " + orjson.dumps({"type": name, **payload}) + b"\n\n"
+            )
+
+        await send(
+            "message_start",
+            {
+                "message": {
+                    "id": "msg_fake",
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [],
+                    "usage": {"input_tokens": 21, "output_tokens": 1},
+                }
+            },
+        )
+        await send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        await send("ping", {})
+        for word in words:
+            await send("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}})
+        await send("content_block_stop", {"index": 0})
+        if use_tool:
+            await send(
+                "content_block_start",
+                {
+                    "index": 1,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": "toolu_1",
+                        "name": body["tools"][0]["name"],
+                        "input": {},
+                    },
+                },
+            )
+            for part in ('{"city"', ': "Paris"}'):
+                await send(
+                    "content_block_delta", {"index": 1, "delta": {"type": "input_json_delta", "partial_json": part}}
+                )
+            await send("content_block_stop", {"index": 1})
+        await send(
+            "message_delta",
+            {"delta": {"stop_reason": "tool_use" if use_tool else "end_turn"}, "usage": {"output_tokens": len(words)}},
+        )
+        await send("message_stop", {})
+        return response
