@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start PostgreSQL and Redis on 127.0.0.1 if they are not answering (the integration suite needs both).
+# Make sure what the suite needs is here: PostgreSQL and Redis answering on 127.0.0.1, Debian's chromium.
 set -euo pipefail
 
 pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
@@ -8,6 +8,12 @@ redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
 if ! command -v pg_isready >/dev/null || ! command -v redis-cli >/dev/null; then
   echo "installing postgresql and redis-server from Debian's packages" >&2
   apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql redis-server >/dev/null
+fi
+
+# The browser tests drive Debian's chromium (no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium from Debian's packages" >&2
+  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
 fi
 
 if ! pg_up; then

@@ -12,12 +12,15 @@ import pytest
 from hypothesis import settings
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.fakes.payment_servers import FakePayments
 from tests.support import GatewayServer, start_gateway, write_config
 
 # Timing varies on a shared 2-core machine; properties are about results, not speed.
 settings.register_profile("tollway", deadline=None, print_blob=True)
 settings.load_profile("tollway")
 
+STRIPE_WEBHOOK_SECRET = "whsec_test_" + "a" * 24
+CRYPTO_WEBHOOK_SECRET = "crypto_secret_test"
 POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -91,6 +94,34 @@ def small_free_tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatewa
             "TOLLWAY_FREE_REQUESTS_PER_MINUTE": "1000",
             "TOLLWAY_FREE_REQUESTS_PER_DAY": "5",
             "TOLLWAY_FREE_REQUESTS_PER_DAY_UNLOCKED": "8",
+        },
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_payments() -> Iterator[FakePayments]:
+    server = FakePayments().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def paying_gateway(fake_payments: FakePayments, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    directory = tmp_path_factory.mktemp("payments")
+    server = start_gateway(
+        f"sqlite:///{directory / 'payments.db'}",
+        None,
+        directory,
+        env={
+            "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
+            "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+            "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
+            "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
+            "TOLLWAY_CRYPTO_WEBHOOK_SECRET": CRYPTO_WEBHOOK_SECRET,
+            "TOLLWAY_CRYPTO_API_BASE": fake_payments.crypto_base,
+            "TOLLWAY_AUTO_RECHARGE_MIN_INTERVAL_SECONDS": "600",
         },
     )
     yield server

@@ -9,6 +9,7 @@ from aiohttp import web
 from tollway.api import account, admin, balance, chat, health, keys, messages, metrics, models, payments
 from tollway.api.context import SERVICES
 from tollway.api.middleware import MAX_BODY_KEY, error_middleware
+from tollway.dashboard.views import routes as dashboard_routes
 from tollway.services import Services
 
 # Room for headers and multipart overhead above the body limit, which read_json enforces precisely.
@@ -63,6 +64,7 @@ def build_app(services: Services) -> web.Application:
     app[MAX_BODY_KEY] = services.settings.max_body_bytes
     app.add_routes(_routes("/api/v1"))
     app.add_routes(_routes("/v1"))
+    app.add_routes(dashboard_routes())
     app.add_routes(
         [web.get("/health", health.health), web.get("/ready", health.ready), web.get("/metrics", metrics.metrics)]
     )

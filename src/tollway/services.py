@@ -16,6 +16,8 @@ from tollway.auth.cache import KeyCache
 from tollway.auth.store import AccountStore
 from tollway.balance import BalanceService
 from tollway.clock import Clock, SystemClock
+from tollway.dashboard.activity import ActivityStore
+from tollway.dashboard.users import UserStore
 from tollway.db.engine import create_engine, is_sqlite
 from tollway.db.migrations import migrate
 from tollway.gateway.chat import ChatGateway
@@ -71,10 +73,15 @@ class Services:
     balance: BalanceService
     metrics: Metrics
     payments: PaymentsService
+    users: UserStore
+    activity: ActivityStore
     sink: BatchSink
+    dashboard_secret: bytes = b""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
+        configured = self.settings.secret_key.get_secret_value() if self.settings.secret_key else None
+        self.dashboard_secret = await self.users.secret(configured)
         await self.keys.start()
         await self.ledger.book.start()
         self.tasks.append(asyncio.create_task(self.ledger.writer.run(), name="ledger-writer"))
@@ -205,6 +212,8 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         providers=providers,
         gateway=gateway,
         payments=payments,
+        users=UserStore(engine),
+        activity=ActivityStore(engine),
         metrics=metrics,
         limiter=limiter,
         refusals=refusals,

@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./tollway.db"
     redis_url: str | None = None
     admin_token: SecretStr | None = None
+    secret_key: SecretStr | None = None  # signs dashboard CSRF tokens; generated and stored when unset
     config: Path | None = None
     max_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"

@@ -6,47 +6,16 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 
+from tests.conftest import CRYPTO_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
 from tests.fakes.payment_servers import FakePayments, crypto_signature, stripe_signature
-from tests.support import Account, GatewayServer, nanos, run_cli, start_gateway
+from tests.support import Account, GatewayServer, nanos, run_cli
 
-STRIPE_WEBHOOK_SECRET = "whsec_test_" + "a" * 24
-CRYPTO_WEBHOOK_SECRET = "crypto_secret_test"
 _event_ids = iter(range(1, 10**9))
-
-
-@pytest.fixture(scope="module")
-def fake_payments() -> Iterator[FakePayments]:
-    server = FakePayments().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def paying_gateway(fake_payments: FakePayments, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    directory = tmp_path_factory.mktemp("payments")
-    server = start_gateway(
-        f"sqlite:///{directory / 'payments.db'}",
-        None,
-        directory,
-        env={
-            "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
-            "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
-            "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
-            "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
-            "TOLLWAY_CRYPTO_WEBHOOK_SECRET": CRYPTO_WEBHOOK_SECRET,
-            "TOLLWAY_CRYPTO_API_BASE": fake_payments.crypto_base,
-            "TOLLWAY_AUTO_RECHARGE_MIN_INTERVAL_SECONDS": "600",
-        },
-    )
-    yield server
-    server.stop()
 
 
 def checkout(gateway: GatewayServer, account: Account, amount: object, provider: str = "stripe") -> httpx.Response:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from tollway.api.http import error_response, too_large
-from tollway.errors import InvalidRequest, NotFound, TollwayError
+from tollway.errors import InvalidRequest, NotFound, PermissionDenied, TollwayError
 
 log = logging.getLogger("tollway.api")
 
@@ -19,12 +19,16 @@ def _from_http_exception(exc: web.HTTPException, request: web.Request) -> Tollwa
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return too_large(request.app[MAX_BODY_KEY])
     if isinstance(exc, web.HTTPNotFound):
+        if exc.text and not exc.text.startswith("404"):
+            return NotFound(exc.text)
         return NotFound(f"No such endpoint: {request.method} {request.path}. See the README's API reference.")
     error: TollwayError
+    if isinstance(exc, web.HTTPForbidden):
+        return PermissionDenied(exc.text or "Forbidden")
     if isinstance(exc, web.HTTPMethodNotAllowed):
         error = InvalidRequest(f"Method {request.method} is not allowed on {request.path}")
     else:
-        error = TollwayError(exc.reason or "HTTP error")
+        error = TollwayError(exc.text if exc.text and not exc.text[:3].isdigit() else (exc.reason or "HTTP error"))
     error.status = exc.status
     return error
 

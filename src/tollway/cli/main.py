@@ -12,6 +12,7 @@ from tollway.cli import admin
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
 from tollway.cli.limits import limits_app
 from tollway.cli.payments import auto_app, payments_app
+from tollway.cli.users import users_app
 from tollway.db.engine import create_engine
 from tollway.db.migrations import migrate as apply_migrations
 from tollway.presenters import account_object
@@ -28,6 +29,7 @@ app.add_typer(admin.keys_app, name="keys")
 app.add_typer(limits_app, name="limits")
 app.add_typer(payments_app, name="payments")
 app.add_typer(auto_app, name="auto-recharge")
+app.add_typer(users_app, name="users")
 app.command("balance")(admin.balance)
 app.command("whoami")(admin.whoami)
 

@@ -36,11 +36,17 @@ async def _payments(connection: AsyncConnection) -> None:
         await connection.run_sync(table.create, checkfirst=True)
 
 
+async def _dashboard(connection: AsyncConnection) -> None:
+    for table in (tables.users, tables.web_sessions, tables.settings_store):
+        await connection.run_sync(table.create, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
     (2, "rate limits per account and key", _rate_limits),
     (3, "refusal log", _refusals),
     (4, "payments, webhook events, auto-recharge", _payments),
+    (5, "dashboard users and sessions", _dashboard),
 ]
 
 

@@ -202,3 +202,25 @@ auto_recharge = Table(
     Column("last_charge_at_us", BigInteger, nullable=True),
     Column("updated_at_us", BigInteger, nullable=False),
 )
+
+# Dashboard users (members of an account) and their sessions.
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("role", String(8), nullable=False),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("created_at_us", BigInteger, nullable=False),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(40), nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=False),
+)

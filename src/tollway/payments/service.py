@@ -64,6 +64,10 @@ class PaymentsService:
         self._auto_cache: dict[str, AutoRecharge] = {}
         self._background: set[asyncio.Task[None]] = set()
 
+    @property
+    def configured(self) -> frozenset[str]:
+        return frozenset(self._providers)
+
     def provider(self, name: str) -> PaymentProvider:
         provider = self._providers.get(name)
         if provider is None:

@@ -1,0 +1,97 @@
+"""Dashboard plumbing: templates, the signed-in user, CSRF checks, redirects."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+
+from tollway.api.context import services_of
+from tollway.clock import us_to_iso
+from tollway.dashboard.users import User, csrf_ok, csrf_token
+from tollway.money import format_usd
+
+SESSION_COOKIE = "tw_session"
+ANON_COOKIE = "tw_anon"
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    undefined=jinja2.ChainableUndefined,
+)
+
+
+def _age(created_at_us: int) -> str:
+    import time
+
+    seconds = max(0, int(time.time() - created_at_us / 1_000_000))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+_TEMPLATES.globals.update(usd=lambda n: format_usd(int(n)), iso=us_to_iso, age=_age)
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    user: User | None
+    csrf_subject: str  # the session id, or an anonymous cookie before sign-in
+    new_anon_cookie: bool
+
+
+async def visitor(request: web.Request) -> Visitor:
+    services = services_of(request)
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        user = await services.users.session_user(session_id, services.clock.now_us())
+        if user is not None:
+            return Visitor(user, session_id, False)
+    anon = request.cookies.get(ANON_COOKIE)
+    return Visitor(None, anon or secrets.token_urlsafe(24), anon is None)
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.headers.get("X-Forwarded-Proto") == "https"
+
+
+def set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str) -> None:
+    response.set_cookie(name, value, httponly=True, samesite="Lax", secure=_secure(request), path="/")
+
+
+def render(request: web.Request, who: Visitor, template: str, status: int = 200, **context: Any) -> web.Response:
+    secret = services_of(request).dashboard_secret
+    body = _TEMPLATES.get_template(template).render(
+        user=who.user, csrf=csrf_token(secret, who.csrf_subject), errors=context.pop("errors", {}), **context
+    )
+    response = web.Response(text=body, status=status, content_type="text/html")
+    if who.new_anon_cookie:
+        set_cookie(request, response, ANON_COOKIE, who.csrf_subject)
+    return response
+
+
+async def form(request: web.Request, who: Visitor) -> dict[str, str]:
+    """The posted form, after the CSRF check (missing or wrong token: 403, nothing changed)."""
+    data = await request.post()
+    fields = {name: str(value) for name, value in data.items()}
+    if not csrf_ok(services_of(request).dashboard_secret, who.csrf_subject, fields.get("csrf_token")):
+        raise web.HTTPForbidden(text="Forbidden: the form's CSRF token is missing or wrong. Reload the page and retry.")
+    return fields
+
+
+def see_other(location: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(location)
+
+
+async def require_user(request: web.Request) -> tuple[Visitor, User]:
+    who = await visitor(request)
+    if who.user is None:
+        target = request.path_qs
+        raise see_other(f"/login?next={quote(target, safe='/')}")
+    return who, who.user
