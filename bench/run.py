@@ -92,6 +92,20 @@ STREAM_BODY = (
 )
 
 
+ANTHROPIC_MESSAGE = json.dumps(
+    {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "fast",
+        "content": [{"type": "text", "text": "Hello from the fast upstream."}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 6},
+    }
+)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -108,6 +122,7 @@ class Ports:
     slow: int = field(default_factory=free_port)
     proxy: int = field(default_factory=free_port)
     tollway: int = field(default_factory=free_port)
+    dead: int = field(default_factory=free_port)
 
 
 def nginx_config(ports: Ports, prefix: Path) -> str:
@@ -129,6 +144,11 @@ http {{
             client_body_buffer_size 64k;
             default_type application/json;
             return 200 {nginx_string(COMPLETION)};
+        }}
+        location = /anthropic/v1/messages {{
+            client_body_buffer_size 64k;
+            default_type application/json;
+            return 200 {nginx_string(ANTHROPIC_MESSAGE)};
         }}
         location = /stream/v1/chat/completions {{
             client_body_buffer_size 64k;
@@ -165,6 +185,8 @@ def tollway_config(ports: Ports) -> str:
                 "base_url": f"http://127.0.0.1:{ports.upstream}/stream/v1",
             },
             {"name": "slow", "kind": "openai", "base_url": f"http://127.0.0.1:{ports.slow}/v1"},
+            {"name": "anthro", "kind": "anthropic", "base_url": f"http://127.0.0.1:{ports.upstream}/anthropic"},
+            {"name": "dead", "kind": "openai", "base_url": f"http://127.0.0.1:{ports.dead}/v1"},
         ],
         "models": [
             {
@@ -193,7 +215,9 @@ class Target:
     pid: int | None = None
 
     def body(self, kind: str) -> str:
-        model = {"fast": "fast", "stream": "stream", "slow": "slow"}[kind]
+        model = {"fast": "fast", "stream": "stream", "slow": "slow", "anthropic": "anthropic", "failover": "failover"}[
+            kind
+        ]
         payload = {
             "model": f"{self.model_prefix}{model}",
             "max_tokens": 64,
@@ -322,6 +346,15 @@ def start_tollway(
         check=True,
     ).stdout
     key = json.loads(created)["key"]
+    if "TOLLWAY_REDIS_URL" in env_extra:
+        # Limits on: a key limit high enough never to refuse, so every request pays for the check.
+        key_hash = json.loads(created)["data"]["hash"]
+        subprocess.run(
+            [*cli, "limits", "set", "--key", key_hash, "--requests", "1000000000", "--per", "minute"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     (work / f"tollway-{ports.tollway}.yaml").write_text(tollway_config(ports))
     log = (work / f"tollway-{ports.tollway}.log").open("wb")
     process = subprocess.Popen(
@@ -390,11 +423,92 @@ def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
         print()
 
 
+def _scratch_database(admin_url: str, name: str, create: bool) -> str:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(admin_url)
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if create:
+                await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def extended(ports: Ports, work: Path, args: argparse.Namespace, sqlite_rps: float) -> dict[str, dict[str, float]]:
+    """Closed loop at 64 connections for the routing, limits and scale-out cases, one Tollway at a time."""
+    import redis
+
+    cases: list[tuple[str, str, dict[str, str], int]] = [
+        ("SQLite, Anthropic upstream", "anthropic", {}, 1),
+        ("SQLite, failover (first endpoint refuses)", "failover", {}, 1),
+        ("SQLite, limits on, Redis", "fast", {"TOLLWAY_REDIS_URL": args.redis}, 1),
+        ("PostgreSQL + Redis, 1 worker", "fast", {"TOLLWAY_REDIS_URL": args.redis, "pg": "1"}, 1),
+        ("PostgreSQL + Redis, 2 workers", "fast", {"TOLLWAY_REDIS_URL": args.redis, "pg": "1"}, 2),
+    ]
+    results: dict[str, dict[str, float]] = {}
+    for label, kind, env, workers in cases:
+        redis.Redis.from_url(args.redis).flushdb()
+        extra = {k: v for k, v in env.items() if k != "pg"}
+        if "pg" in env:
+            extra["TOLLWAY_DATABASE_URL"] = _scratch_database(args.postgres, "tollway_bench", create=True)
+        else:
+            extra["TOLLWAY_DATABASE_URL"] = f"sqlite:///{work / (kind + str(workers) + label[:6] + '.db')}"
+        ports.tollway = free_port()
+        process, key = start_tollway(ports, work, extra, workers)
+        try:
+            target = Target(
+                "tollway",
+                lambda _k: f"http://127.0.0.1:{ports.tollway}/api/v1/chat/completions",
+                {"Authorization": f"Bearer {key}"},
+                "bench/",
+                pid=process.pid,
+            )
+            pids = [process.pid, *children_of(process.pid)]
+            before = sum(process_cpu_seconds(pid) for pid in pids)
+            figures = run_wrk(target.url_for(kind), target.headers, target.body(kind), 64, args.duration, work)
+            after = sum(process_cpu_seconds(pid) for pid in pids)
+            if figures["requests"]:
+                figures["cpu_ms_per_request"] = (after - before) * 1000 / figures["requests"]
+            results[label] = figures
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(20)
+            if "pg" in env:
+                _scratch_database(args.postgres, "tollway_bench", create=False)
+    base = sqlite_rps
+    print(f"{'closed loop, 64 connections':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10}")
+    for label, figures in results.items():
+        errors = f"  ({int(figures['errors'])} non-2xx)" if figures.get("errors") else ""
+        cpu = figures.get("cpu_ms_per_request")
+        print(
+            f"{label:44} {figures['rps']:9.0f} {figures['p50_ms']:8.3f} {figures['p99_ms']:8.3f} "
+            f"{'' if cpu is None else f'{cpu:.3f}':>10}{errors}"
+        )
+    if base:
+        for label in ("PostgreSQL + Redis, 1 worker", "PostgreSQL + Redis, 2 workers"):
+            if label in results:
+                print(f"{label}: {results[label]['rps'] / base:.2f}x the SQLite single-process case")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per closed-loop run")
     parser.add_argument("--paced", type=int, default=250, help="requests in the unloaded case")
-    parser.add_argument("--postgres", default="", help="also run Tollway on this PostgreSQL URL with Redis")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432/test",
+        help="PostgreSQL server for the scale-out cases (a scratch database is created on it)",
+    )
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="Redis for the shared cases")
+    parser.add_argument("--core-only", action="store_true", help="skip the routing and scale-out cases")
     parser.add_argument("--json", type=Path, help="write the figures to this file too")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
@@ -444,6 +558,12 @@ def main() -> None:
         )
         results = measure(targets, args.duration, work, args.paced)
         print_table(results)
+        if not args.core_only:
+            tollway.send_signal(signal.SIGTERM)
+            tollway.wait(20)
+            processes.remove(tollway)
+            sqlite_rps = results["closed loop, 64 connections"]["tollway"]["rps"]
+            results["extended"] = extended(ports, work, args, sqlite_rps)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
     finally:

@@ -118,6 +118,13 @@ def write_config(path: Path, upstream_base_url: str, extra: dict[str, Any] | Non
                 ],
             },
             {
+                "id": "fake/embed",
+                "name": "Fake Embeddings",
+                "endpoints": [
+                    {"provider": "fakeup", "upstream_model": "embed-1", "pricing": {"prompt": "0.0000001"}},
+                ],
+            },
+            {
                 "id": "fake/failover",
                 "name": "Fake Failover",
                 "endpoints": [

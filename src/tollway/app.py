@@ -6,7 +6,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from tollway.api import account, admin, balance, chat, health, keys, messages, metrics, models, payments
+from tollway.api import (
+    account,
+    admin,
+    balance,
+    chat,
+    embeddings,
+    health,
+    keys,
+    messages,
+    metrics,
+    models,
+    payments,
+)
 from tollway.api.context import SERVICES
 from tollway.api.middleware import MAX_BODY_KEY, error_middleware
 from tollway.dashboard.views import routes as dashboard_routes
@@ -20,6 +32,7 @@ def _routes(prefix: str) -> list[web.RouteDef]:
     return [
         web.post(f"{prefix}/chat/completions", chat.chat_completions),
         web.post(f"{prefix}/messages", messages.messages),
+        web.post(f"{prefix}/embeddings", embeddings.embeddings),
         web.get(f"{prefix}/models", models.list_models),
         web.get(f"{prefix}/models/count", models.count_models),
         web.get(prefix + "/models/{author}/{slug}/endpoints", models.model_endpoints),

@@ -67,7 +67,7 @@ class BalanceService:
 
     def _cheapest_paid(self) -> tuple[str, int, int] | None:
         """(model id, completion femtos per token, max completion tokens) of the cheapest paid model."""
-        paid = [m for m in self._catalog.models() if not m.is_free]
+        paid = [m for m in self._catalog.models() if m.cheapest.price.completion_femtos > 0]
         if not paid:
             return None
         model = min(paid, key=lambda m: m.cheapest.price.completion_femtos + m.cheapest.price.prompt_femtos)

@@ -21,6 +21,7 @@ from tollway.dashboard.users import UserStore
 from tollway.db.engine import create_engine, is_sqlite
 from tollway.db.migrations import migrate
 from tollway.gateway.chat import ChatGateway
+from tollway.gateway.embeddings import EmbeddingsGateway
 from tollway.ledger.book import AccountBook, Book
 from tollway.ledger.redis_book import RedisBook
 from tollway.ledger.service import Ledger
@@ -75,6 +76,7 @@ class Services:
     payments: PaymentsService
     users: UserStore
     activity: ActivityStore
+    embeddings: EmbeddingsGateway
     sink: BatchSink
     dashboard_secret: bytes = b""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -213,6 +215,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         gateway=gateway,
         payments=payments,
         users=UserStore(engine),
+        embeddings=EmbeddingsGateway(catalog, ledger, limiter, gateway, clock),
         activity=ActivityStore(engine),
         metrics=metrics,
         limiter=limiter,

@@ -25,7 +25,7 @@ class Strict(BaseModel):
 
 class ProviderConfig(Strict):
     name: str = Field(min_length=1)
-    kind: Literal["openai", "anthropic", "offline"] = "openai"
+    kind: Literal["openai", "anthropic", "gemini", "offline"] = "openai"
     base_url: str = ""
     api_key_env: str | None = None
     display_name: str | None = None

@@ -72,6 +72,7 @@ class FakeOpenAIUpstream:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         sock = socket.socket()
@@ -86,6 +87,24 @@ class FakeOpenAIUpstream:
             "completion_tokens": completion_tokens,
             "total_tokens": self.behaviour.prompt_tokens + completion_tokens,
         }
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        self.calls.append(Call(request.path, body, dict(request.headers)))
+        if self.behaviour.status != 200:
+            return web.Response(
+                status=self.behaviour.status, body=self.behaviour.error_body, content_type="application/json"
+            )
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": [0.1 * (i + 1), 0.2, 0.3]} for i in range(len(inputs))]
+        tokens = 7 * len(inputs)
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": body["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return web.Response(body=orjson.dumps(payload), content_type="application/json")
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())

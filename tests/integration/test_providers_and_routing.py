@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
+from tests.fakes.gemini_upstream import FakeGeminiUpstream
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.support import GatewayServer, nanos, start_gateway, write_config
 
@@ -33,8 +34,18 @@ def claude() -> Iterator[FakeAnthropicUpstream]:
 
 
 @pytest.fixture(scope="module")
+def gemini() -> Iterator[FakeGeminiUpstream]:
+    server = FakeGeminiUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
 def routed(
-    claude: FakeAnthropicUpstream, upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory
+    claude: FakeAnthropicUpstream,
+    gemini: FakeGeminiUpstream,
+    upstream: FakeOpenAIUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("routing")
     cheap = {"prompt": "0.000001", "completion": "0.000001"}
@@ -51,8 +62,13 @@ def routed(
                 "display_name": "Claude Co",
             },
             {"name": "deadup", "kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
+            {"name": "gem", "kind": "gemini", "base_url": gemini.base_url, "api_key_env": "GEMINI_KEY"},
         ],
         "models": [
+            {
+                "id": "google/gemini-flash",
+                "endpoints": [{"provider": "gem", "upstream_model": "gemini-flash", "pricing": cheap}],
+            },
             {
                 "id": "claude/sonnet",
                 "max_completion_tokens": 512,
@@ -75,7 +91,12 @@ def routed(
         ],
     }
     config = write_config(directory / "routing.yaml", upstream.base_url, extra)
-    server = start_gateway(f"sqlite:///{directory / 'routing.db'}", config, directory, env={"CLAUDE_KEY": "sk-ant-x"})
+    server = start_gateway(
+        f"sqlite:///{directory / 'routing.db'}",
+        config,
+        directory,
+        env={"CLAUDE_KEY": "sk-ant-x", "GEMINI_KEY": "g-key"},
+    )
     yield server
     server.stop()
 
@@ -229,3 +250,34 @@ def test_models_fallback_bills_the_serving_model(routed: GatewayServer, upstream
     assert response.status_code == 200
     assert response.json()["model"] == "claude/sonnet"
     assert nanos(response.json()["usage"]["cost"]) == 21 * 1000 + 4 * 1000
+
+
+def test_gemini_translation_streamed_and_not_with_tools(routed: GatewayServer, gemini: FakeGeminiUpstream) -> None:
+    account = routed.new_account("5")
+    client = sdk(routed, account.key)
+    completion = client.chat.completions.create(
+        model="google/gemini-flash",
+        messages=[{"role": "system", "content": "Short answers."}, {"role": "user", "content": "Hi"}],
+        max_tokens=50,
+    )
+    path, body, headers = gemini.calls[-1]
+    assert path == "/v1beta/models/gemini-flash:generateContent" and headers["x-goog-api-key"] == "g-key"
+    assert body["systemInstruction"] == {"parts": [{"text": "Short answers."}]}
+    assert body["contents"] == [{"role": "user", "parts": [{"text": "Hi"}]}]
+    assert body["generationConfig"]["maxOutputTokens"] == 50
+    assert completion.choices[0].message.content == "Ciao from Gemini"
+    assert completion.usage is not None and completion.usage.prompt_tokens == 9
+    assert nanos(completion.usage.model_extra["cost"]) == 12 * 1000  # type: ignore[index]
+    stream = client.chat.completions.create(
+        model="google/gemini-flash", stream=True, messages=[{"role": "user", "content": "Hi"}]
+    )
+    text = "".join(choice.delta.content or "" for chunk in stream for choice in chunk.choices)
+    assert text == "Ciao from Gemini"
+    assert gemini.calls[-1][0].endswith(":streamGenerateContent?alt=sse")
+    tools = client.chat.completions.create(
+        model="google/gemini-flash", tools=[WEATHER_TOOL], messages=[{"role": "user", "content": "Weather in Rome?"}]
+    )
+    call = tools.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert tools.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Rome"}
+    assert gemini.calls[-1][1]["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"

@@ -45,7 +45,7 @@ _RESERVE = (
     _PURGE
     + """
 -- KEYS: account hash, key hash, holds zset. ARGV: prefix, now, amount, limit (-1 none), window field,
---       member, expiry
+--       member, expiry, day field, week field, month field
 local now = tonumber(ARGV[2])
 purge(KEYS[1], KEYS[3], now)
 local amount = tonumber(ARGV[3])
@@ -65,7 +65,12 @@ if ok then
   redis.call('HINCRBY', KEYS[2], 'held', amount)
   redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
 end
-return ok and 1 or 0
+-- The figures before this reservation, so a refusal can be explained without another round trip.
+local extra = redis.call('HMGET', KEYS[1], 'purchased', 'granted')
+local windows = redis.call('HMGET', KEYS[2], 'total', ARGV[8], ARGV[9], ARGV[10])
+return {ok and 1 or 0, credits, usage, held, tonumber(extra[1] or '0'), tonumber(extra[2] or '0'),
+        tonumber(windows[1] or '0'), tonumber(windows[2] or '0'), tonumber(windows[3] or '0'),
+        tonumber(windows[4] or '0'), key_held}
 """
 )
 
@@ -226,7 +231,7 @@ class RedisBook:
         try:
             await self._ensure_account(key.account_id)
             await self._ensure_key(key.id, now_us)
-            ok = await self._reserve(
+            raw = await self._reserve(
                 keys=[self.account_key(key.account_id), self.key_key(key.id), self.holds_key(key.account_id)],
                 args=[
                     PREFIX,
@@ -236,12 +241,23 @@ class RedisBook:
                     window,
                     member,
                     now_us + self._hold_ttl_us,
+                    *[_window_field(reset, now_us) for reset in LimitReset],
                 ],
             )
         except RedisError as exc:
             raise _unavailable(exc) from exc
-        account = await self.account_snapshot(key.account_id)
-        figures = await self.key_snapshot(key, now_us)
+        ok, credits, usage, held, purchased, granted, total, daily, weekly, monthly, key_held = (int(v) for v in raw)
+        account = AccountSnapshot(credits, usage, held, purchased, granted)
+        figures = KeySnapshot(
+            limit_nanos=key.limit_nanos,
+            limit_reset=key.limit_reset,
+            usage_nanos=total,
+            usage_daily_nanos=daily,
+            usage_weekly_nanos=weekly,
+            usage_monthly_nanos=monthly,
+            held_nanos=key_held,
+            resets_at_us=next_reset_us(key.limit_reset, now_us) if key.limit_reset else None,
+        )
         if not ok:
             return ReserveOutcome(None, account, figures)
         hold = Hold(id=hold_id, account_id=key.account_id, key_id=key.id, amount_nanos=amount_nanos)

@@ -52,6 +52,19 @@ class StreamChunk:
     upstream_id: str | None = None
 
 
+@dataclass(slots=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_tokens: int
+    upstream_model: str | None = None
+
+
+class Embedder(Protocol):
+    """Providers that also serve embeddings."""
+
+    async def embed(self, inputs: list[str], upstream_model: str, extra: dict[str, Any]) -> Embeddings: ...
+
+
 class Provider(Protocol):
     name: str
     display_name: str

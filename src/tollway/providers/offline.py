@@ -18,6 +18,7 @@ from typing import Any
 
 from tollway.providers.base import (
     Completion,
+    Embeddings,
     StreamChunk,
     UpstreamRequest,
     Usage,
@@ -62,6 +63,21 @@ def generate_tokens(messages: list[dict[str, Any]], seed: int | None, max_tokens
     return pieces[:max_tokens], truncated
 
 
+_EMBEDDING_DIMENSIONS = 64
+
+
+def offline_embedding(text: str, dimensions: int = _EMBEDDING_DIMENSIONS) -> list[float]:
+    """A deterministic unit vector from the text's hash: same text, same vector; no model needed."""
+    digest = b""
+    counter = 0
+    while len(digest) < dimensions * 2:
+        digest += hashlib.sha256(f"{counter}\x00{text}".encode()).digest()
+        counter += 1
+    raw = [int.from_bytes(digest[i * 2 : i * 2 + 2], "big") / 32767.5 - 1 for i in range(dimensions)]
+    norm = sum(v * v for v in raw) ** 0.5 or 1.0
+    return [round(v / norm, 6) for v in raw]
+
+
 class OfflineProvider:
     """A real provider module (not a test double), priced like any other model."""
 
@@ -80,6 +96,14 @@ class OfflineProvider:
             messages = [{"role": "user", "content": request.body["prompt"]}]
         seed = request.body.get("seed")
         return messages, seed if isinstance(seed, int) else None
+
+    async def embed(self, inputs: list[str], upstream_model: str, extra: dict[str, Any]) -> Embeddings:
+        dimensions = extra.get("dimensions")
+        size = dimensions if isinstance(dimensions, int) and 0 < dimensions <= 1024 else _EMBEDDING_DIMENSIONS
+        return Embeddings(
+            vectors=[offline_embedding(text, size) for text in inputs],
+            prompt_tokens=sum(count_tokens(text) for text in inputs),
+        )
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         messages, seed = self._inputs(request)

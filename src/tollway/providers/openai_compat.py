@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 
 from tollway.errors import ProviderError
-from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage
+from tollway.providers.base import Completion, Embeddings, StreamChunk, UpstreamRequest, Usage
 
 _RAW_LIMIT = 2000
 
@@ -63,6 +63,33 @@ class OpenAICompatibleProvider:
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
+
+    async def embed(self, inputs: list[str], upstream_model: str, extra: dict[str, Any]) -> Embeddings:
+        body = {**extra, "model": upstream_model, "input": inputs}
+        url = self._url.rsplit("/chat/completions", 1)[0] + "/embeddings"
+        try:
+            async with self._session.post(
+                url, data=orjson.dumps(body), headers=self._headers, timeout=self._timeout
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError as exc:
+            raise self._error(408, "Provider timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise self._error(0, "Provider connection failed", raw=str(exc)) from exc
+        if status >= 400:
+            raise self._error(status, "Provider returned error", raw=raw[:_RAW_LIMIT].decode("utf-8", "replace"))
+        try:
+            parsed = orjson.loads(raw)
+            items = sorted(parsed["data"], key=lambda item: item.get("index", 0))
+            vectors = [item["embedding"] for item in items]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise self._error(502, "Provider returned an invalid response", raw=raw[:_RAW_LIMIT].decode()) from exc
+        usage = parsed.get("usage") or {}
+        tokens = usage.get("prompt_tokens")
+        if not isinstance(tokens, int):
+            tokens = sum(estimate_tokens(text) for text in inputs)
+        return Embeddings(vectors=vectors, prompt_tokens=tokens, upstream_model=parsed.get("model"))
 
     def _error(self, status: int, message: str, raw: str | None = None) -> ProviderError:
         return ProviderError(message, upstream_status=status, provider_name=self.display_name, raw=raw)

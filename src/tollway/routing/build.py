@@ -11,6 +11,7 @@ from tollway.ledger.pricing import Price
 from tollway.money import MoneyFormatError
 from tollway.providers.anthropic import AnthropicProvider
 from tollway.providers.base import Provider
+from tollway.providers.gemini import GeminiProvider
 from tollway.providers.offline import OfflineProvider
 from tollway.providers.openai_compat import OpenAICompatibleProvider
 from tollway.routing.catalog import Catalog, CatalogModel, Endpoint
@@ -28,8 +29,9 @@ def _provider(config: ProviderConfig, session: aiohttp.ClientSession, settings: 
     api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
     if not config.base_url:
         raise SettingsError(f"provider {config.name!r}: base_url is required for kind {config.kind!r}")
-    if config.kind == "anthropic":
-        return AnthropicProvider(
+    if config.kind in ("anthropic", "gemini"):
+        adapter = AnthropicProvider if config.kind == "anthropic" else GeminiProvider
+        return adapter(
             name=config.name,
             display_name=display,
             base_url=config.base_url,
@@ -66,6 +68,13 @@ def _offline_models(provider: Provider, settings: Settings) -> list[CatalogModel
         )
 
     return [
+        model(
+            "tollway/offline-embed",
+            "Tollway Offline Embeddings",
+            Price.parse(settings.offline_prompt_price, "0"),
+            "offline-embed",
+            "Built-in offline embeddings: deterministic unit vectors (64 dimensions by default), no network.",
+        ),
         model(
             "tollway/offline-small",
             "Tollway Offline Small",
