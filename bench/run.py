@@ -201,6 +201,17 @@ def tollway_config(ports: Ports) -> str:
                 "id": "bench/slow",
                 "endpoints": [{"provider": "slow", "upstream_model": "slow", "pricing": price}],
             },
+            {
+                "id": "bench/anthropic",
+                "endpoints": [{"provider": "anthro", "upstream_model": "fast", "pricing": price}],
+            },
+            {
+                "id": "bench/failover",
+                "endpoints": [
+                    {"provider": "dead", "upstream_model": "dead", "pricing": {"prompt": "0.0000001", "completion": "0"}},
+                    {"provider": "fast", "upstream_model": "fast", "pricing": price},
+                ],
+            },
         ],
     }
     return json.dumps(config)  # JSON is YAML

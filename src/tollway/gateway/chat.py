@@ -153,15 +153,19 @@ class ChatGateway:
             max_tokens=requested if requested is not None else default_max,
             max_tokens_requested=requested is not None,
         )
-        account = await self._ledger.account_figures(key.account_id)
-        if account.balance_nanos < 0:
-            # A negative balance refuses everything, free models included, before any limit is counted.
-            await self._ledger.reserve(key, plan)
+        purchased_nanos = 0
+        if plan.price.is_free:
+            # Free models: the daily allowance depends on purchases, and a negative balance refuses them
+            # before any free-model limit is counted. (Paid requests learn both from the reservation.)
+            account = await self._ledger.account_figures(key.account_id)
+            if account.balance_nanos < 0:
+                await self._ledger.reserve(key, plan)
+            purchased_nanos = account.purchased_nanos
         primary = candidates[0].endpoint
         checks = self._limiter.checks_for(
             key,
             free_model=plan.price.is_free,
-            purchased_nanos=account.purchased_nanos,
+            purchased_nanos=purchased_nanos,
             prompt_tokens=plan.prompt_tokens_estimate,
             endpoint=(primary.endpoint_id, primary.max_requests_per_second)
             if primary.max_requests_per_second
