@@ -208,7 +208,11 @@ def tollway_config(ports: Ports) -> str:
             {
                 "id": "bench/failover",
                 "endpoints": [
-                    {"provider": "dead", "upstream_model": "dead", "pricing": {"prompt": "0.0000001", "completion": "0"}},
+                    {
+                        "provider": "dead",
+                        "upstream_model": "dead",
+                        "pricing": {"prompt": "0.0000001", "completion": "0"},
+                    },
                     {"provider": "fast", "upstream_model": "fast", "pricing": price},
                 ],
             },

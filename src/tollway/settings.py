@@ -54,6 +54,8 @@ class EndpointConfig(Strict):
     max_requests_per_second: int | None = Field(default=None, ge=1)
     # Whether this provider may keep or train on prompts; requests with data_collection "deny" skip it.
     data_collection: Literal["allow", "deny"] = "deny"
+    # Request parameters this endpoint honours; unset = all. Requests with require_parameters skip the rest.
+    supports: list[str] | None = None
 
 
 class LimitDefaults(Strict):

@@ -78,7 +78,13 @@ def routed(
                 "id": "spread/chat",
                 "endpoints": [
                     {"provider": "fakeup", "upstream_model": "cheap", "pricing": cheap},
-                    {"provider": "fakeup2", "upstream_model": "dear", "pricing": dear, "data_collection": "allow"},
+                    {
+                        "provider": "fakeup2",
+                        "upstream_model": "dear",
+                        "pricing": dear,
+                        "data_collection": "allow",
+                        "supports": ["temperature", "max_tokens"],
+                    },
                 ],
             },
             {
@@ -281,3 +287,23 @@ def test_gemini_translation_streamed_and_not_with_tools(routed: GatewayServer, g
     assert tools.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Rome"}
     assert gemini.calls[-1][1]["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+
+
+def test_require_parameters_skips_endpoints_that_do_not_support_them(routed: GatewayServer) -> None:
+    account = routed.new_account("5")
+    body = {"model": "spread/chat", "messages": [{"role": "user", "content": "x"}], "tools": [WEATHER_TOOL]}
+    served = routed.post(
+        "/chat/completions",
+        account.key,
+        {**body, "provider": {"require_parameters": True, "order": ["fakeup2", "fakeup"]}},
+    )
+    assert served.status_code == 200 and served.json()["provider"] == "FakeUp"
+    none_left = routed.post(
+        "/chat/completions", account.key, {**body, "provider": {"require_parameters": True, "only": ["fakeup2"]}}
+    )
+    assert none_left.status_code == 404
+    assert none_left.json()["error"]["message"] == (
+        "No endpoints found for spread/chat that support tools (provider.require_parameters is true)."
+    )
+    ignored = routed.post("/chat/completions", account.key, {**body, "provider": {"only": ["fakeup2"]}})
+    assert ignored.status_code == 200  # without require_parameters, unsupported parameters are ignored

@@ -34,7 +34,7 @@ from tollway.providers.base import (
 )
 from tollway.routing.catalog import VARIANT_SUFFIXES, Catalog, CatalogModel, Endpoint
 from tollway.routing.health import HealthBoard
-from tollway.routing.preferences import order_endpoints, parse_preferences
+from tollway.routing.preferences import PARAMETERS, order_endpoints, parse_preferences
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ class ChatGateway:
                 continue  # an unknown id in the fallback list counts as a failure and moves on
             resolved.append(model.id)
             variant = next((v for v in VARIANT_SUFFIXES if model_id.endswith(v) and model_id != model.id), None)
-            prefs = parse_preferences(body.raw.get("provider"), variant, self._provider_slugs)
+            prefs = parse_preferences(body.raw.get("provider"), variant, self._provider_slugs, body.raw)
             ordered = order_endpoints(
                 model.endpoints,
                 prefs,
@@ -123,7 +123,17 @@ class ChatGateway:
             )
             found.extend(Candidate(model, endpoint) for endpoint in ordered)
         if not found and resolved:
-            raise NotFound(f"No endpoints found for {resolved[0]}.", metadata={"model": resolved[0]})
+            provider = body.raw.get("provider")
+            required = (
+                sorted(n for n in body.raw if n in PARAMETERS)
+                if isinstance(provider, dict) and provider.get("require_parameters") is True
+                else []
+            )
+            detail = f" that support {', '.join(required)} (provider.require_parameters is true)" if required else ""
+            raise NotFound(
+                f"No endpoints found for {resolved[0]}{detail}.",
+                metadata={"model": resolved[0], "required_parameters": required},
+            )
         if not found:
             first = wanted[0]
             raise InvalidRequest(

@@ -121,6 +121,7 @@ def build_catalog(settings: Settings, session: aiohttp.ClientSession) -> tuple[C
                     max_completion_tokens=endpoint.max_completion_tokens or model_config.max_completion_tokens,
                     max_requests_per_second=endpoint.max_requests_per_second,
                     data_collection=endpoint.data_collection,
+                    supports=frozenset(endpoint.supports) if endpoint.supports is not None else None,
                 )
             )
         models = [m for m in models if m.id != model_config.id]

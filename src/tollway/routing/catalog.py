@@ -20,6 +20,7 @@ class Endpoint:
     max_completion_tokens: int
     max_requests_per_second: int | None = None
     data_collection: str = "deny"  # "allow": this provider may keep or train on prompts
+    supports: frozenset[str] | None = None  # request parameters it honours; None = all
 
     @property
     def provider_name(self) -> str:

@@ -13,6 +13,31 @@ from tollway.errors import InvalidRequest
 from tollway.routing.catalog import Endpoint
 
 _SORTS = ("price", "throughput", "latency")
+# Optional request parameters an endpoint may or may not honour (provider.require_parameters checks these).
+PARAMETERS = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop",
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+        "repetition_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "min_p",
+        "top_a",
+        "reasoning",
+        "max_tokens",
+        "max_completion_tokens",
+    }
+)
 # Prices in max_price are USD per million tokens; endpoint prices are femto-USD per token.
 _FEMTOS_PER_USD_PER_MILLION = 10**9
 
@@ -28,6 +53,7 @@ class Preferences:
     max_completion_femtos: int | None = None
     max_request_femtos: int | None = None
     deny_data_collection: bool = False
+    required_parameters: frozenset[str] = frozenset()
 
     @property
     def balanced(self) -> bool:
@@ -53,7 +79,9 @@ def _price(value: Any, name: str, scale: int) -> int:
     return int(number * scale)
 
 
-def parse_preferences(raw: Any, variant: str | None, known_providers: Iterable[str]) -> Preferences:
+def parse_preferences(
+    raw: Any, variant: str | None, known_providers: Iterable[str], body: dict[str, Any] | None = None
+) -> Preferences:
     sort = {":floor": "price", ":nitro": "throughput"}.get(variant or "")
     if raw is None:
         return Preferences(sort=sort)
@@ -88,6 +116,10 @@ def parse_preferences(raw: Any, variant: str | None, known_providers: Iterable[s
     collection = raw.get("data_collection", "allow")
     if collection not in ("allow", "deny"):
         raise InvalidRequest("provider.data_collection must be allow or deny")
+    require = raw.get("require_parameters", False)
+    if not isinstance(require, bool):
+        raise InvalidRequest("provider.require_parameters must be true or false")
+    required = frozenset(name for name in (body or {}) if name in PARAMETERS) if require else frozenset()
     return Preferences(
         order=order,
         only=only,
@@ -102,6 +134,7 @@ def parse_preferences(raw: Any, variant: str | None, known_providers: Iterable[s
         else None,
         max_request_femtos=_price(max_price["request"], "request", 10**15) if "request" in max_price else None,
         deny_data_collection=collection == "deny",
+        required_parameters=required,
     )
 
 
@@ -115,6 +148,7 @@ def _allowed(endpoint: Endpoint, prefs: Preferences) -> bool:
         or (prefs.max_completion_femtos is not None and price.completion_femtos > prefs.max_completion_femtos)
         or (prefs.max_request_femtos is not None and price.request_femtos > prefs.max_request_femtos)
         or (prefs.deny_data_collection and endpoint.data_collection == "allow")
+        or (endpoint.supports is not None and not prefs.required_parameters <= endpoint.supports)
     )
 
 
