@@ -2,48 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-import threading
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from tests.fakes.loopback import LoopbackServer
 
-class FakeAnthropicUpstream:
+
+class FakeAnthropicUpstream(LoopbackServer):
     def __init__(self) -> None:
+        super().__init__()
         self.calls: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.reply_words = ["Hello", " from", " Claude", "."]
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> FakeAnthropicUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())

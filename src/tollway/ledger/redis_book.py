@@ -117,6 +117,21 @@ def _window_field(reset: LimitReset, at_us: int) -> str:
     return f"{reset.value[0]}:{window_start_us(reset, at_us)}"
 
 
+def _key_snapshot(
+    key: KeyRecord, now_us: int, total: int, held: int, daily: int, weekly: int, monthly: int
+) -> KeySnapshot:
+    return KeySnapshot(
+        limit_nanos=key.limit_nanos,
+        limit_reset=key.limit_reset,
+        usage_nanos=total,
+        usage_daily_nanos=daily,
+        usage_weekly_nanos=weekly,
+        usage_monthly_nanos=monthly,
+        held_nanos=held,
+        resets_at_us=next_reset_us(key.limit_reset, now_us) if key.limit_reset else None,
+    )
+
+
 def _unavailable(exc: Exception) -> ServiceUnavailable:
     return ServiceUnavailable(
         "Balances cannot be checked because Redis is unreachable; the request was not sent. Retry shortly.",
@@ -213,16 +228,7 @@ class RedisBook:
         except RedisError as exc:
             raise _unavailable(exc) from exc
         total, held, daily, weekly, monthly = values
-        return KeySnapshot(
-            limit_nanos=key.limit_nanos,
-            limit_reset=key.limit_reset,
-            usage_nanos=total,
-            usage_daily_nanos=daily,
-            usage_weekly_nanos=weekly,
-            usage_monthly_nanos=monthly,
-            held_nanos=held,
-            resets_at_us=next_reset_us(key.limit_reset, now_us) if key.limit_reset else None,
-        )
+        return _key_snapshot(key, now_us, total, held, daily, weekly, monthly)
 
     async def try_reserve(self, key: KeyRecord, amount_nanos: int, now_us: int) -> ReserveOutcome:
         hold_id = next(self._hold_ids)
@@ -248,16 +254,7 @@ class RedisBook:
             raise _unavailable(exc) from exc
         ok, credits, usage, held, purchased, granted, total, daily, weekly, monthly, key_held = (int(v) for v in raw)
         account = AccountSnapshot(credits, usage, held, purchased, granted)
-        figures = KeySnapshot(
-            limit_nanos=key.limit_nanos,
-            limit_reset=key.limit_reset,
-            usage_nanos=total,
-            usage_daily_nanos=daily,
-            usage_weekly_nanos=weekly,
-            usage_monthly_nanos=monthly,
-            held_nanos=key_held,
-            resets_at_us=next_reset_us(key.limit_reset, now_us) if key.limit_reset else None,
-        )
+        figures = _key_snapshot(key, now_us, total, key_held, daily, weekly, monthly)
         if not ok:
             return ReserveOutcome(None, account, figures)
         hold = Hold(id=hold_id, account_id=key.account_id, key_id=key.id, amount_nanos=amount_nanos)

@@ -16,8 +16,8 @@ from tollway.errors import ProviderError
 from tollway.providers.anthropic_translate import STOP_REASONS, anthropic_message_to_openai, openai_to_anthropic
 from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage
 from tollway.providers.openai_compat import estimate_tokens
+from tollway.providers.transport import UpstreamTransport
 
-_RAW_LIMIT = 2000
 API_VERSION = "2023-06-01"
 
 
@@ -39,47 +39,26 @@ class AnthropicProvider:
         self._headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
         if api_key:
             self._headers["x-api-key"] = api_key
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        self._transport = UpstreamTransport(session, display_name, timeout_s, connect_timeout_s)
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
-    def _error(self, status: int, message: str, raw: str | None = None) -> ProviderError:
-        return ProviderError(message, upstream_status=status, provider_name=self.display_name, raw=raw)
+    def _error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
+        return self._transport.error(status, message, raw)
 
-    async def _post(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientResponse:
-        payload = openai_to_anthropic({**request.body, "stream": stream}, request.upstream_model, request.max_tokens)
-        try:
-            response = await self._session.post(
-                self._url, data=orjson.dumps(payload), headers=self._headers, timeout=self._timeout
-            )
-        except TimeoutError as exc:
-            raise self._error(408, "Provider timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise self._error(0, "Provider connection failed", raw=str(exc)) from exc
-        if response.status >= 400:
-            raw = await response.read()
-            response.release()
-            raise self._error(
-                response.status, "Provider returned error", raw=raw[:_RAW_LIMIT].decode("utf-8", "replace")
-            )
-        return response
+    def _payload(self, request: UpstreamRequest, stream: bool) -> bytes:
+        return orjson.dumps(
+            openai_to_anthropic({**request.body, "stream": stream}, request.upstream_model, request.max_tokens)
+        )
 
     async def complete(self, request: UpstreamRequest) -> Completion:
-        response = await self._post(request, stream=False)
+        parsed = await self._transport.post_json(self._url, self._payload(request, False), self._headers)
         try:
-            raw = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._error(0, "Provider connection broke", raw=str(exc)) from exc
-        finally:
-            response.release()
-        try:
-            parsed = orjson.loads(raw)
             content = parsed["content"]
             usage = parsed.get("usage") or {}
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise self._error(502, "Provider returned an invalid response", raw=raw[:_RAW_LIMIT].decode()) from exc
+        except (KeyError, TypeError) as exc:
+            raise self._error(502, "Provider returned an invalid response", raw=str(parsed)) from exc
         native = parsed.get("stop_reason")
         return Completion(
             message=anthropic_message_to_openai(content),
@@ -94,7 +73,7 @@ class AnthropicProvider:
         )
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
-        response = await self._post(request, stream=True)
+        response = await self._transport.open(self._url, self._payload(request, True), self._headers)
         try:
             async for chunk in self._events(response):
                 yield chunk
@@ -118,7 +97,7 @@ class AnthropicProvider:
             try:
                 event: dict[str, Any] = orjson.loads(line[5:].strip())
             except orjson.JSONDecodeError as exc:
-                raise self._error(502, "Provider sent a broken stream", raw=line[:_RAW_LIMIT].decode()) from exc
+                raise self._error(502, "Provider sent a broken stream", raw=line) from exc
             kind = event.get("type")
             if kind == "message_start":
                 message = event.get("message") or {}

@@ -15,8 +15,8 @@ import orjson
 from tollway.errors import ProviderError
 from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage, message_text
 from tollway.providers.openai_compat import estimate_tokens
+from tollway.providers.transport import UpstreamTransport
 
-_RAW_LIMIT = 2000
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter"}
 
 
@@ -122,45 +122,26 @@ class GeminiProvider:
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["x-goog-api-key"] = api_key
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        self._transport = UpstreamTransport(session, display_name, timeout_s, connect_timeout_s)
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
-    def _error(self, status: int, message: str, raw: str | None = None) -> ProviderError:
-        return ProviderError(message, upstream_status=status, provider_name=self.display_name, raw=raw)
+    def _error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
+        return self._transport.error(status, message, raw)
 
-    async def _post(self, request: UpstreamRequest, stream: bool) -> aiohttp.ClientResponse:
+    def _url(self, request: UpstreamRequest, stream: bool) -> str:
         action = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        url = f"{self._base}{request.upstream_model}:{action}"
-        payload = orjson.dumps(openai_to_gemini(request.body, request.max_tokens))
-        try:
-            response = await self._session.post(url, data=payload, headers=self._headers, timeout=self._timeout)
-        except TimeoutError as exc:
-            raise self._error(408, "Provider timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise self._error(0, "Provider connection failed", raw=str(exc)) from exc
-        if response.status >= 400:
-            raw = await response.read()
-            response.release()
-            raise self._error(
-                response.status, "Provider returned error", raw=raw[:_RAW_LIMIT].decode("utf-8", "replace")
-            )
-        return response
+        return f"{self._base}{request.upstream_model}:{action}"
 
     async def complete(self, request: UpstreamRequest) -> Completion:
-        response = await self._post(request, stream=False)
+        payload = orjson.dumps(openai_to_gemini(request.body, request.max_tokens))
+        parsed = await self._transport.post_json(self._url(request, False), payload, self._headers)
         try:
-            raw = await response.read()
-        finally:
-            response.release()
-        try:
-            parsed = orjson.loads(raw)
             candidate = parsed["candidates"][0]
             parts = (candidate.get("content") or {}).get("parts") or []
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-            raise self._error(502, "Provider returned an invalid response", raw=raw[:_RAW_LIMIT].decode()) from exc
+        except (KeyError, IndexError, TypeError) as exc:
+            raise self._error(502, "Provider returned an invalid response", raw=str(parsed)) from exc
         text, calls = _message(parts)
         message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
         if calls:
@@ -176,7 +157,8 @@ class GeminiProvider:
         )
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
-        response = await self._post(request, stream=True)
+        payload = orjson.dumps(openai_to_gemini(request.body, request.max_tokens))
+        response = await self._transport.open(self._url(request, True), payload, self._headers)
         try:
             yield StreamChunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}}])
             usage: Usage | None = None
@@ -188,7 +170,7 @@ class GeminiProvider:
                 try:
                     event = orjson.loads(line[5:].strip())
                 except orjson.JSONDecodeError as exc:
-                    raise self._error(502, "Provider sent a broken stream", raw=line[:_RAW_LIMIT].decode()) from exc
+                    raise self._error(502, "Provider sent a broken stream", raw=line) from exc
                 if event.get("usageMetadata"):
                     usage = _usage(event["usageMetadata"])
                 for candidate in event.get("candidates") or []:

@@ -14,8 +14,7 @@ import orjson
 
 from tollway.errors import ProviderError
 from tollway.providers.base import Completion, Embeddings, StreamChunk, UpstreamRequest, Usage
-
-_RAW_LIMIT = 2000
+from tollway.providers.transport import RAW_LIMIT, UpstreamTransport
 
 
 def parse_usage(raw: Any) -> Usage | None:
@@ -54,45 +53,17 @@ class OpenAICompatibleProvider:
     ) -> None:
         self.name = name
         self.display_name = display_name
-        self._url = base_url.rstrip("/") + "/chat/completions"
+        self._base = base_url.rstrip("/")
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        self._transport = UpstreamTransport(session, display_name, timeout_s, connect_timeout_s)
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
-    async def embed(self, inputs: list[str], upstream_model: str, extra: dict[str, Any]) -> Embeddings:
-        body = {**extra, "model": upstream_model, "input": inputs}
-        url = self._url.rsplit("/chat/completions", 1)[0] + "/embeddings"
-        try:
-            async with self._session.post(
-                url, data=orjson.dumps(body), headers=self._headers, timeout=self._timeout
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except TimeoutError as exc:
-            raise self._error(408, "Provider timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise self._error(0, "Provider connection failed", raw=str(exc)) from exc
-        if status >= 400:
-            raise self._error(status, "Provider returned error", raw=raw[:_RAW_LIMIT].decode("utf-8", "replace"))
-        try:
-            parsed = orjson.loads(raw)
-            items = sorted(parsed["data"], key=lambda item: item.get("index", 0))
-            vectors = [item["embedding"] for item in items]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise self._error(502, "Provider returned an invalid response", raw=raw[:_RAW_LIMIT].decode()) from exc
-        usage = parsed.get("usage") or {}
-        tokens = usage.get("prompt_tokens")
-        if not isinstance(tokens, int):
-            tokens = sum(estimate_tokens(text) for text in inputs)
-        return Embeddings(vectors=vectors, prompt_tokens=tokens, upstream_model=parsed.get("model"))
-
-    def _error(self, status: int, message: str, raw: str | None = None) -> ProviderError:
-        return ProviderError(message, upstream_status=status, provider_name=self.display_name, raw=raw)
+    def _error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
+        return self._transport.error(status, message, raw)
 
     def _payload(self, request: UpstreamRequest, stream: bool) -> bytes:
         body = dict(request.body)
@@ -110,25 +81,27 @@ class OpenAICompatibleProvider:
             body.pop("stream_options", None)
         return orjson.dumps(body)
 
+    async def embed(self, inputs: list[str], upstream_model: str, extra: dict[str, Any]) -> Embeddings:
+        payload = orjson.dumps({**extra, "model": upstream_model, "input": inputs})
+        parsed = await self._transport.post_json(f"{self._base}/embeddings", payload, self._headers)
+        try:
+            items = sorted(parsed["data"], key=lambda item: item.get("index", 0))
+            vectors = [item["embedding"] for item in items]
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise self._error(502, "Provider returned an invalid response", raw=str(parsed)) from exc
+        tokens = (parsed.get("usage") or {}).get("prompt_tokens")
+        if not isinstance(tokens, int):
+            tokens = sum(estimate_tokens(text) for text in inputs)
+        return Embeddings(vectors=vectors, prompt_tokens=tokens, upstream_model=parsed.get("model"))
+
     async def complete(self, request: UpstreamRequest) -> Completion:
+        url = f"{self._base}/chat/completions"
+        parsed = await self._transport.post_json(url, self._payload(request, False), self._headers)
         try:
-            async with self._session.post(
-                self._url, data=self._payload(request, False), headers=self._headers, timeout=self._timeout
-            ) as response:
-                raw = await response.read()
-                status = response.status
-        except TimeoutError as exc:
-            raise self._error(408, "Provider timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise self._error(0, "Provider connection failed", raw=str(exc)) from exc
-        if status >= 400:
-            raise self._error(status, "Provider returned error", raw=raw[:_RAW_LIMIT].decode("utf-8", "replace"))
-        try:
-            parsed = orjson.loads(raw)
             choice = parsed["choices"][0]
             message = choice["message"]
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-            raise self._error(502, "Provider returned an invalid response", raw=raw[:_RAW_LIMIT].decode()) from exc
+        except (KeyError, IndexError, TypeError) as exc:
+            raise self._error(502, "Provider returned an invalid response", raw=str(parsed)[:RAW_LIMIT]) from exc
         usage = parse_usage(parsed.get("usage"))
         if usage is None:
             text = message.get("content") if isinstance(message.get("content"), str) else ""
@@ -145,22 +118,9 @@ class OpenAICompatibleProvider:
         )
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
+        url = f"{self._base}/chat/completions"
+        response = await self._transport.open(url, self._payload(request, True), self._headers)
         try:
-            response = await self._session.post(
-                self._url, data=self._payload(request, True), headers=self._headers, timeout=self._timeout
-            )
-        except TimeoutError as exc:
-            raise self._error(408, "Provider timed out") from exc
-        except aiohttp.ClientError as exc:
-            raise self._error(0, "Provider connection failed", raw=str(exc)) from exc
-        try:
-            if response.status >= 400:
-                raw = await response.read()
-                raise self._error(
-                    response.status,
-                    "Provider returned error",
-                    raw=raw[:_RAW_LIMIT].decode("utf-8", "replace"),
-                )
             async for chunk in self._events(response):
                 yield chunk
         except TimeoutError as exc:
@@ -184,7 +144,7 @@ class OpenAICompatibleProvider:
             try:
                 event = orjson.loads(data)
             except orjson.JSONDecodeError as exc:
-                raise self._error(502, "Provider sent a broken stream", raw=data[:_RAW_LIMIT].decode()) from exc
+                raise self._error(502, "Provider sent a broken stream", raw=data) from exc
             if not isinstance(event, dict):
                 continue
             if isinstance(event.get("error"), dict):

@@ -29,18 +29,12 @@ def _provider(config: ProviderConfig, session: aiohttp.ClientSession, settings: 
     api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
     if not config.base_url:
         raise SettingsError(f"provider {config.name!r}: base_url is required for kind {config.kind!r}")
-    if config.kind in ("anthropic", "gemini"):
-        adapter = AnthropicProvider if config.kind == "anthropic" else GeminiProvider
-        return adapter(
-            name=config.name,
-            display_name=display,
-            base_url=config.base_url,
-            api_key=api_key,
-            session=session,
-            timeout_s=config.timeout_seconds,
-            connect_timeout_s=config.connect_timeout_seconds,
-        )
-    return OpenAICompatibleProvider(
+    adapters: dict[str, type[OpenAICompatibleProvider] | type[AnthropicProvider] | type[GeminiProvider]] = {
+        "openai": OpenAICompatibleProvider,
+        "anthropic": AnthropicProvider,
+        "gemini": GeminiProvider,
+    }
+    return adapters[config.kind](
         name=config.name,
         display_name=display,
         base_url=config.base_url,

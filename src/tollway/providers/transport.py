@@ -1,0 +1,57 @@
+"""The one HTTP exchange every upstream adapter makes, with failures mapped once to ProviderError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tollway.errors import ProviderError
+
+RAW_LIMIT = 2000
+
+
+class UpstreamTransport:
+    def __init__(
+        self, session: aiohttp.ClientSession, provider_name: str, timeout_s: float, connect_timeout_s: float
+    ) -> None:
+        self._session = session
+        self._provider_name = provider_name
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+
+    def error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
+        text = raw[:RAW_LIMIT].decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return ProviderError(message, upstream_status=status, provider_name=self._provider_name, raw=text)
+
+    async def open(self, url: str, payload: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """POST and return the open response (for streams); an error status is read and raised."""
+        try:
+            response = await self._session.post(url, data=payload, headers=headers, timeout=self._timeout)
+        except TimeoutError as exc:
+            raise self.error(408, "Provider timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise self.error(0, "Provider connection failed", raw=str(exc)) from exc
+        if response.status >= 400:
+            try:
+                raw = await response.read()
+            finally:
+                response.release()
+            raise self.error(response.status, "Provider returned error", raw=raw)
+        return response
+
+    async def post_json(self, url: str, payload: bytes, headers: dict[str, str]) -> Any:
+        """POST and parse the JSON answer; unparseable answers are a 502 like any broken upstream."""
+        response = await self.open(url, payload, headers)
+        try:
+            raw = await response.read()
+        except TimeoutError as exc:
+            raise self.error(408, "Provider timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise self.error(0, "Provider connection broke", raw=str(exc)) from exc
+        finally:
+            response.release()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise self.error(502, "Provider returned an invalid response", raw=raw) from exc
