@@ -47,7 +47,7 @@ async def admin_context(database_url: str | None) -> AsyncIterator[AdminContext]
     try:
         await migrate(engine)
         clock = SystemClock()
-        ledger = DirectLedger(LedgerStore(engine), clock)
+        ledger = DirectLedger(LedgerStore(engine), clock, settings.redis_url)
         yield AdminContext(AccountsService(AccountStore(engine), ledger, clock), ledger, LimitStore(engine), settings)
     finally:
         await engine.dispose()

@@ -10,14 +10,31 @@ from dataclasses import replace
 from tollway.clock import Clock
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
 from tollway.ledger.records import EntryKind, KeyRecord, LedgerEntry
+from tollway.ledger.redis_book import RedisBook
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.windows import LimitReset, next_reset_us
 
 
 class DirectLedger:
-    def __init__(self, store: LedgerStore, clock: Clock) -> None:
+    def __init__(self, store: LedgerStore, clock: Clock, redis_url: str | None = None) -> None:
         self.store = store
         self._clock = clock
+        self._redis_url = redis_url
+
+    async def _held(self, hash_key: str) -> int:
+        """Holds in flight, from Redis when the servers keep them there (0 otherwise: they live in a server)."""
+        if self._redis_url is None:
+            return 0
+        import redis.asyncio as redis
+        from redis.exceptions import RedisError
+
+        client: redis.Redis = redis.Redis.from_url(self._redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            return int(await client.hget(hash_key, "held") or 0)
+        except RedisError:
+            return 0
+        finally:
+            await client.aclose()
 
     async def append(
         self,
@@ -44,9 +61,9 @@ class DirectLedger:
         return AccountSnapshot(
             credits_nanos=totals.credits_nanos,
             usage_nanos=totals.usage_nanos,
-            held_nanos=0,
             purchased_nanos=totals.purchased_nanos,
             granted_nanos=totals.granted_nanos,
+            held_nanos=await self._held(RedisBook.account_key(account_id)),
         )
 
     async def key_figures(self, key: KeyRecord) -> KeySnapshot:
@@ -58,6 +75,6 @@ class DirectLedger:
             usage_daily_nanos=totals.by_window[LimitReset.DAILY][1],
             usage_weekly_nanos=totals.by_window[LimitReset.WEEKLY][1],
             usage_monthly_nanos=totals.by_window[LimitReset.MONTHLY][1],
-            held_nanos=0,
+            held_nanos=await self._held(RedisBook.key_key(key.id)),
             resets_at_us=next_reset_us(key.limit_reset, self._clock.now_us()) if key.limit_reset else None,
         )
