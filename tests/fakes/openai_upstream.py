@@ -7,13 +7,13 @@ process) can talk to it. Every call is recorded; `behaviour` decides the next an
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.fakes.loopback import LoopbackServer
 
 
 @dataclass
@@ -39,47 +39,25 @@ class Call:
     headers: dict[str, str]
 
 
-class FakeOpenAIUpstream:
+class FakeOpenAIUpstream(LoopbackServer):
     def __init__(self) -> None:
+        super().__init__()
         self.behaviour = Behaviour()
         self.calls: list[Call] = []
         self.cancelled_streams = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> FakeOpenAIUpstream:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
 
     def reset(self) -> None:
         self.behaviour = Behaviour()
         self.calls.clear()
         self.cancelled_streams = 0
 
-    async def _start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        site = web.SockSite(self._runner, sock)
-        await site.start()
 
     def _usage(self, completion_tokens: int) -> dict[str, int]:
         return {

@@ -12,40 +12,22 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tollway.errors import ProviderError
 from tollway.providers.anthropic_translate import STOP_REASONS, anthropic_message_to_openai, openai_to_anthropic
 from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage
-from tollway.providers.openai_compat import estimate_tokens
-from tollway.providers.transport import UpstreamTransport
+from tollway.providers.transport import HttpProvider
 
 API_VERSION = "2023-06-01"
 
 
-class AnthropicProvider:
-    def __init__(
-        self,
-        *,
-        name: str,
-        display_name: str,
-        base_url: str,
-        api_key: str | None,
-        session: aiohttp.ClientSession,
-        timeout_s: float,
-        connect_timeout_s: float,
-    ) -> None:
-        self.name = name
-        self.display_name = display_name
-        self._url = base_url.rstrip("/") + "/v1/messages"
-        self._headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
-        if api_key:
-            self._headers["x-api-key"] = api_key
-        self._transport = UpstreamTransport(session, display_name, timeout_s, connect_timeout_s)
+class AnthropicProvider(HttpProvider):
+    fixed_headers = {"anthropic-version": API_VERSION}  # noqa: RUF012 - read-only per class
 
-    def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-api-key": api_key}
 
-    def _error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
-        return self._transport.error(status, message, raw)
+    @property
+    def _url(self) -> str:
+        return self._root + "/v1/messages"
 
     def _payload(self, request: UpstreamRequest, stream: bool) -> bytes:
         return orjson.dumps(

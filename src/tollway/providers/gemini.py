@@ -12,10 +12,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tollway.errors import ProviderError
 from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage, message_text
-from tollway.providers.openai_compat import estimate_tokens
-from tollway.providers.transport import UpstreamTransport
+from tollway.providers.transport import HttpProvider
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter"}
 
@@ -104,35 +102,13 @@ def _usage(metadata: dict[str, Any]) -> Usage:
     )
 
 
-class GeminiProvider:
-    def __init__(
-        self,
-        *,
-        name: str,
-        display_name: str,
-        base_url: str,
-        api_key: str | None,
-        session: aiohttp.ClientSession,
-        timeout_s: float,
-        connect_timeout_s: float,
-    ) -> None:
-        self.name = name
-        self.display_name = display_name
-        self._base = base_url.rstrip("/") + "/v1beta/models/"
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["x-goog-api-key"] = api_key
-        self._transport = UpstreamTransport(session, display_name, timeout_s, connect_timeout_s)
-
-    def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
-
-    def _error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
-        return self._transport.error(status, message, raw)
+class GeminiProvider(HttpProvider):
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"x-goog-api-key": api_key}
 
     def _url(self, request: UpstreamRequest, stream: bool) -> str:
         action = "streamGenerateContent?alt=sse" if stream else "generateContent"
-        return f"{self._base}{request.upstream_model}:{action}"
+        return f"{self._root}/v1beta/models/{request.upstream_model}:{action}"
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         payload = orjson.dumps(openai_to_gemini(request.body, request.max_tokens))

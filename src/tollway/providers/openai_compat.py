@@ -12,9 +12,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from tollway.errors import ProviderError
 from tollway.providers.base import Completion, Embeddings, StreamChunk, UpstreamRequest, Usage
-from tollway.providers.transport import RAW_LIMIT, UpstreamTransport
+from tollway.providers.transport import RAW_LIMIT, HttpProvider, estimate_tokens
 
 
 def parse_usage(raw: Any) -> Usage | None:
@@ -34,37 +33,7 @@ def parse_usage(raw: Any) -> Usage | None:
     )
 
 
-def estimate_tokens(text: str) -> int:
-    """About four characters a token for Latin text: the usual rule when no tokenizer is at hand."""
-    return (len(text) + 3) // 4
-
-
-class OpenAICompatibleProvider:
-    def __init__(
-        self,
-        *,
-        name: str,
-        display_name: str,
-        base_url: str,
-        api_key: str | None,
-        session: aiohttp.ClientSession,
-        timeout_s: float,
-        connect_timeout_s: float,
-    ) -> None:
-        self.name = name
-        self.display_name = display_name
-        self._base = base_url.rstrip("/")
-        self._headers = {"Content-Type": "application/json"}
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._transport = UpstreamTransport(session, display_name, timeout_s, connect_timeout_s)
-
-    def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
-
-    def _error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
-        return self._transport.error(status, message, raw)
-
+class OpenAICompatibleProvider(HttpProvider):
     def _payload(self, request: UpstreamRequest, stream: bool) -> bytes:
         body = dict(request.body)
         body["model"] = request.upstream_model
@@ -83,7 +52,7 @@ class OpenAICompatibleProvider:
 
     async def embed(self, inputs: list[str], upstream_model: str, extra: dict[str, Any]) -> Embeddings:
         payload = orjson.dumps({**extra, "model": upstream_model, "input": inputs})
-        parsed = await self._transport.post_json(f"{self._base}/embeddings", payload, self._headers)
+        parsed = await self._transport.post_json(f"{self._root}/embeddings", payload, self._headers)
         try:
             items = sorted(parsed["data"], key=lambda item: item.get("index", 0))
             vectors = [item["embedding"] for item in items]
@@ -95,7 +64,7 @@ class OpenAICompatibleProvider:
         return Embeddings(vectors=vectors, prompt_tokens=tokens, upstream_model=parsed.get("model"))
 
     async def complete(self, request: UpstreamRequest) -> Completion:
-        url = f"{self._base}/chat/completions"
+        url = f"{self._root}/chat/completions"
         parsed = await self._transport.post_json(url, self._payload(request, False), self._headers)
         try:
             choice = parsed["choices"][0]
@@ -118,7 +87,7 @@ class OpenAICompatibleProvider:
         )
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
-        url = f"{self._base}/chat/completions"
+        url = f"{self._root}/chat/completions"
         response = await self._transport.open(url, self._payload(request, True), self._headers)
         try:
             async for chunk in self._events(response):

@@ -55,3 +55,44 @@ class UpstreamTransport:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise self.error(502, "Provider returned an invalid response", raw=raw) from exc
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token for Latin text: the usual rule when no tokenizer is at hand."""
+    return (len(text) + 3) // 4
+
+
+class HttpProvider:
+    """What every HTTP upstream adapter shares: identity, API root, JSON headers with its auth, the transport."""
+
+    fixed_headers: dict[str, str] = {}  # noqa: RUF012 - read-only per class
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        display_name: str,
+        base_url: str,
+        api_key: str | None,
+        session: aiohttp.ClientSession,
+        timeout_s: float,
+        connect_timeout_s: float,
+    ) -> None:
+        self.name = name
+        self.display_name = display_name
+        self._root = base_url.rstrip("/")
+        self._headers = {
+            "Content-Type": "application/json",
+            **self.fixed_headers,
+            **(self.auth_headers(api_key) if api_key else {}),
+        }
+        self._transport = UpstreamTransport(session, display_name, timeout_s, connect_timeout_s)
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"}
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def _error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
+        return self._transport.error(status, message, raw)
