@@ -80,18 +80,17 @@ def remember_refusal(services: Services, key: KeyRecord, error: TollwayError) ->
     """Keep 402/403/429 refusals for /balance's last_refusals, tagged with a request id the client sees."""
     if error.status not in (402, 403, 429):
         return
-    explanation_code = (error.metadata.get("explanation") or {}).get("code", error.error_type)
-    services.metrics.refusals.labels(str(error.status), str(explanation_code)).inc()
+    code = str((error.metadata.get("explanation") or {}).get("code", error.error_type))
+    services.metrics.refusals.labels(str(error.status), code).inc()
     request_id = "req-" + random_text(20)
     error.headers["X-Request-Id"] = request_id
-    explanation = error.metadata.get("explanation") or {}
     services.refusals.record(
         Refusal(
             account_id=key.account_id,
             key_id=key.id,
             at_us=services.clock.now_us(),
             status=error.status,
-            code=str(explanation.get("code", error.error_type)),
+            code=code,
             message=error.message,
             request_id=request_id,
         )

@@ -41,23 +41,39 @@ async def root(request: web.Request) -> web.Response:
     raise see_other("/credits" if who.user else "/login")
 
 
-async def login_page(request: web.Request) -> web.Response:
-    who = await visitor(request)
+def _auth_form(
+    request: web.Request,
+    who: Visitor,
+    action: str,
+    *,
+    status: int = 200,
+    next_path: str | None = None,
+    email: str = "",
+    error: str | None = None,
+    errors: dict[str, str] | None = None,
+) -> web.Response:
+    """The sign-in (action /login) or sign-up (action /signup) form, with what went wrong if anything."""
+    title = "Sign in" if action == "/login" else "Sign up"
     return render(
         request,
         who,
         "auth.html",
-        title="Sign in",
-        action="/login",
-        next=request.query.get("next"),
-        email="",
-        error=None,
+        status=status,
+        title=title,
+        action=action,
+        next=next_path,
+        email=email,
+        error=error,
+        errors=errors or {},
     )
 
 
+async def login_page(request: web.Request) -> web.Response:
+    return _auth_form(request, await visitor(request), "/login", next_path=request.query.get("next"))
+
+
 async def signup_page(request: web.Request) -> web.Response:
-    who = await visitor(request)
-    return render(request, who, "auth.html", title="Sign up", action="/signup", next=None, email="", error=None)
+    return _auth_form(request, await visitor(request), "/signup")
 
 
 async def _signed_in(request: web.Request, session_id: str, target: str) -> web.Response:
@@ -72,14 +88,12 @@ async def login(request: web.Request) -> web.Response:
     fields = await form(request, who)
     user = await services.users.check_password(fields.get("email", "").strip(), fields.get("password", ""))
     if user is None:
-        return render(
+        return _auth_form(
             request,
             who,
-            "auth.html",
+            "/login",
             status=401,
-            title="Sign in",
-            action="/login",
-            next=fields.get("next"),
+            next_path=fields.get("next"),
             email=fields.get("email", ""),
             error="Invalid email or password",
         )
@@ -102,33 +116,13 @@ async def signup(request: web.Request) -> web.Response:
     if not errors and await services.users.by_email(email) is not None:
         errors["email"] = "This email already has an account; sign in instead."
     if errors:
-        return render(
-            request,
-            who,
-            "auth.html",
-            status=400,
-            title="Sign up",
-            action="/signup",
-            next=None,
-            email=email,
-            error=None,
-            errors=errors,
-        )
+        return _auth_form(request, who, "/signup", status=400, email=email, errors=errors)
     account = await services.accounts.create_account(email)
     try:
         user = await services.users.create(email, password, account.id, "owner", False, services.clock.now_us())
     except UserExists:
-        return render(
-            request,
-            who,
-            "auth.html",
-            status=400,
-            title="Sign up",
-            action="/signup",
-            next=None,
-            email=email,
-            error=None,
-            errors={"email": "This email already has an account."},
+        return _auth_form(
+            request, who, "/signup", status=400, email=email, errors={"email": "This email already has an account."}
         )
     session_id = await services.users.start_session(user, services.clock.now_us())
     return await _signed_in(request, session_id, "/credits")
@@ -226,18 +220,33 @@ async def _keys_context(request: web.Request, account_id: str) -> list[dict[str,
     return [{"key": k, "figures": await services.ledger.key_figures(k)} for k in keys]
 
 
-async def keys_page(request: web.Request) -> web.Response:
-    who, user = await require_user(request)
+async def _keys_view(
+    request: web.Request,
+    who: Visitor,
+    account_id: str,
+    *,
+    created: str | None = None,
+    fields: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+) -> web.Response:
+    """The keys page; `created` is a new key's only showing, `errors` re-renders a form with status 400."""
     return render(
         request,
         who,
         "keys.html",
+        status=400 if errors else 200,
         title="Keys",
         active="/keys",
-        created=None,
-        form={},
-        keys=await _keys_context(request, user.account_id),
+        created=created,
+        form=fields or {},
+        errors=errors or {},
+        keys=await _keys_context(request, account_id),
     )
+
+
+async def keys_page(request: web.Request) -> web.Response:
+    who, user = await require_user(request)
+    return await _keys_view(request, who, user.account_id)
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -256,29 +265,9 @@ async def create_key(request: web.Request) -> web.Response:
         )
     except InvalidRequest as exc:
         errors[str(exc.metadata.get("field", "name"))] = exc.message
-        return render(
-            request,
-            who,
-            "keys.html",
-            status=400,
-            title="Keys",
-            active="/keys",
-            created=None,
-            form=fields,
-            errors=errors,
-            keys=await _keys_context(request, user.account_id),
-        )
+        return await _keys_view(request, who, user.account_id, fields=fields, errors=errors)
     services.keys.put(created.record)
-    return render(
-        request,
-        who,
-        "keys.html",
-        title="Keys",
-        active="/keys",
-        created=created.plain,
-        form={},
-        keys=await _keys_context(request, user.account_id),
-    )
+    return await _keys_view(request, who, user.account_id, created=created.plain)
 
 
 async def _own_key(request: web.Request, account_id: str) -> KeyRecord:
@@ -306,18 +295,7 @@ async def key_action(request: web.Request) -> web.Response:
                 limit_reset=parse_reset(fields.get("limit_reset") or None),
             )
         except InvalidRequest as exc:
-            return render(
-                request,
-                who,
-                "keys.html",
-                status=400,
-                title="Keys",
-                active="/keys",
-                created=None,
-                form={},
-                errors={"limit": exc.message},
-                keys=await _keys_context(request, user.account_id),
-            )
+            return await _keys_view(request, who, user.account_id, errors={"limit": exc.message})
         updated = await services.accounts.update_key(record.hash, changes)
     else:
         raise web.HTTPNotFound(text="No such action")

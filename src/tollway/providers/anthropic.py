@@ -55,18 +55,8 @@ class AnthropicProvider(HttpProvider):
         )
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
-        response = await self._transport.open(self._url, self._payload(request, True), self._headers)
-        try:
-            async for chunk in self._events(response):
-                yield chunk
-        except TimeoutError as exc:
-            raise self._error(408, "Provider timed out mid-stream") from exc
-        except aiohttp.ClientError as exc:
-            raise self._error(0, "Provider connection broke mid-stream", raw=str(exc)) from exc
-        finally:
-            response.release()
-            if not response.closed:
-                response.close()
+        async for chunk in self._relay(self._url, self._payload(request, True)):
+            yield chunk
 
     async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
         input_tokens = 0

@@ -134,41 +134,35 @@ class GeminiProvider(HttpProvider):
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
         payload = orjson.dumps(openai_to_gemini(request.body, request.max_tokens))
-        response = await self._transport.open(self._url(request, True), payload, self._headers)
-        try:
-            yield StreamChunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}}])
-            usage: Usage | None = None
-            native = None
-            calls_seen = 0
-            async for line in response.content:
-                if not line.startswith(b"data:"):
-                    continue
-                try:
-                    event = orjson.loads(line[5:].strip())
-                except orjson.JSONDecodeError as exc:
-                    raise self._error(502, "Provider sent a broken stream", raw=line) from exc
-                if event.get("usageMetadata"):
-                    usage = _usage(event["usageMetadata"])
-                for candidate in event.get("candidates") or []:
-                    text, calls = _message((candidate.get("content") or {}).get("parts") or [], calls_seen)
-                    delta: dict[str, Any] = {}
-                    if text:
-                        delta["content"] = text
-                    if calls:
-                        delta["tool_calls"] = [{**call, "index": calls_seen + i} for i, call in enumerate(calls)]
-                        calls_seen += len(calls)
-                    if delta:
-                        yield StreamChunk(choices=[{"index": 0, "delta": delta}])
-                    native = candidate.get("finishReason") or native
-            finish = "tool_calls" if calls_seen else FINISH.get(native or "", "stop")
-            yield StreamChunk(choices=[{"index": 0, "delta": {}, "finish_reason": finish}])
-            if usage is not None:
-                yield StreamChunk(usage=usage)
-        except TimeoutError as exc:
-            raise self._error(408, "Provider timed out mid-stream") from exc
-        except aiohttp.ClientError as exc:
-            raise self._error(0, "Provider connection broke mid-stream", raw=str(exc)) from exc
-        finally:
-            response.release()
-            if not response.closed:
-                response.close()
+        async for chunk in self._relay(self._url(request, True), payload):
+            yield chunk
+
+    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+        yield StreamChunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}}])
+        usage: Usage | None = None
+        native = None
+        calls_seen = 0
+        async for line in response.content:
+            if not line.startswith(b"data:"):
+                continue
+            try:
+                event = orjson.loads(line[5:].strip())
+            except orjson.JSONDecodeError as exc:
+                raise self._error(502, "Provider sent a broken stream", raw=line) from exc
+            if event.get("usageMetadata"):
+                usage = _usage(event["usageMetadata"])
+            for candidate in event.get("candidates") or []:
+                text, calls = _message((candidate.get("content") or {}).get("parts") or [], calls_seen)
+                delta: dict[str, Any] = {}
+                if text:
+                    delta["content"] = text
+                if calls:
+                    delta["tool_calls"] = [{**call, "index": calls_seen + i} for i, call in enumerate(calls)]
+                    calls_seen += len(calls)
+                if delta:
+                    yield StreamChunk(choices=[{"index": 0, "delta": delta}])
+                native = candidate.get("finishReason") or native
+        finish = "tool_calls" if calls_seen else FINISH.get(native or "", "stop")
+        yield StreamChunk(choices=[{"index": 0, "delta": {}, "finish_reason": finish}])
+        if usage is not None:
+            yield StreamChunk(usage=usage)

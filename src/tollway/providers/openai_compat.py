@@ -87,19 +87,8 @@ class OpenAICompatibleProvider(HttpProvider):
         )
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
-        url = f"{self._root}/chat/completions"
-        response = await self._transport.open(url, self._payload(request, True), self._headers)
-        try:
-            async for chunk in self._events(response):
-                yield chunk
-        except TimeoutError as exc:
-            raise self._error(408, "Provider timed out mid-stream") from exc
-        except aiohttp.ClientError as exc:
-            raise self._error(0, "Provider connection broke mid-stream", raw=str(exc)) from exc
-        finally:
-            response.release()
-            if not response.closed:
-                response.close()
+        async for chunk in self._relay(f"{self._root}/chat/completions", self._payload(request, True)):
+            yield chunk
 
     async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
         saw_done = False

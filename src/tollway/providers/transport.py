@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
 
 from tollway.errors import ProviderError
+from tollway.providers.base import StreamChunk
 
 RAW_LIMIT = 2000
 
@@ -96,3 +98,22 @@ class HttpProvider:
 
     def _error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
         return self._transport.error(status, message, raw)
+
+    async def _relay(self, url: str, payload: bytes) -> AsyncIterator[StreamChunk]:
+        """Open a streamed exchange and translate it with `_events`; transport faults mid-stream are mapped
+        once here, and the connection is always given back."""
+        response = await self._transport.open(url, payload, self._headers)
+        try:
+            async for chunk in self._events(response):
+                yield chunk
+        except TimeoutError as exc:
+            raise self._error(408, "Provider timed out mid-stream") from exc
+        except aiohttp.ClientError as exc:
+            raise self._error(0, "Provider connection broke mid-stream", raw=str(exc)) from exc
+        finally:
+            response.release()
+            if not response.closed:
+                response.close()
+
+    def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+        raise NotImplementedError
