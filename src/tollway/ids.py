@@ -6,18 +6,18 @@ import os
 import secrets
 import string
 
-_ALPHABET = string.ascii_letters + string.digits
-_BASE = len(_ALPHABET)
+_ALPHABET = (string.ascii_letters + string.digits).encode()
+_UNBIASED = 256 - 256 % len(_ALPHABET)  # bytes at or above this would favour the first letters
+_TO_ALPHABET = bytes(_ALPHABET[b % len(_ALPHABET)] for b in range(256))
+_ABOVE_UNBIASED = bytes(range(_UNBIASED, 256))
 
 
 def random_text(length: int) -> str:
-    """Random alphanumerics from the OS's generator (one urandom call: this runs on every request)."""
-    number = int.from_bytes(os.urandom(length), "big")
-    characters = []
-    for _ in range(length):
-        number, index = divmod(number, _BASE)
-        characters.append(_ALPHABET[index])
-    return "".join(characters)
+    """Uniform random alphanumerics from the OS's generator, mapped in C (this runs on every request)."""
+    text = b""
+    while len(text) < length:
+        text += os.urandom(length + 8).translate(_TO_ALPHABET, _ABOVE_UNBIASED)
+    return text[:length].decode()
 
 
 def generation_id(epoch_seconds: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -53,6 +54,44 @@ class Metrics:
         self.auto_recharges = Counter(
             "tollway_auto_recharges", "Auto-recharge charges by outcome", ["outcome"], registry=self.registry
         )
+
+        # Labelled children by label values: `labels()` validates and locks on every call, and the
+        # settlement of every request would pay that six times over.
+        self._settled: dict[tuple[str, str, int], tuple[Any, Any, Any, Any, Any]] = {}
+        self._attempts: dict[tuple[str, int], Any] = {}
+
+    def request_settled(
+        self,
+        model: str,
+        provider: str,
+        status: int,
+        latency_s: float,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cost_usd: float,
+    ) -> None:
+        children = self._settled.get((model, provider, status))
+        if children is None:
+            children = (
+                self.requests.labels(model, provider, str(status)),
+                self.latency.labels(model),
+                self.tokens.labels(model, "prompt"),
+                self.tokens.labels(model, "completion"),
+                self.cost.labels(model),
+            )
+            self._settled[(model, provider, status)] = children
+        requests, latency, prompt, completion, cost = children
+        requests.inc()
+        latency.observe(latency_s)
+        prompt.inc(prompt_tokens)
+        completion.inc(completion_tokens)
+        cost.inc(cost_usd)
+
+    def upstream_attempt(self, provider: str, status: int, seconds: float) -> None:
+        child = self._attempts.get((provider, status))
+        if child is None:
+            child = self._attempts[(provider, status)] = self.upstream_latency.labels(provider, str(status))
+        child.observe(seconds)
 
     def track_holds(self, count: Callable[[], int]) -> None:
         gauge = Gauge("tollway_holds_in_flight", "Holds placed and not yet settled", registry=self.registry)

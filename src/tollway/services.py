@@ -44,6 +44,7 @@ from tollway.payments.service import CheckoutLimits, PaymentsService
 from tollway.payments.store import PaymentStore
 from tollway.payments.stripe_provider import StripeProvider
 from tollway.providers.base import Provider
+from tollway.providers.http_client import UpstreamPool
 from tollway.refusals import RefusalLog
 from tollway.routing.build import build_catalog
 from tollway.routing.catalog import Catalog
@@ -62,6 +63,7 @@ class Services:
     clock: Clock
     engine: AsyncEngine
     http: aiohttp.ClientSession
+    upstream: UpstreamPool
     accounts: AccountsService
     keys: KeyCache
     ledger: Ledger
@@ -106,6 +108,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.http.close()
+        await self.upstream.close()
         await self.limiter.backend.close()
         if isinstance(self.ledger.book, RedisBook):
             await self.ledger.book.close()
@@ -185,7 +188,8 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     account_store = AccountStore(engine)
     keys = KeyCache(account_store)
     lag = 0.0 if is_sqlite(engine) else _POSTGRES_COMMIT_LAG_S
-    catalog, providers = build_catalog(settings, http)
+    upstream = UpstreamPool()
+    catalog, providers = build_catalog(settings, upstream)
     limiter = build_limiter(settings, engine, clock)
     sync = LedgerSync(ledger_store, book, keys, clock, commit_lag_s=lag, refreshers=[limiter.rules.refresh])
     log.info("rate limits", extra={"backend": limiter.backend.name, "fail_open": settings.rate_limit_fail_open})
@@ -206,6 +210,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         clock=clock,
         engine=engine,
         http=http,
+        upstream=upstream,
         accounts=AccountsService(account_store, ledger, clock),
         keys=keys,
         ledger=ledger,

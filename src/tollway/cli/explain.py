@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
-
 from tollway.auth.keys import hash_key
 from tollway.balance import BalanceService
 from tollway.cli.common import AdminContext
 from tollway.clock import SystemClock
 from tollway.errors import NotFound
 from tollway.ledger.records import KeyRecord
+from tollway.providers.http_client import UpstreamPool
 from tollway.refusals import RefusalLog
 from tollway.routing.build import build_catalog
 from tollway.services import build_limiter
@@ -26,13 +25,12 @@ async def balance_reports(context: AdminContext, keys: list[KeyRecord]) -> list[
     engine = context.accounts.store.engine
     limiter = build_limiter(context.settings, engine, clock)
     await limiter.rules.refresh()
-    async with aiohttp.ClientSession() as session:
-        catalog, _providers = build_catalog(context.settings, session)
-        service = BalanceService(context.ledger, limiter, RefusalLog(engine), catalog, clock)
-        try:
-            return [{"key_hash": key.hash, **await service.report(key)} for key in keys]
-        finally:
-            await limiter.backend.close()
+    catalog, _providers = build_catalog(context.settings, UpstreamPool())  # prices only: nothing is sent
+    service = BalanceService(context.ledger, limiter, RefusalLog(engine), catalog, clock)
+    try:
+        return [{"key_hash": key.hash, **await service.report(key)} for key in keys]
+    finally:
+        await limiter.backend.close()
 
 
 async def account_reports(context: AdminContext, account_id: str) -> list[dict[str, Any]]:

@@ -210,11 +210,15 @@ class ChatGateway:
             for listener in self.settlement_listeners:
                 await listener(generation.account_id)
         metrics = self._metrics
-        metrics.requests.labels(generation.model, generation.provider_name or "", str(generation.status)).inc()
-        metrics.latency.labels(generation.model).observe((generation.latency_ms or 0) / 1000)
-        metrics.tokens.labels(generation.model, "prompt").inc(generation.tokens_prompt)
-        metrics.tokens.labels(generation.model, "completion").inc(generation.tokens_completion)
-        metrics.cost.labels(generation.model).inc(generation.cost_nanos / 1_000_000_000)
+        metrics.request_settled(
+            generation.model,
+            generation.provider_name or "",
+            generation.status,
+            (generation.latency_ms or 0) / 1000,
+            generation.tokens_prompt,
+            generation.tokens_completion,
+            generation.cost_nanos / 1_000_000_000,
+        )
         if generation.streamed and generation.latency_ms is not None and generation.generation_time_ms is not None:
             first_token_ms = generation.latency_ms - generation.generation_time_ms
             metrics.time_to_first_token.labels(generation.model).observe(first_token_ms / 1000)
@@ -236,7 +240,7 @@ class ChatGateway:
             self.health.success(candidate.endpoint.endpoint_id)
         elif status in (0, 408, 429) or status >= 500:
             self.health.failure(candidate.endpoint.endpoint_id)
-        self._metrics.upstream_latency.labels(candidate.endpoint.provider_name, str(status)).observe(elapsed)
+        self._metrics.upstream_attempt(candidate.endpoint.provider_name, status, elapsed)
         context.attempts.append(
             AttemptRecord(
                 provider_name=candidate.endpoint.provider_name,

@@ -6,7 +6,6 @@ This is the only code that moves money: the book (hot-path figures) and the ledg
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, replace
 
 from tollway.clock import Clock
@@ -85,7 +84,8 @@ class Ledger:
                 key_id=generation.key_id,
                 generation_id=generation.id,
             )
-        return await asyncio.shield(self.writer.record(generation, entry))
+        committed = self.writer.record(generation, entry)
+        return await committed
 
     async def release(self, hold: Hold) -> None:
         await self.book.release(hold)

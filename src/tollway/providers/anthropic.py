@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tollway.providers.anthropic_translate import STOP_REASONS, anthropic_message_to_openai, openai_to_anthropic
 from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage
+from tollway.providers.http_client import UpstreamResponse
 from tollway.providers.transport import HttpProvider
 
 API_VERSION = "2023-06-01"
@@ -58,12 +58,12 @@ class AnthropicProvider(HttpProvider):
         async for chunk in self._relay(self._url, self._payload(request, True)):
             yield chunk
 
-    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+    async def _events(self, response: UpstreamResponse) -> AsyncIterator[StreamChunk]:
         input_tokens = 0
         tool_index: dict[int, int] = {}
         upstream_id = None
         finished = False
-        async for line in response.content:
+        async for line in response.lines():
             if not line.startswith(b"data:"):
                 continue
             try:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage, message_text
+from tollway.providers.http_client import UpstreamResponse
 from tollway.providers.transport import HttpProvider
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter"}
@@ -137,12 +137,12 @@ class GeminiProvider(HttpProvider):
         async for chunk in self._relay(self._url(request, True), payload):
             yield chunk
 
-    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+    async def _events(self, response: UpstreamResponse) -> AsyncIterator[StreamChunk]:
         yield StreamChunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}}])
         usage: Usage | None = None
         native = None
         calls_seen = 0
-        async for line in response.content:
+        async for line in response.lines():
             if not line.startswith(b"data:"):
                 continue
             try:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tollway.providers.base import Completion, Embeddings, StreamChunk, UpstreamRequest, Usage
+from tollway.providers.http_client import UpstreamResponse
 from tollway.providers.transport import RAW_LIMIT, HttpProvider, estimate_tokens
 
 
@@ -90,9 +90,9 @@ class OpenAICompatibleProvider(HttpProvider):
         async for chunk in self._relay(f"{self._root}/chat/completions", self._payload(request, True)):
             yield chunk
 
-    async def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+    async def _events(self, response: UpstreamResponse) -> AsyncIterator[StreamChunk]:
         saw_done = False
-        async for line in response.content:
+        async for line in response.lines():
             if not line.startswith(b"data:"):
                 continue  # comments (": keep-alive"), event names, blank separators
             data = line[5:].strip()

@@ -5,38 +5,39 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from tollway.errors import ProviderError
 from tollway.providers.base import StreamChunk
+from tollway.providers.http_client import UpstreamHTTPError, UpstreamPool, UpstreamResponse
 
 RAW_LIMIT = 2000
 
 
 class UpstreamTransport:
-    def __init__(
-        self, session: aiohttp.ClientSession, provider_name: str, timeout_s: float, connect_timeout_s: float
-    ) -> None:
-        self._session = session
+    def __init__(self, pool: UpstreamPool, provider_name: str, timeout_s: float, connect_timeout_s: float) -> None:
+        self._pool = pool
         self._provider_name = provider_name
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+        self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
 
     def error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
         text = raw[:RAW_LIMIT].decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         return ProviderError(message, upstream_status=status, provider_name=self._provider_name, raw=text)
 
-    async def open(self, url: str, payload: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def open(self, url: str, payload: bytes, headers: dict[str, str]) -> UpstreamResponse:
         """POST and return the open response (for streams); an error status is read and raised."""
         try:
-            response = await self._session.post(url, data=payload, headers=headers, timeout=self._timeout)
+            response = await self._pool.request("POST", url, payload, headers, self._timeout_s, self._connect_timeout_s)
         except TimeoutError as exc:
             raise self.error(408, "Provider timed out") from exc
-        except aiohttp.ClientError as exc:
+        except UpstreamHTTPError as exc:
             raise self.error(0, "Provider connection failed", raw=str(exc)) from exc
         if response.status >= 400:
             try:
                 raw = await response.read()
+            except (TimeoutError, UpstreamHTTPError) as exc:
+                raw = str(exc).encode()
             finally:
                 response.release()
             raise self.error(response.status, "Provider returned error", raw=raw)
@@ -49,7 +50,7 @@ class UpstreamTransport:
             raw = await response.read()
         except TimeoutError as exc:
             raise self.error(408, "Provider timed out") from exc
-        except aiohttp.ClientError as exc:
+        except UpstreamHTTPError as exc:
             raise self.error(0, "Provider connection broke", raw=str(exc)) from exc
         finally:
             response.release()
@@ -76,7 +77,7 @@ class HttpProvider:
         display_name: str,
         base_url: str,
         api_key: str | None,
-        session: aiohttp.ClientSession,
+        pool: UpstreamPool,
         timeout_s: float,
         connect_timeout_s: float,
     ) -> None:
@@ -88,7 +89,7 @@ class HttpProvider:
             **self.fixed_headers,
             **(self.auth_headers(api_key) if api_key else {}),
         }
-        self._transport = UpstreamTransport(session, display_name, timeout_s, connect_timeout_s)
+        self._transport = UpstreamTransport(pool, display_name, timeout_s, connect_timeout_s)
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"}
@@ -108,12 +109,10 @@ class HttpProvider:
                 yield chunk
         except TimeoutError as exc:
             raise self._error(408, "Provider timed out mid-stream") from exc
-        except aiohttp.ClientError as exc:
+        except UpstreamHTTPError as exc:
             raise self._error(0, "Provider connection broke mid-stream", raw=str(exc)) from exc
         finally:
             response.release()
-            if not response.closed:
-                response.close()
 
-    def _events(self, response: aiohttp.ClientResponse) -> AsyncIterator[StreamChunk]:
+    def _events(self, response: UpstreamResponse) -> AsyncIterator[StreamChunk]:
         raise NotImplementedError

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import time
 
-import aiohttp
-
 from tollway.ledger.pricing import Price
 from tollway.money import MoneyFormatError
 from tollway.providers.anthropic import AnthropicProvider
 from tollway.providers.base import Provider
 from tollway.providers.gemini import GeminiProvider
+from tollway.providers.http_client import UpstreamPool
 from tollway.providers.offline import OfflineProvider
 from tollway.providers.openai_compat import OpenAICompatibleProvider
 from tollway.routing.catalog import Catalog, CatalogModel, Endpoint
@@ -22,7 +21,7 @@ OFFLINE_PROVIDER = "offline"
 _OFFLINE_CREATED = 1_767_225_600
 
 
-def _provider(config: ProviderConfig, session: aiohttp.ClientSession, settings: Settings) -> Provider:
+def _provider(config: ProviderConfig, pool: UpstreamPool, settings: Settings) -> Provider:
     display = config.display_name or config.name
     if config.kind == "offline":
         return OfflineProvider(name=config.name, display_name=display, delay_ms=settings.offline_stream_delay_ms)
@@ -39,7 +38,7 @@ def _provider(config: ProviderConfig, session: aiohttp.ClientSession, settings: 
         display_name=display,
         base_url=config.base_url,
         api_key=api_key,
-        session=session,
+        pool=pool,
         timeout_s=config.timeout_seconds,
         connect_timeout_s=config.connect_timeout_seconds,
     )
@@ -86,7 +85,7 @@ def _offline_models(provider: Provider, settings: Settings) -> list[CatalogModel
     ]
 
 
-def build_catalog(settings: Settings, session: aiohttp.ClientSession) -> tuple[Catalog, dict[str, Provider]]:
+def build_catalog(settings: Settings, pool: UpstreamPool) -> tuple[Catalog, dict[str, Provider]]:
     providers: dict[str, Provider] = {}
     models: list[CatalogModel] = []
     if settings.offline_enabled:
@@ -95,7 +94,7 @@ def build_catalog(settings: Settings, session: aiohttp.ClientSession) -> tuple[C
     for config in settings.providers:
         if config.name in providers:
             raise SettingsError(f"provider {config.name!r} is defined twice")
-        providers[config.name] = _provider(config, session, settings)
+        providers[config.name] = _provider(config, pool, settings)
     now = int(time.time())
     for model_config in settings.models:
         endpoints = []
