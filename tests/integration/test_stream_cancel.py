@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 
+import httpx
 import orjson
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
@@ -56,3 +58,28 @@ def test_disconnect_mid_stream_cancels_upstream_and_bills_tokens_produced(
     while upstream.cancelled_streams == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert upstream.cancelled_streams == 1
+
+
+def test_paced_tokens_reach_the_client_as_they_are_produced(
+    gateway: GatewayServer, upstream: FakeOpenAIUpstream
+) -> None:
+    """Events are written in bursts when the upstream sends bursts, but never held while it is silent."""
+    account = gateway.new_account("1")
+    upstream.behaviour.reply_words = [f" w{i}" for i in range(5)]
+    upstream.behaviour.chunk_delay_s = 0.15
+    body = {"model": "fake/chat", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    arrivals: list[float] = []
+    started = time.monotonic()
+    with httpx.stream(
+        "POST",
+        f"{gateway.api}/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {account.key}"},
+        timeout=10,
+    ) as response:
+        for line in response.iter_lines():
+            if '"content":" w' in line:
+                arrivals.append(time.monotonic() - started)
+    assert len(arrivals) == 5
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert all(gap > 0.08 for gap in gaps), arrivals

@@ -15,10 +15,12 @@ from tollway.gateway.stream import KEEPALIVE, StreamRelay
 from tollway.gateway.validation import parse_chat_body
 from tollway.ids import random_text
 from tollway.ledger.records import KeyRecord
+from tollway.providers.base import BEFORE_UPSTREAM_WAIT
 from tollway.refusals import Refusal
 from tollway.services import Services
 
 _CLIENT_GONE = (ConnectionResetError, ConnectionError, asyncio.CancelledError)
+_MAX_HELD_EVENTS = 64
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -60,15 +62,30 @@ async def send_stream(
         },
     )
     keepalive: asyncio.Task[None] | None = None
+    pending: list[bytes] = []
+
+    async def flush() -> None:
+        if pending:
+            data = b"".join(pending)
+            pending.clear()
+            await response.write(data)
+
+    # Events are held while the provider has more at hand and written when it is about to wait:
+    # a burst becomes one write (one system call, one chunk) instead of one per event.
+    flush_before_wait = BEFORE_UPSTREAM_WAIT.set(flush)
     try:
         await response.prepare(request)
         keepalive = asyncio.create_task(_keep_alive(response, services.settings.keepalive_interval_seconds))
         async for data in events:
-            await response.write(data)
+            pending.append(data)
+            if len(pending) >= _MAX_HELD_EVENTS:
+                await flush()
+        await flush()
     except _CLIENT_GONE:
         await asyncio.shield(relay.abort())
         raise
     finally:
+        BEFORE_UPSTREAM_WAIT.reset(flush_before_wait)
         if keepalive is not None:
             keepalive.cancel()
     with contextlib.suppress(*_CLIENT_GONE):

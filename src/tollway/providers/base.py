@@ -6,9 +6,25 @@ to ProviderError with the upstream status (0 for a connection error) so routing 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# Set by the client-side SSE writer for the duration of a stream: it buffers events while the
+# provider has more at hand and sends them in one write when the provider is about to wait.
+BEFORE_UPSTREAM_WAIT: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "before_upstream_wait", default=None
+)
+
+
+async def before_upstream_wait() -> None:
+    """Providers call this just before a stream waits on the network (or a clock): whatever the client
+    writer holds goes out now, so a burst of events costs one write and a trickle is not delayed."""
+    hook = BEFORE_UPSTREAM_WAIT.get()
+    if hook is not None:
+        await hook()
+
 
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "error"}
 

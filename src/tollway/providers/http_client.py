@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from tollway.providers.base import before_upstream_wait
+
 _PAUSE_AT = 1 << 20  # buffered answer bytes before the socket stops being read (slow consumer)
 _RESUME_AT = 1 << 16
 _MAX_LINE = 16 << 20  # longest server-sent line accepted before the answer counts as broken
@@ -195,7 +197,9 @@ class UpstreamResponse:
             if len(self._buffer) > _MAX_LINE:
                 raise UpstreamHTTPError(f"Upstream sent a line longer than {_MAX_LINE} bytes")
             scanned = len(self._buffer)
-            await self._wait()
+            await before_upstream_wait()
+            if len(self._buffer) == scanned and not self._complete:
+                await self._wait()
 
     def release(self) -> None:
         """Give the connection back if the answer was read to its end; otherwise close it."""

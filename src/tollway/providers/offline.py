@@ -22,6 +22,7 @@ from tollway.providers.base import (
     StreamChunk,
     UpstreamRequest,
     Usage,
+    before_upstream_wait,
     message_text,
     prompt_tokens,
 )
@@ -122,6 +123,7 @@ class OfflineProvider:
         yield StreamChunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}}])
         for token in tokens:
             if self._delay_s:
+                await before_upstream_wait()
                 await asyncio.sleep(self._delay_s)
             yield StreamChunk(choices=[{"index": 0, "delta": {"content": token}}])
         finish = "length" if truncated else "stop"
