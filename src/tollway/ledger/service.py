@@ -84,8 +84,9 @@ class Ledger:
                 key_id=generation.key_id,
                 generation_id=generation.id,
             )
-        committed = self.writer.record(generation, entry)
-        return await committed
+        if self.book.open_hold_count == 0:
+            return await self.writer.write_alone(generation, entry)
+        return await self.writer.record(generation, entry)
 
     async def release(self, hold: Hold) -> None:
         await self.book.release(hold)

@@ -22,7 +22,7 @@ from tollway.db import tables
 Row = tuple[Any, ...]
 
 _WAL_SIZE_LIMIT_BYTES = 64 << 20
-_RESTART_AFTER_FRAMES = 4096  # about 16 MB of write-ahead log at 4 KiB pages
+_RESTART_AFTER_FRAMES = 16_384  # about 64 MB of write-ahead log at 4 KiB pages
 
 ENTRY_COLUMNS = tuple(c.name for c in tables.ledger_entries.columns if c.name != "id")
 GENERATION_COLUMNS = tuple(c.name for c in tables.generations.columns)

@@ -77,6 +77,28 @@ class LedgerWriter:
         self._wake.set()
         return committed
 
+    async def write_alone(self, generation: GenerationRecord, entry: LedgerEntry | None) -> bool:
+        """Write now, in the caller's task, when no other request is in flight to share a batch with.
+
+        Saves the hand-off to the writer task and back (two scheduling rounds, a good part of what a
+        lone request pays for its commit). Anything unusual (a queue, an unhealthy database, an error)
+        goes the queued way, which retries.
+        """
+        if self._queue or not self.healthy:
+            return await self.record(generation, entry)
+        self._by_generation[generation.id] = generation
+        try:
+            await self._store.write_batch([entry] if entry is not None else [], [generation], self._origin)
+        except asyncio.CancelledError:
+            self.record(generation, entry)  # the queue finishes what the interrupted write may not have
+            raise
+        except Exception as exc:  # any database failure: the queue keeps it and retries with backoff
+            self.healthy = False
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            return await self.record(generation, entry)
+        self._by_generation.pop(generation.id, None)
+        return True
+
     async def checkpoints(self) -> None:
         """Fold the write-ahead log into the database now and then, off the request path."""
         while True:

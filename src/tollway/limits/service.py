@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from tollway import explanations as explain
 from tollway.clock import Clock, us_to_iso
 from tollway.errors import RateLimited, ServiceUnavailable
+from tollway.ids import random_text
 from tollway.ledger.records import KeyRecord
 from tollway.limits.backend import LimiterBackend, LimiterUnavailable
 from tollway.limits.config import LimitSpec, Period
@@ -45,7 +45,7 @@ class Ticket:
     """What one admitted request took from the limiters, to give back or correct later."""
 
     checks: list[LimitCheck]
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=lambda: random_text(22))  # unique across processes (a Redis member)
     token_keys: dict[str, int] = field(default_factory=dict)  # TPM storage key -> tokens taken
     finished: bool = False
 
