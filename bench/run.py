@@ -485,6 +485,8 @@ def extended(ports: Ports, work: Path, args: argparse.Namespace, sqlite_rps: flo
                 "bench/",
                 pid=process.pid,
             )
+            # Warm-up first: connection pools fill and accounts load, as in any process that has served a while.
+            run_wrk(target.url_for(kind), target.headers, target.body(kind), 64, 1.0, work)
             pids = [process.pid, *children_of(process.pid)]
             before = sum(process_cpu_seconds(pid) for pid in pids)
             figures = run_wrk(target.url_for(kind), target.headers, target.body(kind), 64, args.duration, work)

@@ -54,6 +54,7 @@ class SqliteSink:
         self._inline: sqlite3.Connection | None = None
         self._data_version: int | None = None
         self._waiting: sqlite3.Connection | None = None
+        self._written_since_checkpoint = True  # other processes may have left a log behind
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
         self._entry_sql = insert_sql("ledger_entries", ENTRY_COLUMNS, "?")
         self._generation_sql = insert_sql("generations", GENERATION_COLUMNS, "?")
@@ -90,6 +91,7 @@ class SqliteSink:
     async def write(self, entries: Sequence[Row], generations: Sequence[Row]) -> None:
         if self._inline is None:
             self._inline = self._connect(busy_timeout_ms=0)
+        self._written_since_checkpoint = True
         try:
             self._write(self._inline, entries, generations)
             return
@@ -126,7 +128,10 @@ class SqliteSink:
             self._waiting.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
 
     async def checkpoint(self) -> None:
-        """Move the write-ahead log into the database file, off the event loop."""
+        """Move the write-ahead log into the database file, off the event loop (and not at all when idle)."""
+        if not self._written_since_checkpoint:
+            return
+        self._written_since_checkpoint = False
         await asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint)
 
     async def close(self) -> None:
