@@ -70,6 +70,8 @@ def is_zero_completion(usage: Usage, finish_reason: str | None) -> bool:
 
 def worst_price(candidates: list[Candidate]) -> Price:
     """The most expensive of every candidate's prices, so that no failover can overspend its hold."""
+    if len(candidates) == 1:
+        return candidates[0].endpoint.price
     prices = [c.endpoint.price for c in candidates]
     return Price(
         max(p.prompt_femtos for p in prices),
@@ -111,8 +113,14 @@ class ChatGateway:
             if model is None:
                 continue  # an unknown id in the fallback list counts as a failure and moves on
             resolved.append(model.id)
-            variant = next((v for v in VARIANT_SUFFIXES if model_id.endswith(v) and model_id != model.id), None)
-            prefs = parse_preferences(body.raw.get("provider"), variant, self._provider_slugs, body.raw)
+            variant = (
+                None if model_id == model.id else next((v for v in VARIANT_SUFFIXES if model_id.endswith(v)), None)
+            )
+            raw_preferences = body.raw.get("provider")
+            if raw_preferences is None and variant is None and len(model.endpoints) == 1:
+                found.append(Candidate(model, model.endpoints[0]))  # default preferences: nothing to rank
+                continue
+            prefs = parse_preferences(raw_preferences, variant, self._provider_slugs, body.raw)
             ordered = order_endpoints(
                 model.endpoints,
                 prefs,

@@ -125,6 +125,9 @@ class Book(Protocol):
     origin: str
     sync_lock: asyncio.Lock
     watermark: int
+    # Whether other writers' usage entries must reach this book through the poller (False when
+    # every process settles usage into the shared figures itself).
+    counts_external_usage: bool
 
     async def start(self) -> None: ...
 
@@ -157,6 +160,7 @@ class AccountBook:
         # Serialises loading figures with applying polled entries, so none is counted twice or missed.
         self.sync_lock = asyncio.Lock()
         self.watermark = 0
+        self.counts_external_usage = True
         # External entries above the watermark already counted (the watermark may lag behind them).
         self._seen: dict[int, LedgerEntry] = {}
 

@@ -146,6 +146,7 @@ class RedisBook:
         self.origin = origin
         self.sync_lock = asyncio.Lock()
         self.watermark = 0
+        self.counts_external_usage = False  # each process's settlement script updates the shared figures
         self._client: redis.Redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._reserve = self._client.register_script(_RESERVE)
         self._settle = self._client.register_script(_SETTLE)

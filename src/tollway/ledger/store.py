@@ -203,8 +203,15 @@ class LedgerStore:
             value = await connection.scalar(select(func.max(_E.c.id)))
         return int(value or 0)
 
-    async def entries_after(self, after_id: int, exclude_origin: str, limit: int = 5000) -> list[LedgerEntry]:
-        """Entries written by others (CLI, admin, other processes) above a watermark, oldest first."""
+    async def entries_after(
+        self, after_id: int, exclude_origin: str, limit: int = 5000, include_usage: bool = True
+    ) -> list[LedgerEntry]:
+        """Entries written by others (CLI, admin, other processes) above a watermark, oldest first.
+
+        Without usage, other processes' settlements stay in the database: on PostgreSQL the watermark
+        trails by seconds, and re-reading every settlement of that window on each poll cost more CPU
+        than the requests of a second worker.
+        """
         query = (
             select(_E)
             .where(_E.c.id > after_id)
@@ -212,6 +219,8 @@ class LedgerStore:
             .order_by(_E.c.id)
             .limit(limit)
         )
+        if not include_usage:
+            query = query.where(_E.c.kind != EntryKind.USAGE.value)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
         return [entry_from_row(row) for row in rows]

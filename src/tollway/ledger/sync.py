@@ -47,7 +47,11 @@ class LedgerSync:
             before_us = self._clock.now_us() - self._commit_lag_us if self._commit_lag_us else None
             # The watermark is read before the entries, so nothing at or below it can be missed.
             new_watermark = await self._store.highest_id_created_before(self._book.watermark, before_us)
-            entries = await self._store.entries_after(self._book.watermark, exclude_origin=self._book.origin)
+            entries = await self._store.entries_after(
+                self._book.watermark,
+                exclude_origin=self._book.origin,
+                include_usage=self._book.counts_external_usage,
+            )
             await self._book.apply_external(entries, new_watermark)
         await self._keys.refresh()
         for refresh in self._refreshers:
