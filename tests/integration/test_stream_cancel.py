@@ -23,13 +23,20 @@ def read_until(sock: socket.socket, needle: bytes, limit: int = 200_000) -> byte
     return data
 
 
+STREAM_REQUEST = {"model": "fake/chat", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+
+
+def paced_upstream(upstream: FakeOpenAIUpstream, words: int, delay_s: float) -> None:
+    upstream.behaviour.reply_words = [f" w{i}" for i in range(words)]
+    upstream.behaviour.chunk_delay_s = delay_s
+
+
 def test_disconnect_mid_stream_cancels_upstream_and_bills_tokens_produced(
     gateway: GatewayServer, upstream: FakeOpenAIUpstream
 ) -> None:
     account = gateway.new_account("1")
-    upstream.behaviour.reply_words = [f" w{i}" for i in range(200)]
-    upstream.behaviour.chunk_delay_s = 0.02
-    body = orjson.dumps({"model": "fake/chat", "stream": True, "messages": [{"role": "user", "content": "go"}]})
+    paced_upstream(upstream, words=200, delay_s=0.02)
+    body = orjson.dumps(STREAM_REQUEST)
     host, port = gateway.base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(
@@ -65,15 +72,13 @@ def test_paced_tokens_reach_the_client_as_they_are_produced(
 ) -> None:
     """Events are written in bursts when the upstream sends bursts, but never held while it is silent."""
     account = gateway.new_account("1")
-    upstream.behaviour.reply_words = [f" w{i}" for i in range(5)]
-    upstream.behaviour.chunk_delay_s = 0.15
-    body = {"model": "fake/chat", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+    paced_upstream(upstream, words=5, delay_s=0.15)
     arrivals: list[float] = []
     started = time.monotonic()
     with httpx.stream(
         "POST",
         f"{gateway.api}/chat/completions",
-        json=body,
+        json=STREAM_REQUEST,
         headers={"Authorization": f"Bearer {account.key}"},
         timeout=10,
     ) as response:

@@ -74,6 +74,20 @@ class ScriptedServer:
             writer.close()
 
 
+def exercise(script: Script, check: Callable[[UpstreamPool, ScriptedServer], Awaitable[None]]) -> None:
+    """Run `check` against a fresh pool and a server playing `script`."""
+
+    async def run() -> None:
+        pool = UpstreamPool()
+        try:
+            async with ScriptedServer(script) as server:
+                await check(pool, server)
+        finally:
+            await pool.close()
+
+    asyncio.run(run())
+
+
 async def post(pool: UpstreamPool, url: str, body: bytes = b'{"q":1}', timeout_s: float = 5.0) -> tuple[int, bytes]:
     response = await pool.request("POST", url, body, {"Content-Type": "application/json"}, timeout_s, 2.0)
     try:
@@ -87,19 +101,16 @@ def test_content_length_answers_reuse_one_connection() -> None:
         writer.write(ok(f'{{"n":{n}}}'.encode()))
         return True
 
-    async def run() -> None:
-        pool = UpstreamPool()
-        async with ScriptedServer(script) as server:
-            answers = [await post(pool, server.url) for _ in range(3)]
-            assert answers == [(200, b'{"n":1}'), (200, b'{"n":2}'), (200, b'{"n":3}')]
-            assert server.connections == 1
-            first = server.requests[0]
-            assert first.startswith(b"POST /v1/chat HTTP/1.1\r\n")
-            assert b"\r\nContent-Length: 7\r\n" in first and first.endswith(b'{"q":1}')
-            assert f"Host: 127.0.0.1:{server.url.split(':')[2].split('/')[0]}".encode() in first
-        await pool.close()
+    async def check(pool: UpstreamPool, server: ScriptedServer) -> None:
+        answers = [await post(pool, server.url) for _ in range(3)]
+        assert answers == [(200, b'{"n":1}'), (200, b'{"n":2}'), (200, b'{"n":3}')]
+        assert server.connections == 1
+        first = server.requests[0]
+        assert first.startswith(b"POST /v1/chat HTTP/1.1\r\n")
+        assert b"\r\nContent-Length: 7\r\n" in first and first.endswith(b'{"q":1}')
+        assert f"Host: 127.0.0.1:{server.url.split(':')[2].split('/')[0]}".encode() in first
 
-    asyncio.run(run())
+    exercise(script, check)
 
 
 def test_chunked_answer_read_line_by_line_across_chunk_boundaries() -> None:
@@ -111,34 +122,37 @@ def test_chunked_answer_read_line_by_line_across_chunk_boundaries() -> None:
         writer.write(chunked(joined[:7], joined[7:16], joined[16:17], joined[17:]))
         return True
 
-    async def run() -> None:
-        pool = UpstreamPool()
-        async with ScriptedServer(script) as server:
-            response = await pool.request("POST", server.url, b"{}", {}, 5.0, 2.0)
-            lines = [line async for line in response.lines()]
-            response.release()
-            assert lines == [b'data: {"a":1}\n', b"\n", b'data: {"b":2}\n', b"\n", b"data: [DONE]\n", b"\n"]
-            assert await post(pool, server.url) == (200, joined)
-            assert server.connections == 1  # the chunked answer ended cleanly, so the connection was kept
-        await pool.close()
+    async def check(pool: UpstreamPool, server: ScriptedServer) -> None:
+        response = await pool.request("POST", server.url, b"{}", {}, 5.0, 2.0)
+        lines = [line async for line in response.lines()]
+        response.release()
+        assert lines == [b'data: {"a":1}\n', b"\n", b'data: {"b":2}\n', b"\n", b"data: [DONE]\n", b"\n"]
+        assert await post(pool, server.url) == (200, joined)
+        assert server.connections == 1  # the chunked answer ended cleanly, so the connection was kept
 
-    asyncio.run(run())
+    exercise(script, check)
 
 
-def test_answer_framed_by_connection_close() -> None:
+@pytest.mark.parametrize(
+    ("answer", "body", "hang_up"),
+    [
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it", b"all of it", True),  # framed by the close
+        (ok(b"one") + ok(b"unasked"), b"one", False),  # bytes after the answer: the connection is not trusted
+    ],
+)
+def test_answers_that_end_their_connection_leave_the_next_request_a_new_one(
+    answer: bytes, body: bytes, hang_up: bool
+) -> None:
     async def script(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
-        return False
+        writer.write(answer)
+        return not hang_up
 
-    async def run() -> None:
-        pool = UpstreamPool()
-        async with ScriptedServer(script) as server:
-            assert await post(pool, server.url) == (200, b"all of it")
-            assert await post(pool, server.url) == (200, b"all of it")
-            assert server.connections == 2
-        await pool.close()
+    async def check(pool: UpstreamPool, server: ScriptedServer) -> None:
+        assert await post(pool, server.url) == (200, body)
+        assert await post(pool, server.url) == (200, body)
+        assert server.connections == 2
 
-    asyncio.run(run())
+    exercise(script, check)
 
 
 def test_kept_alive_connection_closed_by_the_upstream_is_replaced_transparently() -> None:
@@ -146,17 +160,14 @@ def test_kept_alive_connection_closed_by_the_upstream_is_replaced_transparently(
         writer.write(ok(b"fine"))
         return False  # hang up after every answer although it promised keep-alive
 
-    async def run() -> None:
-        pool = UpstreamPool()
-        async with ScriptedServer(script) as server:
-            assert await post(pool, server.url) == (200, b"fine")
-            await asyncio.sleep(0.05)  # the close reaches the idle connection
-            assert await post(pool, server.url) == (200, b"fine")
-            assert server.connections == 2
-            assert len(server.requests) == 2
-        await pool.close()
+    async def check(pool: UpstreamPool, server: ScriptedServer) -> None:
+        assert await post(pool, server.url) == (200, b"fine")
+        await asyncio.sleep(0.05)  # the close reaches the idle connection
+        assert await post(pool, server.url) == (200, b"fine")
+        assert server.connections == 2
+        assert len(server.requests) == 2
 
-    asyncio.run(run())
+    exercise(script, check)
 
 
 def test_connection_lost_before_answering_is_retried_once_on_a_new_connection() -> None:
@@ -166,15 +177,12 @@ def test_connection_lost_before_answering_is_retried_once_on_a_new_connection() 
         writer.write(ok(b"fine"))
         return True
 
-    async def run() -> None:
-        pool = UpstreamPool()
-        async with ScriptedServer(script) as server:
-            assert await post(pool, server.url) == (200, b"fine")
-            assert await post(pool, server.url) == (200, b"fine")
-            assert server.connections == 2 and len(server.requests) == 3
-        await pool.close()
+    async def check(pool: UpstreamPool, server: ScriptedServer) -> None:
+        assert await post(pool, server.url) == (200, b"fine")
+        assert await post(pool, server.url) == (200, b"fine")
+        assert server.connections == 2 and len(server.requests) == 3
 
-    asyncio.run(run())
+    exercise(script, check)
 
 
 def test_answer_cut_mid_body_is_an_error_and_the_connection_is_not_reused() -> None:
@@ -185,16 +193,13 @@ def test_answer_cut_mid_body_is_an_error_and_the_connection_is_not_reused() -> N
         writer.write(ok(b"whole"))
         return True
 
-    async def run() -> None:
-        pool = UpstreamPool()
-        async with ScriptedServer(script) as server:
-            with pytest.raises(UpstreamHTTPError, match="before the answer ended"):
-                await post(pool, server.url)
-            assert await post(pool, server.url) == (200, b"whole")
-            assert server.connections == 2
-        await pool.close()
+    async def check(pool: UpstreamPool, server: ScriptedServer) -> None:
+        with pytest.raises(UpstreamHTTPError, match="before the answer ended"):
+            await post(pool, server.url)
+        assert await post(pool, server.url) == (200, b"whole")
+        assert server.connections == 2
 
-    asyncio.run(run())
+    exercise(script, check)
 
 
 def test_silent_upstream_times_out_and_unread_answers_close_their_connection() -> None:
@@ -205,20 +210,17 @@ def test_silent_upstream_times_out_and_unread_answers_close_their_connection() -
         writer.write(ok(b"0123456789"))
         return True
 
-    async def run() -> None:
-        pool = UpstreamPool()
-        async with ScriptedServer(script) as server:
-            started = asyncio.get_running_loop().time()
-            with pytest.raises(TimeoutError):
-                await post(pool, server.url, timeout_s=0.2)
-            assert asyncio.get_running_loop().time() - started < 1.0
-            response = await pool.request("POST", server.url, b"{}", {}, 5.0, 2.0)
-            response.close()  # not read: the connection cannot carry another request
-            assert await post(pool, server.url) == (200, b"0123456789")
-            assert server.connections == 3
-        await pool.close()
+    async def check(pool: UpstreamPool, server: ScriptedServer) -> None:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await post(pool, server.url, timeout_s=0.2)
+        assert asyncio.get_running_loop().time() - started < 1.0
+        response = await pool.request("POST", server.url, b"{}", {}, 5.0, 2.0)
+        response.close()  # not read: the connection cannot carry another request
+        assert await post(pool, server.url) == (200, b"0123456789")
+        assert server.connections == 3
 
-    asyncio.run(run())
+    exercise(script, check)
 
 
 def test_refused_connection_and_garbage_answers_are_upstream_errors() -> None:
@@ -249,23 +251,20 @@ def test_large_answer_read_slowly_arrives_whole() -> None:
         writer.write(ok(line * count))
         return True
 
-    async def run() -> None:
-        pool = UpstreamPool()
-        async with ScriptedServer(script) as server:
-            response = await pool.request("POST", server.url, b"{}", {}, 30.0, 2.0)
-            seen = 0
-            async for got in response.lines():
-                assert got == line
-                seen += 1
-                if seen % 500 == 0:
-                    await asyncio.sleep(0.01)  # a slow client downstream
-            response.release()
-            assert seen == count
-            assert await post(pool, server.url) == (200, line * count)
-            assert server.connections == 1
-        await pool.close()
+    async def check(pool: UpstreamPool, server: ScriptedServer) -> None:
+        response = await pool.request("POST", server.url, b"{}", {}, 30.0, 2.0)
+        seen = 0
+        async for got in response.lines():
+            assert got == line
+            seen += 1
+            if seen % 500 == 0:
+                await asyncio.sleep(0.01)  # a slow client downstream
+        response.release()
+        assert seen == count
+        assert await post(pool, server.url) == (200, line * count)
+        assert server.connections == 1
 
-    asyncio.run(run())
+    exercise(script, check)
 
 
 def test_https_upstream(tmp_path: Path) -> None:
@@ -297,21 +296,5 @@ def test_https_upstream(tmp_path: Path) -> None:
             with pytest.raises(UpstreamHTTPError, match="Cannot connect"):
                 await post(untrusting, server.url)
             await untrusting.close()
-
-    asyncio.run(run())
-
-
-def test_bytes_after_the_answer_retire_the_connection() -> None:
-    async def script(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
-        writer.write(ok(b"one") + ok(b"unasked"))
-        return True
-
-    async def run() -> None:
-        pool = UpstreamPool()
-        async with ScriptedServer(script) as server:
-            assert await post(pool, server.url) == (200, b"one")
-            assert await post(pool, server.url) == (200, b"one")
-            assert server.connections == 2
-        await pool.close()
 
     asyncio.run(run())
