@@ -298,3 +298,21 @@ def test_https_upstream(tmp_path: Path) -> None:
             await untrusting.close()
 
     asyncio.run(run())
+
+
+def test_a_stream_read_up_to_its_last_event_gives_its_connection_back() -> None:
+    async def script(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(chunked(b"data: one\n\n", b"data: [DONE]\n\n"))
+        return True
+
+    async def check(pool: UpstreamPool, server: ScriptedServer) -> None:
+        for _ in range(3):
+            response = await pool.request("POST", server.url, b"{}", {}, 5.0, 2.0)
+            async for line in response.lines():
+                if line.startswith(b"data: [DONE]"):
+                    break  # as the adapters do: the blank line after it stays unread
+            await asyncio.sleep(0.01)  # the end of the chunked body arrives
+            response.release()
+        assert server.connections == 1
+
+    exercise(script, check)

@@ -216,7 +216,9 @@ class UpstreamResponse:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if reuse and self._complete and self._keep_alive and self._error is None and not self._buffer:
+        if reuse and self._complete and self._keep_alive and self._error is None:
+            # Unread bytes of a finished answer (a stream's blank line after [DONE]) are just dropped.
+            self._buffer.clear()
             self._pool._give_back(self._connection)
         else:
             self._connection.abort()
