@@ -23,6 +23,8 @@ Row = tuple[Any, ...]
 
 _WAL_SIZE_LIMIT_BYTES = 64 << 20
 _RESTART_AFTER_FRAMES = 16_384  # about 64 MB of write-ahead log at 4 KiB pages
+_RESTART_WAIT_MS = 100
+_WAITING_BUSY_TIMEOUT_MS = 10_000
 
 ENTRY_COLUMNS = tuple(c.name for c in tables.ledger_entries.columns if c.name != "id")
 GENERATION_COLUMNS = tuple(c.name for c in tables.generations.columns)
@@ -85,7 +87,7 @@ class SqliteSink:
 
     def _write_waiting(self, entries: Sequence[Row], generations: Sequence[Row]) -> None:
         if self._waiting is None:
-            self._waiting = self._connect(busy_timeout_ms=10_000)
+            self._waiting = self._connect(busy_timeout_ms=_WAITING_BUSY_TIMEOUT_MS)
         self._write(self._waiting, entries, generations)
 
     async def write(self, entries: Sequence[Row], generations: Sequence[Row]) -> None:
@@ -122,10 +124,15 @@ class SqliteSink:
         thread meanwhile) and guarantees the rewind; journal_size_limit then trims the file.
         """
         if self._waiting is None:
-            self._waiting = self._connect(busy_timeout_ms=10_000)
+            self._waiting = self._connect(busy_timeout_ms=_WAITING_BUSY_TIMEOUT_MS)
         _busy, log_frames, _done = self._waiting.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if log_frames > _RESTART_AFTER_FRAMES:
-            self._waiting.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            # RESTART holds writers off while it waits for readers: wait briefly, else try next round.
+            self._waiting.execute(f"PRAGMA busy_timeout={_RESTART_WAIT_MS}")
+            try:
+                self._waiting.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                self._waiting.execute(f"PRAGMA busy_timeout={_WAITING_BUSY_TIMEOUT_MS}")
 
     async def checkpoint(self) -> None:
         """Move the write-ahead log into the database file, off the event loop (and not at all when idle)."""
