@@ -36,7 +36,7 @@ class _StaleConnection(UpstreamHTTPError):
 class _Origin:
     __slots__ = ("host", "host_header", "idle", "port", "server_hostname", "ssl")
 
-    def __init__(self, scheme: str, host: str, port: int | None, tls: ssl.SSLContext) -> None:
+    def __init__(self, scheme: str, host: str, port: int | None, tls: ssl.SSLContext | None) -> None:
         default_port = 443 if scheme == "https" else 80
         self.host = host
         self.port = port or default_port
@@ -62,9 +62,9 @@ class UpstreamResponse:
         "_pause_at",
         "_pool",
         "_received_any",
+        "_released",
         "_timer",
         "_waiter",
-        "closed",
         "headers",
         "status",
     )
@@ -85,7 +85,7 @@ class UpstreamResponse:
         self._timer: asyncio.TimerHandle | None = None
         self.status = 0
         self.headers: dict[str, str] = {}
-        self.closed = False
+        self._released = False
 
     # ---- fed by the connection ----
 
@@ -203,20 +203,13 @@ class UpstreamResponse:
 
     def release(self) -> None:
         """Give the connection back if the answer was read to its end; otherwise close it."""
-        self._finish(reuse=True)
-
-    def close(self) -> None:
-        """Drop the connection whatever state the answer is in."""
-        self._finish(reuse=False)
-
-    def _finish(self, reuse: bool) -> None:
-        if self.closed:
+        if self._released:
             return
-        self.closed = True
+        self._released = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if reuse and self._complete and self._keep_alive and self._error is None:
+        if self._complete and self._keep_alive and self._error is None:
             # Unread bytes of a finished answer (a stream's blank line after [DONE]) are just dropped.
             self._buffer.clear()
             self._pool._give_back(self._connection)
@@ -306,7 +299,7 @@ class UpstreamPool:
     def __init__(self, keepalive_s: float = 60.0, tls: ssl.SSLContext | None = None) -> None:
         self._keepalive_s = keepalive_s
         self._origins: dict[str, _Origin] = {}
-        self._tls = tls or ssl.create_default_context()
+        self._tls = tls  # the system's roots are loaded on the first https origin, not at start-up
         self._closed = False
 
     def _origin(self, url: str) -> tuple[_Origin, str]:
@@ -316,6 +309,8 @@ class UpstreamPool:
         if origin is None:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise UpstreamHTTPError(f"Not an http(s) URL: {url!r}")
+            if parts.scheme == "https" and self._tls is None:
+                self._tls = ssl.create_default_context()
             origin = _Origin(parts.scheme, parts.hostname, parts.port, self._tls)
             self._origins[key] = origin
         target = parts.path or "/"
@@ -387,7 +382,7 @@ class UpstreamPool:
                 ),
                 max(connect_s, 0.001),
             )
-        except TimeoutError:
+        except TimeoutError:  # an OSError too, but it must stay a timeout (408), not a failed connection
             raise
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamHTTPError(f"Cannot connect to {origin.host}:{origin.port}: {exc}") from exc
