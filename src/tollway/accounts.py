@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tollway.auth.keys import generate_key
+from tollway.auth.records import AccountRecord, KeyRecord, LimitReset
 from tollway.auth.store import AccountStore, KeyChanges
 from tollway.clock import Clock
 from tollway.errors import InvalidRequest, NotFound
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
-from tollway.ledger.records import AccountRecord, EntryKind, KeyRecord, LedgerEntry
-from tollway.ledger.windows import LimitReset, parse_limit_reset
+from tollway.ledger.records import EntryKind, LedgerEntry
+from tollway.ledger.windows import parse_limit_reset
 from tollway.money import MoneyFormatError, usd_to_nanos
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

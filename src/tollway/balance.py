@@ -12,9 +12,9 @@ from typing import Any
 
 from tollway import explanations as explain
 from tollway.accounts import MoneyView
+from tollway.auth.records import KeyRecord
 from tollway.clock import Clock, us_to_iso
 from tollway.ledger.admission import period_name
-from tollway.ledger.records import KeyRecord
 from tollway.limits.rules import LimitState, next_midnight_us
 from tollway.limits.service import RateLimiter, explanation_for
 from tollway.money import format_usd, nanos_to_usd

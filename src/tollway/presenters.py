@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tollway.auth.records import AccountRecord, KeyRecord
 from tollway.clock import us_to_iso
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
-from tollway.ledger.records import AccountRecord, GenerationRecord, KeyRecord, LedgerEntry
+from tollway.ledger.records import GenerationRecord, LedgerEntry
 from tollway.money import femtos_to_price_string, nanos_to_usd
 from tollway.routing.catalog import CatalogModel
 from tollway.routing.health import HealthBoard

@@ -15,6 +15,7 @@ from tollway.accounts import AccountsService
 from tollway.auth.cache import KeyCache
 from tollway.auth.store import AccountStore
 from tollway.balance import BalanceService
+from tollway.changes.follower import ChangeFollower
 from tollway.clock import Clock, SystemClock
 from tollway.dashboard.activity import ActivityStore
 from tollway.dashboard.users import UserStore
@@ -23,11 +24,11 @@ from tollway.db.migrations import migrate
 from tollway.gateway.chat import ChatGateway
 from tollway.gateway.embeddings import EmbeddingsGateway
 from tollway.ledger.book import AccountBook, Book
+from tollway.ledger.catch_up import LedgerCatchUp
 from tollway.ledger.redis_book import RedisBook
 from tollway.ledger.service import Ledger
 from tollway.ledger.sink import BatchSink, sink_for
 from tollway.ledger.store import LedgerStore
-from tollway.ledger.sync import LedgerSync
 from tollway.ledger.writer import LedgerWriter
 from tollway.limits.backend import LimiterBackend
 from tollway.limits.config import LimitSpec
@@ -67,7 +68,7 @@ class Services:
     accounts: AccountsService
     keys: KeyCache
     ledger: Ledger
-    sync: LedgerSync
+    changes: ChangeFollower
     catalog: Catalog
     providers: dict[str, Provider]
     gateway: ChatGateway
@@ -93,7 +94,7 @@ class Services:
         self.tasks.append(asyncio.create_task(self.refusals.run(), name="refusal-log"))
         await self.payments.refresh_auto_recharge()
         self.tasks.append(
-            asyncio.create_task(self.sync.run(self.settings.ledger_poll_interval_seconds), name="ledger-sync")
+            asyncio.create_task(self.changes.run(self.settings.ledger_poll_interval_seconds), name="change-follower")
         )
 
     async def stop(self) -> None:
@@ -191,13 +192,14 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     upstream = UpstreamPool()
     catalog, providers = build_catalog(settings, upstream)
     limiter = build_limiter(settings, engine, clock)
-    sync = LedgerSync(ledger_store, book, keys, clock, commit_lag_s=lag, refreshers=[limiter.rules.refresh])
+    catch_up = LedgerCatchUp(ledger_store, book, clock, commit_lag_s=lag)
+    changes = ChangeFollower([catch_up.catch_up, keys.refresh, limiter.rules.refresh])
     log.info("rate limits", extra={"backend": limiter.backend.name, "fail_open": settings.rate_limit_fail_open})
     refusals = RefusalLog(engine)
     metrics = Metrics()
     metrics.track_holds(lambda: book.open_hold_count)
     payments = build_payments(settings, engine, http, ledger, clock, metrics)
-    sync.add_refresher(payments.refresh_auto_recharge)
+    changes.add_step(payments.refresh_auto_recharge)
     gateway = ChatGateway(catalog, ledger, limiter, clock, metrics, HealthBoard(clock), providers.keys())
 
     async def watch_balance(account_id: str) -> None:
@@ -214,7 +216,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         accounts=AccountsService(account_store, ledger, clock),
         keys=keys,
         ledger=ledger,
-        sync=sync,
+        changes=changes,
         catalog=catalog,
         providers=providers,
         gateway=gateway,

@@ -17,12 +17,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
+from tollway.auth.records import KeyRecord
 from tollway.clock import FixedClock
 from tollway.db.engine import create_engine
 from tollway.db.migrations import migrate
 from tollway.ledger.book import AccountBook, Hold
 from tollway.ledger.direct import DirectLedger
-from tollway.ledger.records import EntryKind, GenerationRecord, KeyRecord
+from tollway.ledger.records import EntryKind, GenerationRecord
 from tollway.ledger.service import Ledger
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.writer import LedgerWriter

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+from tollway.auth.records import LimitReset
 from tollway.errors import PaymentRequired, PermissionDenied
 from tollway.ledger.admission import CostPlan, LowerMaxTokens, decide_refusal
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
 from tollway.ledger.pricing import Price
-from tollway.ledger.windows import LimitReset
 
 PRICE = Price.parse("0.000001", "0.000002")
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from tollway.auth.records import LimitReset
 from tollway.clock import datetime_to_us, us_to_iso
-from tollway.ledger.windows import LimitReset, next_reset_us, window_start_us
+from tollway.ledger.windows import next_reset_us, window_start_us
 
 
 def at(text: str) -> int:

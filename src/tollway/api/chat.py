@@ -10,11 +10,11 @@ from aiohttp import web
 
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
+from tollway.auth.records import KeyRecord
 from tollway.errors import TollwayError
 from tollway.gateway.stream import KEEPALIVE, StreamRelay
 from tollway.gateway.validation import parse_chat_body
 from tollway.ids import random_text
-from tollway.ledger.records import KeyRecord
 from tollway.providers.base import BEFORE_UPSTREAM_WAIT
 from tollway.refusals import Refusal
 from tollway.services import Services

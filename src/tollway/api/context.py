@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from tollway.api.http import bearer_token
+from tollway.auth.records import KeyRecord
 from tollway.clock import us_to_iso
 from tollway.errors import AuthenticationFailed, PermissionDenied
 from tollway.explanations import key_disabled
-from tollway.ledger.records import KeyRecord
 from tollway.services import Services
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

@@ -10,10 +10,10 @@ from aiohttp import web
 from tollway.accounts import parse_reset, parse_usd
 from tollway.api.context import authenticate, require_management, services_of
 from tollway.api.http import json_response, query_int, read_json
+from tollway.auth.records import KeyRecord
 from tollway.auth.store import KeyChanges
 from tollway.clock import datetime_to_us
 from tollway.errors import InvalidRequest, NotFound
-from tollway.ledger.records import KeyRecord
 from tollway.limits.admin import parse_limit_spec, spec_object
 from tollway.limits.config import LimitSpec
 from tollway.presenters import key_object

@@ -8,8 +8,8 @@ brings it in, so a disabled key or lowered cap is enforced within one interval.
 from __future__ import annotations
 
 from tollway.auth.keys import hash_key
+from tollway.auth.records import KeyRecord
 from tollway.auth.store import AccountStore
-from tollway.ledger.records import KeyRecord
 
 _NEGATIVE_CACHE_LIMIT = 10_000
 

@@ -9,10 +9,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.auth.keys import NewKey
+from tollway.auth.records import AccountRecord, KeyRecord, LimitReset
 from tollway.db import tables
 from tollway.ids import prefixed_id
-from tollway.ledger.records import AccountRecord, KeyRecord
-from tollway.ledger.windows import LimitReset
 
 _A = tables.accounts
 _K = tables.api_keys

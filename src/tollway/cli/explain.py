@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from tollway.auth.keys import hash_key
+from tollway.auth.records import KeyRecord
 from tollway.balance import BalanceService
 from tollway.cli.common import AdminContext
 from tollway.clock import SystemClock
 from tollway.errors import NotFound
-from tollway.ledger.records import KeyRecord
 from tollway.providers.http_client import UpstreamPool
 from tollway.refusals import RefusalLog
 from tollway.routing.build import build_catalog

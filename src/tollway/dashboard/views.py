@@ -10,6 +10,7 @@ from aiohttp import web
 
 from tollway.accounts import check_email, parse_reset, parse_usd
 from tollway.api.context import services_of
+from tollway.auth.records import KeyRecord
 from tollway.auth.store import KeyChanges
 from tollway.clock import us_to_iso
 from tollway.dashboard.activity import DAY_US
@@ -25,7 +26,6 @@ from tollway.dashboard.web import (
     visitor,
 )
 from tollway.errors import InvalidRequest, NotFound, TollwayError
-from tollway.ledger.records import KeyRecord
 from tollway.money import femtos_to_price_string, format_usd
 
 _THIRTY_DAYS_US = 30 * DAY_US

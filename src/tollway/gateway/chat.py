@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tollway.auth.records import KeyRecord
 from tollway.clock import Clock
 from tollway.errors import InvalidRequest, NotFound, PermissionDenied, ProviderError
 from tollway.gateway.responses import completion_body, usage_body
@@ -20,7 +21,7 @@ from tollway.gateway.validation import ChatBody
 from tollway.ids import generation_id
 from tollway.ledger.admission import CostPlan
 from tollway.ledger.pricing import Price
-from tollway.ledger.records import AttemptRecord, GenerationRecord, KeyRecord
+from tollway.ledger.records import AttemptRecord, GenerationRecord
 from tollway.ledger.service import Ledger, Reservation
 from tollway.limits.service import RateLimiter, Ticket
 from tollway.metrics import Metrics

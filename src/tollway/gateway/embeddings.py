@@ -7,12 +7,13 @@ import struct
 import time
 from typing import Any
 
+from tollway.auth.records import KeyRecord
 from tollway.clock import Clock
 from tollway.errors import InvalidRequest, NotFound, ProviderError
 from tollway.gateway.chat import ChatGateway
 from tollway.ids import generation_id
 from tollway.ledger.admission import CostPlan
-from tollway.ledger.records import AttemptRecord, GenerationRecord, KeyRecord
+from tollway.ledger.records import AttemptRecord, GenerationRecord
 from tollway.ledger.service import Ledger
 from tollway.limits.service import RateLimiter
 from tollway.money import nanos_to_usd

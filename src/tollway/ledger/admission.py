@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tollway import explanations as explain
+from tollway.auth.records import LimitReset
 from tollway.errors import PaymentRequired, PermissionDenied, TollwayError
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
 from tollway.ledger.pricing import Price
-from tollway.ledger.windows import LimitReset
 
 
 @dataclass(frozen=True, slots=True)

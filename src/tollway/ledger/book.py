@@ -1,7 +1,7 @@
 """The hot-path view of money: per-account and per-key figures plus in-flight holds, kept in memory.
 
 Figures start from the ledger (sums of entries up to a watermark) and then move with every local
-hold, settlement and release, and with entries other writers append (polled by `LedgerSync`).
+hold, settlement and release, and with entries other writers append (polled by `LedgerCatchUp`).
 Check-and-reserve runs without an await between the check and the increment, so concurrent
 requests in this process can never reserve money that is not there.
 """
@@ -14,9 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from tollway.ledger.records import EntryKind, KeyRecord, LedgerEntry
+from tollway.auth.records import KeyRecord, LimitReset
+from tollway.ledger.records import EntryKind, LedgerEntry
 from tollway.ledger.store import LedgerStore
-from tollway.ledger.windows import LimitReset, next_reset_us, window_start_us
+from tollway.ledger.windows import next_reset_us, window_start_us
 
 
 @dataclass(slots=True)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from tollway.auth.records import KeyRecord, LimitReset
 from tollway.clock import Clock
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
-from tollway.ledger.records import EntryKind, KeyRecord, LedgerEntry
+from tollway.ledger.records import EntryKind, LedgerEntry
 from tollway.ledger.redis_book import RedisBook
 from tollway.ledger.store import LedgerStore
-from tollway.ledger.windows import LimitReset, next_reset_us
+from tollway.ledger.windows import next_reset_us
 
 
 class DirectLedger:

@@ -1,11 +1,9 @@
-"""Plain records the ledger and key code pass around; no I/O here."""
+"""Plain records of money movements and generations; no I/O here (key and account records live in `auth.records`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-
-from tollway.ledger.windows import LimitReset
 
 
 class EntryKind(StrEnum):
@@ -14,37 +12,6 @@ class EntryKind(StrEnum):
     USAGE = "usage"
     REFUND = "refund"
     ADJUSTMENT = "adjustment"
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    id: str
-    hash: str
-    account_id: str
-    name: str
-    label: str
-    is_management: bool
-    disabled: bool
-    limit_nanos: int | None
-    limit_reset: LimitReset | None
-    include_byok_in_limit: bool
-    creator_user_id: str | None
-    created_at_us: int
-    updated_at_us: int | None
-    expires_at_us: int | None
-    deleted_at_us: int | None
-    revision: int
-
-    def usable_at(self, now_us: int) -> bool:
-        expired = self.expires_at_us is not None and self.expires_at_us <= now_us
-        return not (self.disabled or expired or self.deleted_at_us is not None)
-
-
-@dataclass(frozen=True, slots=True)
-class AccountRecord:
-    id: str
-    email: str
-    created_at_us: int
 
 
 @dataclass(frozen=True, slots=True)

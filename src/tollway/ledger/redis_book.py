@@ -19,11 +19,12 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from tollway.auth.records import KeyRecord, LimitReset
 from tollway.errors import ServiceUnavailable
 from tollway.ledger.book import AccountSnapshot, Hold, KeySnapshot, ReserveOutcome
-from tollway.ledger.records import EntryKind, KeyRecord, LedgerEntry
+from tollway.ledger.records import EntryKind, LedgerEntry
 from tollway.ledger.store import LedgerStore
-from tollway.ledger.windows import LimitReset, next_reset_us, window_start_us
+from tollway.ledger.windows import next_reset_us, window_start_us
 
 PREFIX = "tw:book:"
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from tollway.auth.records import KeyRecord
 from tollway.clock import Clock
 from tollway.errors import ServiceUnavailable, TollwayError
 from tollway.ledger.admission import CostPlan, decide_refusal
 from tollway.ledger.book import AccountSnapshot, Book, Hold, KeySnapshot
 from tollway.ledger.direct import DirectLedger
-from tollway.ledger.records import EntryKind, GenerationRecord, KeyRecord, LedgerEntry
+from tollway.ledger.records import EntryKind, GenerationRecord, LedgerEntry
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.writer import LedgerWriter
 

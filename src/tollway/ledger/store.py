@@ -10,11 +10,12 @@ import orjson
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollway.auth.records import LimitReset
 from tollway.db import tables
 from tollway.db.upsert import insert_ignoring_duplicates
 from tollway.ledger.records import AttemptRecord, EntryKind, GenerationRecord, LedgerEntry
 from tollway.ledger.sink import ENTRY_COLUMNS, GENERATION_COLUMNS, BatchSink, Row
-from tollway.ledger.windows import LimitReset, window_start_us
+from tollway.ledger.windows import window_start_us
 
 _E = tables.ledger_entries
 _G = tables.generations

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from functools import lru_cache
 
+from tollway.auth.records import LimitReset
 from tollway.clock import datetime_to_us, us_to_datetime
-
-
-class LimitReset(StrEnum):
-    DAILY = "daily"
-    WEEKLY = "weekly"
-    MONTHLY = "monthly"
-
 
 _DAY_US = 86_400_000_000
 # 1970-01-01 was a Thursday: day numbers shifted by 3 make Monday weekday 0.

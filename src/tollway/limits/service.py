@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tollway import explanations as explain
+from tollway.auth.records import KeyRecord
 from tollway.clock import Clock, us_to_iso
 from tollway.errors import RateLimited, ServiceUnavailable
 from tollway.ids import random_text
-from tollway.ledger.records import KeyRecord
 from tollway.limits.backend import LimiterBackend, LimiterUnavailable
 from tollway.limits.config import LimitSpec, Period
 from tollway.limits.rules import LimitCheck, LimitKind, LimitState
