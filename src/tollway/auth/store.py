@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.auth.keys import NewKey
 from tollway.auth.records import AccountRecord, KeyRecord, LimitReset
 from tollway.db import tables
+from tollway.db.revisions import next_revision
 from tollway.ids import prefixed_id
 
 _A = tables.accounts
@@ -63,11 +64,6 @@ def account_from_row(row: Any) -> AccountRecord:
     return AccountRecord(id=row.id, email=row.email, created_at_us=row.created_at_us)
 
 
-async def _next_revision(connection: AsyncConnection) -> int:
-    current = await connection.scalar(select(func.coalesce(func.max(_K.c.revision), 0)))
-    return int(current or 0) + 1
-
-
 class AccountStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -106,10 +102,11 @@ class AccountStore:
         creator_user_id: str | None,
         now_us: int,
     ) -> KeyRecord:
+        key_id = prefixed_id("key")
         async with self._engine.begin() as connection:
-            revision = await _next_revision(connection)
+            revision = await next_revision(connection, f"key:{key_id}", now_us)
             values = {
-                "id": prefixed_id("key"),
+                "id": key_id,
                 "hash": new_key.hash,
                 "account_id": account_id,
                 "name": name,
@@ -153,7 +150,7 @@ class AccountStore:
 
     async def update_key(self, key_hash: str, changes: KeyChanges, now_us: int) -> KeyRecord | None:
         async with self._engine.begin() as connection:
-            revision = await _next_revision(connection)
+            revision = await next_revision(connection, f"key:{key_hash[:16]}", now_us)
             await connection.execute(
                 update(_K)
                 .where(_K.c.hash == key_hash, _K.c.deleted_at_us.is_(None))
@@ -167,7 +164,7 @@ class AccountStore:
     async def delete_key(self, key_hash: str, now_us: int) -> bool:
         """Soft delete: the key stops working at once, its usage stays in the ledger."""
         async with self._engine.begin() as connection:
-            revision = await _next_revision(connection)
+            revision = await next_revision(connection, f"key:{key_hash[:16]}", now_us)
             result = await connection.execute(
                 update(_K)
                 .where(_K.c.hash == key_hash, _K.c.deleted_at_us.is_(None))

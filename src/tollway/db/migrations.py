@@ -13,6 +13,7 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tollway.db import tables
+from tollway.db.revisions import continue_after_existing
 
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 
@@ -41,12 +42,18 @@ async def _dashboard(connection: AsyncConnection) -> None:
         await connection.run_sync(table.create, checkfirst=True)
 
 
+async def _change_revisions(connection: AsyncConnection) -> None:
+    await connection.run_sync(tables.change_revisions.create, checkfirst=True)
+    await continue_after_existing(connection)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
     (2, "rate limits per account and key", _rate_limits),
     (3, "refusal log", _refusals),
     (4, "payments, webhook events, auto-recharge", _payments),
     (5, "dashboard users and sessions", _dashboard),
+    (7, "revisions of key and limit changes from one sequence", _change_revisions),
 ]
 
 

@@ -60,6 +60,15 @@ api_keys = Table(
     Index("ix_api_keys_revision", "revision"),
 )
 
+# One row per key or rate-limit change: its id is the change's revision (see db/revisions.py).
+change_revisions = Table(
+    "change_revisions",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("subject", String(80), nullable=False),
+    Column("changed_at_us", BigInteger, nullable=False),
+)
+
 # Append-only. Credits are every kind but usage; usage entries carry the key that spent them.
 ledger_entries = Table(
     "ledger_entries",

@@ -1,13 +1,14 @@
-"""SQL for per-account and per-key limits, with a revision so running servers pick up changes."""
+"""SQL for per-account and per-key limits, with a revision (db/revisions.py) so running servers pick up changes."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.db import tables
+from tollway.db.revisions import next_revision
 from tollway.db.upsert import insert_ignoring_duplicates
 from tollway.limits.config import LimitSpec, Period
 
@@ -29,7 +30,7 @@ class LimitStore:
 
     async def set(self, subject_kind: str, subject_id: str, spec: LimitSpec, now_us: int) -> None:
         async with self._engine.begin() as connection:
-            revision = int(await connection.scalar(select(func.coalesce(func.max(_L.c.revision), 0))) or 0) + 1
+            revision = await next_revision(connection, f"limit:{subject_kind}:{subject_id}", now_us)
             await connection.execute(delete(_L).where(_L.c.subject_kind == subject_kind, _L.c.subject_id == subject_id))
             await connection.execute(
                 insert_ignoring_duplicates(_L, connection.dialect.name),
