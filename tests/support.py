@@ -183,9 +183,12 @@ def start_gateway(
     raise RuntimeError(f"gateway did not start:\n{log_path.read_text()}")
 
 
-def run_cli(*args: str, database_url: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, database_url: str, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [sys.executable, "-m", "tollway", *args, "--database-url", database_url],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,

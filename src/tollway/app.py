@@ -9,6 +9,7 @@ from aiohttp import web
 from tollway.api import (
     account,
     admin,
+    audit,
     balance,
     chat,
     embeddings,
@@ -49,6 +50,7 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.post(f"{prefix}/webhooks/stripe", payments.stripe_webhook),
         web.post(f"{prefix}/webhooks/crypto", payments.crypto_webhook),
         web.get(f"{prefix}/generation", account.generation),
+        web.get(f"{prefix}/audit", audit.list_audit),
         web.get(f"{prefix}/keys", keys.list_keys),
         web.post(f"{prefix}/keys", keys.create_key),
         web.get(prefix + "/keys/{hash}", keys.get_key),

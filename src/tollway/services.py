@@ -12,12 +12,14 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.accounts import AccountsService
+from tollway.audit import AuditLog
 from tollway.auth.cache import KeyCache
 from tollway.auth.store import AccountStore
 from tollway.balance import BalanceService
 from tollway.changes.follower import ChangeFollower
 from tollway.clock import Clock, SystemClock
 from tollway.dashboard.activity import ActivityStore
+from tollway.dashboard.guard import LoginThrottle
 from tollway.dashboard.users import UserStore
 from tollway.db.engine import create_engine, is_sqlite
 from tollway.db.migrations import migrate
@@ -78,6 +80,7 @@ class Services:
     metrics: Metrics
     payments: PaymentsService
     users: UserStore
+    audit: AuditLog
     activity: ActivityStore
     embeddings: EmbeddingsGateway
     sink: BatchSink
@@ -114,6 +117,7 @@ class Services:
         if isinstance(self.ledger.book, RedisBook):
             await self.ledger.book.close()
         await self.sink.close()
+        self.users.hashing.close()
         await self.engine.dispose()
 
 
@@ -189,7 +193,12 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     account_store = AccountStore(engine)
     keys = KeyCache(account_store)
     lag = 0.0 if is_sqlite(engine) else _POSTGRES_COMMIT_LAG_S
-    upstream = UpstreamPool()
+    upstream = UpstreamPool(
+        max_response_bytes=settings.max_response_bytes,
+        max_line_bytes=settings.max_sse_line_bytes,
+        idle_timeout_s=settings.upstream_idle_timeout_seconds,
+        first_byte_timeout_s=settings.upstream_first_byte_timeout_seconds,
+    )
     catalog, providers = build_catalog(settings, upstream)
     limiter = build_limiter(settings, engine, clock)
     catch_up = LedgerCatchUp(ledger_store, book, clock, commit_lag_s=lag)
@@ -199,6 +208,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     metrics = Metrics()
     metrics.track_holds(lambda: book.open_hold_count)
     payments = build_payments(settings, engine, http, ledger, clock, metrics)
+    audit = payments.audit = AuditLog(engine, clock)
     changes.add_step(payments.refresh_auto_recharge)
     gateway = ChatGateway(catalog, ledger, limiter, clock, metrics, HealthBoard(clock), providers.keys())
 
@@ -221,7 +231,10 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         providers=providers,
         gateway=gateway,
         payments=payments,
-        users=UserStore(engine),
+        users=UserStore(
+            engine, throttle=LoginThrottle(settings.login_failures_per_minute, settings.login_failures_burst)
+        ),
+        audit=audit,
         embeddings=EmbeddingsGateway(catalog, ledger, limiter, gateway, clock),
         activity=ActivityStore(engine),
         metrics=metrics,

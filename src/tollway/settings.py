@@ -29,7 +29,8 @@ class ProviderConfig(Strict):
     base_url: str = ""
     api_key_env: str | None = None
     display_name: str | None = None
-    timeout_seconds: float = 600.0
+    # Wait for the first byte of an answer; unset = upstream_first_byte_timeout_seconds.
+    timeout_seconds: float | None = Field(default=None, gt=0)
     connect_timeout_seconds: float = 10.0
 
 
@@ -133,6 +134,27 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: int = 300
     refund_window_hours: float = 24.0
     auto_recharge_min_interval_seconds: float = 600.0
+
+    # Dashboard sign-up and sign-in (use invite or closed on a server others can reach).
+    signup_mode: Literal["open", "invite", "closed"] = "open"
+    invite_ttl_hours: float = Field(default=72.0, gt=0)
+    # Failed sign-ins per client address and per email: a bucket of this many, refilled at this rate.
+    login_failures_burst: int = Field(default=10, ge=1)
+    login_failures_per_minute: float = Field(default=5.0, gt=0)
+
+    # Upstream bounds: sizes end the attempt with a 502; timeouts are per phase, never a total deadline.
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_sse_line_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    upstream_first_byte_timeout_seconds: float = Field(default=600.0, gt=0)
+    upstream_idle_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    # Abuse: failed authentications per client address (a bucket of this many, refilled per minute),
+    # unknown keys remembered (bounded), /metrics behind a bearer token, refusals kept per account.
+    auth_failures_burst: int = Field(default=30, ge=1)
+    auth_failures_per_minute: float = Field(default=60.0, gt=0)
+    unknown_key_cache_size: int = Field(default=100_000, ge=1)
+    metrics_token: SecretStr | None = None
+    refusal_history_per_account: int = Field(default=100, ge=1)
 
     # Compatibility.
     models_fallback_limit: int = 3

@@ -18,11 +18,35 @@ def csrf(page: httpx.Response) -> str:
 
 
 def signed_up(gateway: GatewayServer, email: str, password: str = "correct horse") -> httpx.Client:
+    """Sign up (which answers "now sign in", new email or not), then sign in."""
     client = httpx.Client(base_url=gateway.base_url, timeout=30)
     token = csrf(client.get("/signup"))
     response = client.post("/signup", data={"csrf_token": token, "email": email, "password": password})
-    assert response.status_code == 303 and response.headers["location"] == "/credits"
+    assert response.status_code == 303 and response.headers["location"] == "/login?signed_up=1"
+    assert "tw_session" not in response.cookies
+    return signed_in(gateway, email, password)
+
+
+def signed_in(gateway: GatewayServer, email: str, password: str) -> httpx.Client:
+    client = httpx.Client(base_url=gateway.base_url, timeout=30)
+    token = csrf(client.get("/login"))
+    response = client.post("/login", data={"csrf_token": token, "email": email, "password": password})
+    assert response.status_code == 303 and response.headers["location"] == "/credits", response.text[:300]
     return client
+
+
+def create_user(gateway: GatewayServer, email: str, password: str, *options: str) -> None:
+    """`tollway users create`, the password on stdin (never on the command line)."""
+    run_cli(
+        "users",
+        "create",
+        "--email",
+        email,
+        "--password-stdin",
+        *options,
+        database_url=gateway.database_url,
+        stdin=password + "\n",
+    )
 
 
 def test_pages_redirect_to_login_with_next(gateway: GatewayServer) -> None:
@@ -125,19 +149,8 @@ def test_keys_csv_and_isolation_between_accounts(gateway: GatewayServer) -> None
 def test_admin_page_needs_an_admin_and_grants(gateway: GatewayServer) -> None:
     member = signed_up(gateway, "member@example.com")
     assert member.get("/admin").status_code == 403
-    run_cli(
-        "users",
-        "create",
-        "--email",
-        "root@example.com",
-        "--password",
-        "admin password",
-        "--admin",
-        database_url=gateway.database_url,
-    )
-    admin = httpx.Client(base_url=gateway.base_url)
-    token = csrf(admin.get("/login"))
-    admin.post("/login", data={"csrf_token": token, "email": "root@example.com", "password": "admin password"})
+    create_user(gateway, "root@example.com", "admin password", "--admin")
+    admin = signed_in(gateway, "root@example.com", "admin password")
     page = admin.get("/admin")
     assert page.status_code == 200 and "member@example.com" in page.text
     account_id = re.search(r"<code>(acct_[0-9a-f]+)</code></td><td>member@example.com", page.text)

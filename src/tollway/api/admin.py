@@ -12,6 +12,7 @@ from aiohttp import web
 
 from tollway.api.context import services_of
 from tollway.api.http import bearer_token, json_response, read_json
+from tollway.audit import ADMIN_API, entry_state, key_state, limit_state
 from tollway.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from tollway.limits.admin import parse_limit_spec, spec_object
 from tollway.presenters import account_object, balance_figures, entry_object, key_object
@@ -80,6 +81,9 @@ async def grant_credits(request: web.Request) -> web.Response:
         )
     else:
         raise InvalidRequest("kind must be grant or purchase", metadata={"field": "kind"})
+    await services.audit.record(
+        ADMIN_API, f"credits.{kind}", entry.account_id, entry.account_id, None, entry_state(entry)
+    )
     return json_response({"data": entry_object(entry)}, status=201)
 
 
@@ -91,6 +95,11 @@ async def _limit_subject(services: Services, request: web.Request) -> tuple[str,
     if record is None or record.deleted_at_us is not None:
         raise NotFound(f"No key with hash {request.match_info['hash']}")
     return "key", record.id
+
+
+async def _key_account(services: Services, key_hash: str) -> str | None:
+    record = await services.accounts.store.key_by_hash(key_hash)
+    return record.account_id if record is not None else None
 
 
 async def get_limits(request: web.Request) -> web.Response:
@@ -107,8 +116,12 @@ async def put_limits(request: web.Request) -> web.Response:
     services = _admin(request)
     kind, subject = await _limit_subject(services, request)
     spec = parse_limit_spec(await _json_object(request, services))
+    before = await services.limiter.rules.store.get(kind, subject)
     await services.limiter.rules.store.set(kind, subject, spec, services.clock.now_us())
     services.limiter.rules.put(kind, subject, spec)
+    account_id = request.match_info.get("account_id") or await _key_account(services, request.match_info["hash"])
+    target = request.match_info.get("account_id") or request.match_info["hash"]
+    await services.audit.record(ADMIN_API, "limits.update", account_id, target, limit_state(before), limit_state(spec))
     return await get_limits(request)
 
 
@@ -126,6 +139,9 @@ async def create_account_key(request: web.Request) -> web.Response:
         management=management,
     )
     services.keys.put(created.record)
+    await services.audit.record(
+        ADMIN_API, "key.create", created.record.account_id, created.record.hash, None, key_state(created.record)
+    )
     figures = await services.ledger.key_figures(created.record)
     return json_response({"data": key_object(created.record, figures), "key": created.plain}, status=201)
 

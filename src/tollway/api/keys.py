@@ -10,6 +10,7 @@ from aiohttp import web
 from tollway.accounts import parse_reset, parse_usd
 from tollway.api.context import authenticate, require_management, services_of
 from tollway.api.http import json_response, query_int, read_json
+from tollway.audit import Actor, key_state, limit_state
 from tollway.auth.records import KeyRecord
 from tollway.auth.store import KeyChanges
 from tollway.clock import datetime_to_us
@@ -41,13 +42,17 @@ async def _object(services: Services, record: KeyRecord) -> dict[str, Any]:
     return body
 
 
-async def _apply_rate_limit(services: Services, record: KeyRecord, body: dict[str, Any]) -> None:
+async def _apply_rate_limit(services: Services, actor: Actor, record: KeyRecord, body: dict[str, Any]) -> None:
     """The `rate_limit` extension field of POST/PATCH /keys: {requests, per, tokens_per_minute, concurrency}."""
     if "rate_limit" not in body:
         return
     spec = LimitSpec() if body["rate_limit"] is None else parse_limit_spec(body["rate_limit"])
+    before = await services.limiter.rules.store.get("key", record.id)
     await services.limiter.rules.store.set("key", record.id, spec, services.clock.now_us())
     services.limiter.rules.put("key", record.id, spec)
+    await services.audit.record(
+        actor, "limits.update", record.account_id, record.hash, limit_state(before), limit_state(spec)
+    )
 
 
 def _body(raw: Any) -> dict[str, Any]:
@@ -100,7 +105,11 @@ async def create_key(request: web.Request) -> web.Response:
         creator_user_id=body.get("creator_user_id") if isinstance(body.get("creator_user_id"), str) else None,
     )
     services.keys.put(created.record)
-    await _apply_rate_limit(services, created.record, body)
+    actor = Actor.key(manager)
+    await services.audit.record(
+        actor, "key.create", manager.account_id, created.record.hash, None, key_state(created.record)
+    )
+    await _apply_rate_limit(services, actor, created.record, body)
     return json_response({"data": await _object(services, created.record), "key": created.plain}, status=201)
 
 
@@ -112,7 +121,7 @@ async def get_key(request: web.Request) -> web.Response:
 
 async def update_key(request: web.Request) -> web.Response:
     services, manager = await _manager(request)
-    await _owned(services, manager, request.match_info["hash"])
+    before = await _owned(services, manager, request.match_info["hash"])
     body = _body(await read_json(request, services.settings.max_body_bytes))
     if "rate_limit" in body and body["rate_limit"] is not None:
         parse_limit_spec(body["rate_limit"])  # refuse a bad limit before changing anything
@@ -131,15 +140,22 @@ async def update_key(request: web.Request) -> web.Response:
         fields["include_byok_in_limit"] = _bool(body, "include_byok_in_limit")
     record = await services.accounts.update_key(request.match_info["hash"], KeyChanges(**fields))
     services.keys.put(record)
-    await _apply_rate_limit(services, record, body)
+    actor = Actor.key(manager)
+    await services.audit.record(
+        actor, "key.update", record.account_id, record.hash, key_state(before), key_state(record)
+    )
+    await _apply_rate_limit(services, actor, record, body)
     return json_response({"data": await _object(services, record)})
 
 
 async def delete_key(request: web.Request) -> web.Response:
     services, manager = await _manager(request)
-    await _owned(services, manager, request.match_info["hash"])
+    before = await _owned(services, manager, request.match_info["hash"])
     await services.accounts.delete_key(request.match_info["hash"])
     record = await services.accounts.store.key_by_hash(request.match_info["hash"])
     if record is not None:
         services.keys.put(record)
+    await services.audit.record(
+        Actor.key(manager), "key.delete", before.account_id, before.hash, key_state(before), key_state(record)
+    )
     return json_response({"deleted": True})

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tollway.audit import CLI, AuditLog, entry_state, key_state
 from tollway.auth.store import KeyChanges
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
 from tollway.cli.explain import account_reports, report_text, whoami_report
@@ -58,7 +59,9 @@ def credits_grant(
     """Grant AMOUNT_USD of credits to an account (an admin grant entry in the ledger)."""
 
     async def action(context: AdminContext) -> dict[str, Any]:
-        return entry_object(await context.accounts.grant(account_id, amount_usd, reason))
+        entry = await context.accounts.grant(account_id, amount_usd, reason)
+        await _audit(context).record(CLI, "credits.grant", account_id, account_id, None, entry_state(entry))
+        return entry_object(entry)
 
     entry = run_admin(database_url, as_json, action)
     emit(entry, as_json, f"granted {amount_usd} USD to {account_id} (entry {entry['id']})")
@@ -82,8 +85,10 @@ def keys_create(
         created = await context.accounts.create_key(
             account_id, name=name, limit=limit, limit_reset=limit_reset, management=management
         )
-        figures = await context.ledger.key_figures(created.record)
-        return {"key": created.plain, "data": key_object(created.record, figures)}
+        record = created.record
+        await _audit(context).record(CLI, "key.create", account_id, record.hash, None, key_state(record))
+        figures = await context.ledger.key_figures(record)
+        return {"key": created.plain, "data": key_object(record, figures)}
 
     result = run_admin(database_url, as_json, action)
     emit(
@@ -113,7 +118,10 @@ def keys_list(account_id: str, database_url: DatabaseUrlOption = None, as_json: 
 
 def _set_disabled(key_hash: str, disabled: bool, database_url: str | None, as_json: bool) -> None:
     async def action(context: AdminContext) -> dict[str, Any]:
+        before = await context.accounts.store.key_by_hash(key_hash)
         record = await context.accounts.update_key(key_hash, KeyChanges(disabled=disabled))
+        action = "key.disable" if disabled else "key.enable"
+        await _audit(context).record(CLI, action, record.account_id, key_hash, key_state(before), key_state(record))
         return key_object(record, await context.ledger.key_figures(record))
 
     row = run_admin(database_url, as_json, action)
@@ -137,7 +145,11 @@ def keys_delete(key_hash: str, database_url: DatabaseUrlOption = None, as_json: 
     """Delete a key; its usage stays in the ledger."""
 
     async def action(context: AdminContext) -> dict[str, Any]:
+        before = await context.accounts.store.key_by_hash(key_hash)
         await context.accounts.delete_key(key_hash)
+        after = await context.accounts.store.key_by_hash(key_hash)
+        account_id = before.account_id if before is not None else None
+        await _audit(context).record(CLI, "key.delete", account_id, key_hash, key_state(before), key_state(after))
         return {"deleted": True}
 
     emit(run_admin(database_url, as_json, action), as_json, f"{key_hash} deleted")
@@ -186,6 +198,10 @@ def whoami(
 
     report = run_admin(database_url, as_json, action)
     emit(report, as_json, f"account {report['account_id']} ({report['email']})\n" + report_text(report))
+
+
+def _audit(context: AdminContext) -> AuditLog:
+    return AuditLog(context.accounts.store.engine)
 
 
 def _usd(value: float) -> str:

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tollway.audit import CLI, AuditLog, limit_state
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
 from tollway.clock import SystemClock
 from tollway.errors import InvalidRequest, NotFound
@@ -71,7 +72,11 @@ def limits_set(
         spec = parse_limit_spec(
             {"requests": requests, "per": per, "tokens_per_minute": tokens_per_minute, "concurrency": concurrency}
         )
+        before = await context.limits.get(kind, subject_id)
         await context.limits.set(kind, subject_id, spec, SystemClock().now_us())
+        await AuditLog(context.accounts.store.engine).record(
+            CLI, "limits.update", who["account_id"], key or account, limit_state(before), limit_state(spec)
+        )
         return await _show(context, kind, subject_id, who)
 
     result = run_admin(database_url, as_json, action)

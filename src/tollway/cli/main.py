@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tollway.cli import admin
+from tollway.cli.audit import audit
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
 from tollway.cli.limits import limits_app
 from tollway.cli.payments import auto_app, payments_app
@@ -32,6 +33,7 @@ app.add_typer(auto_app, name="auto-recharge")
 app.add_typer(users_app, name="users")
 app.command("balance")(admin.balance)
 app.command("whoami")(admin.whoami)
+app.command("audit")(audit)
 
 DEMO_EMAIL = "demo@tollway.local"
 DEMO_CREDITS_USD = "10"

@@ -8,6 +8,7 @@ import aiohttp
 import typer
 
 from tollway.accounts import parse_usd
+from tollway.audit import CLI, AuditLog, auto_recharge_state
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
 from tollway.clock import SystemClock
 from tollway.ledger.book import AccountBook
@@ -60,7 +61,16 @@ def payments_refund(
         ledger = Ledger(store, book, LedgerWriter(store, "cli", 1, 1.0), clock, 16)
         async with aiohttp.ClientSession() as session:
             service = build_payments(context.settings, engine, session, ledger, clock, Metrics())
+            before = await service.store.get(payment_id)
             payment = await service.refund(payment_id, amount)
+        await AuditLog(engine).record(
+            CLI,
+            "payment.refund",
+            payment.account_id,
+            payment_id,
+            {"status": before.status.value, "refunded_cents": before.refunded_cents} if before else None,
+            {"status": payment.status.value, "refunded_cents": payment.refunded_cents, "refund_usd": amount or "rest"},
+        )
         return {"refund_requested": True, "payment": payment.as_dict()}
 
     result = run_admin(database_url, as_json, action)
@@ -108,7 +118,12 @@ def auto_set(
             if enabled:
                 values["disabled_reason"] = None
         store = AutoRechargeStore(context.accounts.store.engine)
-        return (await store.save(account_id, SystemClock().now_us(), **values)).as_dict()
+        before = await store.get(account_id)
+        saved = await store.save(account_id, SystemClock().now_us(), **values)
+        await AuditLog(context.accounts.store.engine).record(
+            CLI, "auto_recharge.update", account_id, account_id, auto_recharge_state(before), auto_recharge_state(saved)
+        )
+        return saved.as_dict()
 
     result = run_admin(database_url, as_json, action)
     emit(result, as_json, "\n".join(f"{name}: {value}" for name, value in result.items()))

@@ -1,14 +1,21 @@
-"""`tollway users create|promote`: dashboard users (admins are made here and nowhere else)."""
+"""`tollway users create|promote|invite`: dashboard users (admins are made here and nowhere else).
+
+Passwords are read from a hidden prompt or, with --password-stdin, from standard input: never from the command
+line, where every user of the machine could read them in the process list.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
 
-from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
+from tollway.accounts import check_email
+from tollway.audit import CLI, AuditLog
+from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
 from tollway.clock import SystemClock
-from tollway.dashboard.users import UserExists, UserStore
+from tollway.dashboard.users import MIN_PASSWORD, UserExists, UserStore
 from tollway.errors import InvalidRequest, NotFound
 
 users_app = typer.Typer(help="Dashboard users.", no_args_is_help=True)
@@ -17,13 +24,19 @@ users_app = typer.Typer(help="Dashboard users.", no_args_is_help=True)
 @users_app.command("create")
 def users_create(
     email: Annotated[str, typer.Option("--email")],
-    password: Annotated[str, typer.Option("--password", help="At least 8 characters.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password (first line) from standard input.")
+    ] = False,
     admin: Annotated[bool, typer.Option("--admin", help="May see every account and grant credits.")] = False,
     account_id: Annotated[str | None, typer.Option("--account", help="Join this account (default: a new one).")] = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a dashboard user: the owner of a new account, or a member of an existing one."""
+    """Create a dashboard user: the owner of a new account, or a member of an existing one.
+
+    The password (at least 8 characters) is asked for at a hidden prompt, or read from stdin with --password-stdin.
+    """
+    password = _read_password(password_stdin, as_json)
 
     async def action(context: AdminContext) -> dict[str, Any]:
         users = UserStore(context.accounts.store.engine)
@@ -37,6 +50,8 @@ def users_create(
             user = await users.create(email, password, account.id, role, admin, SystemClock().now_us())
         except (UserExists, ValueError) as exc:
             raise InvalidRequest(str(exc)) from exc
+        state = {"email": user.email, "role": user.role, "is_admin": user.is_admin}
+        await AuditLog(users.engine).record(CLI, "user.create", user.account_id, user.id, None, state)
         return {
             "id": user.id,
             "email": user.email,
@@ -59,8 +74,54 @@ def users_promote(email: str, database_url: DatabaseUrlOption = None, as_json: J
     """Make a user an admin."""
 
     async def action(context: AdminContext) -> dict[str, Any]:
-        if not await UserStore(context.accounts.store.engine).promote(email):
+        users = UserStore(context.accounts.store.engine)
+        user = await users.by_email(email)
+        if user is None or not await users.promote(email):
             raise NotFound(f"No user with email {email}")
+        await AuditLog(users.engine).record(
+            CLI, "user.promote", user.account_id, user.id, {"is_admin": user.is_admin}, {"is_admin": True}
+        )
         return {"email": email, "is_admin": True}
 
     emit(run_admin(database_url, as_json, action), as_json, f"{email} is now an admin")
+
+
+def _read_password(from_stdin: bool, as_json: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        password = password[:-1] if password.endswith("\r") else password
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < MIN_PASSWORD:
+        fail(f"the password must have at least {MIN_PASSWORD} characters", as_json)
+    return password
+
+
+@users_app.command("invite")
+def users_invite(
+    email: str,
+    hours: Annotated[
+        float | None, typer.Option("--hours", help="Valid this long (default: invite_ttl_hours, 72).")
+    ] = None,
+    base_url: Annotated[
+        str, typer.Option("--base-url", help="The dashboard's public address, for the link.")
+    ] = "http://127.0.0.1:8080",
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make a single-use sign-up invitation for EMAIL (needed when signup_mode is invite); prints the link once."""
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        check_email(email)
+        ttl_hours = hours if hours is not None else context.settings.invite_ttl_hours
+        if not 0 < ttl_hours <= 24 * 365:
+            raise InvalidRequest("--hours must be above 0 and at most a year")
+        users = UserStore(context.accounts.store.engine)
+        now_us = SystemClock().now_us()
+        token = await users.create_invite(email, "cli", now_us, int(ttl_hours * 3600 * 1_000_000))
+        await AuditLog(users.engine).record(CLI, "user.invite", None, email.lower(), None, {"email": email.lower()})
+        return {"email": email.lower(), "token": token, "url": f"{base_url.rstrip('/')}/signup?invite={token}"}
+
+    result = run_admin(database_url, as_json, action)
+    emit(result, as_json, f"invitation for {result['email']} (single use, shown once):\n{result['url']}")

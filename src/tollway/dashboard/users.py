@@ -1,4 +1,4 @@
-"""Dashboard users: argon2 password hashes, database-backed sessions, CSRF tokens bound to the session."""
+"""Dashboard users: argon2 password hashes, sessions stored by hash, invites, CSRF tokens bound to the session."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollway.dashboard.guard import LoginThrottle, PasswordHashing
 from tollway.db import tables
 from tollway.db.upsert import insert_ignoring_duplicates
 from tollway.ids import prefixed_id
 
 _U = tables.users
 _S = tables.web_sessions
+_I = tables.invites
 _SESSION_US = 14 * 24 * 3600 * 1_000_000
 MIN_PASSWORD = 8
 
@@ -40,9 +40,16 @@ def _user(row: object) -> User:
 
 
 class UserStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, hashing: PasswordHashing | None = None, throttle: LoginThrottle | None = None
+    ) -> None:
         self._engine = engine
-        self._hasher = PasswordHasher()
+        self.hashing = hashing or PasswordHashing()
+        self.throttle = throttle or LoginThrottle(per_minute=5, burst=10)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
 
     async def secret(self, configured: str | None) -> bytes:
         """The CSRF signing secret: configured, or generated once and kept in the database."""
@@ -63,6 +70,7 @@ class UserStore:
         if len(password) < MIN_PASSWORD:
             raise ValueError(f"password must be at least {MIN_PASSWORD} characters")
         user_id = prefixed_id("user")
+        password_hash = await self.hashing.hash(password)
         async with self._engine.begin() as connection:
             inserted = (
                 await connection.execute(
@@ -70,7 +78,7 @@ class UserStore:
                     .values(
                         id=user_id,
                         email=email.lower(),
-                        password_hash=self._hasher.hash(password),
+                        password_hash=password_hash,
                         account_id=account_id,
                         role=role,
                         is_admin=is_admin,
@@ -92,13 +100,9 @@ class UserStore:
         async with self._engine.connect() as connection:
             row = (await connection.execute(select(_U).where(func.lower(_U.c.email) == email.lower()))).first()
         if row is None:
-            self._hasher.hash(password)  # same work whether or not the user exists
+            await self.hashing.hash(password)  # same work whether or not the user exists
             return None
-        try:
-            self._hasher.verify(row.password_hash, password)
-        except (VerificationError, InvalidHashError):
-            return None
-        return _user(row)
+        return _user(row) if await self.hashing.verify(row.password_hash, password) else None
 
     async def promote(self, email: str) -> bool:
         async with self._engine.begin() as connection:
@@ -108,24 +112,76 @@ class UserStore:
         return bool(result.rowcount)
 
     async def start_session(self, user: User, now_us: int) -> str:
+        """A new session; returns the cookie value. Only its sha256 is stored; expired sessions are purged here."""
         session_id = secrets.token_urlsafe(32)
         async with self._engine.begin() as connection:
+            await connection.execute(delete(_S).where(_S.c.expires_at_us <= now_us))
             await connection.execute(
                 _S.insert().values(
-                    id=session_id, user_id=user.id, created_at_us=now_us, expires_at_us=now_us + _SESSION_US
+                    id=session_hash(session_id),
+                    user_id=user.id,
+                    created_at_us=now_us,
+                    expires_at_us=now_us + _SESSION_US,
                 )
             )
         return session_id
 
     async def session_user(self, session_id: str, now_us: int) -> User | None:
-        query = select(_U).join(_S, _S.c.user_id == _U.c.id).where(_S.c.id == session_id, _S.c.expires_at_us > now_us)
+        query = (
+            select(_U)
+            .join(_S, _S.c.user_id == _U.c.id)
+            .where(_S.c.id == session_hash(session_id), _S.c.expires_at_us > now_us)
+        )
         async with self._engine.connect() as connection:
             row = (await connection.execute(query)).first()
         return None if row is None else _user(row)
 
     async def end_session(self, session_id: str) -> None:
         async with self._engine.begin() as connection:
-            await connection.execute(delete(_S).where(_S.c.id == session_id))
+            await connection.execute(delete(_S).where(_S.c.id == session_hash(session_id)))
+
+    async def create_invite(self, email: str, created_by: str, now_us: int, ttl_us: int) -> str:
+        """A single-use sign-up token for one email; returns the token (only its sha256 is stored)."""
+        token = secrets.token_urlsafe(24)
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                _I.insert().values(
+                    token_hash=session_hash(token),
+                    email=email.lower(),
+                    created_by=created_by,
+                    created_at_us=now_us,
+                    expires_at_us=now_us + ttl_us,
+                )
+            )
+        return token
+
+    async def claim_invite(self, token: str, email: str, now_us: int) -> bool:
+        """Use an invite once: true when it was unused, unexpired and made for this email."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(_I)
+                .where(
+                    _I.c.token_hash == session_hash(token),
+                    _I.c.email == email.lower(),
+                    _I.c.used_at_us.is_(None),
+                    _I.c.expires_at_us > now_us,
+                )
+                .values(used_at_us=now_us)
+            )
+        return bool(result.rowcount)
+
+    async def invite_email(self, token: str, now_us: int) -> str | None:
+        """The email an unused, unexpired invite was made for (to fill the sign-up form)."""
+        async with self._engine.connect() as connection:
+            return await connection.scalar(
+                select(_I.c.email).where(
+                    _I.c.token_hash == session_hash(token), _I.c.used_at_us.is_(None), _I.c.expires_at_us > now_us
+                )
+            )
+
+
+def session_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def csrf_token(secret: bytes, session_id: str) -> str:

@@ -1,4 +1,5 @@
-"""Dashboard pages: sign-in, credits, keys, activity, models, admin. Same services as the API."""
+"""Dashboard pages: credits, keys, activity, models (sign-in and admin pages have their modules). Same services
+as the API."""
 
 from __future__ import annotations
 
@@ -8,139 +9,31 @@ from typing import Any
 
 from aiohttp import web
 
-from tollway.accounts import check_email, parse_reset, parse_usd
+from tollway.accounts import parse_reset, parse_usd
 from tollway.api.context import services_of
+from tollway.api.payments import auto_recharge_bounds_error
+from tollway.audit import Actor, auto_recharge_state, key_state
 from tollway.auth.records import KeyRecord
 from tollway.auth.store import KeyChanges
 from tollway.clock import us_to_iso
+from tollway.dashboard import admin, signin
 from tollway.dashboard.activity import DAY_US
-from tollway.dashboard.users import MIN_PASSWORD, UserExists
-from tollway.dashboard.web import (
-    SESSION_COOKIE,
-    Visitor,
-    form,
-    render,
-    require_user,
-    see_other,
-    set_cookie,
-    visitor,
-)
-from tollway.errors import InvalidRequest, NotFound, TollwayError
-from tollway.money import femtos_to_price_string, format_usd
+from tollway.dashboard.users import User
+from tollway.dashboard.web import Visitor, form, render, require_user, see_other, visitor
+from tollway.errors import InvalidRequest, TollwayError
+from tollway.money import femtos_to_price_string, format_usd, usd_to_nanos
 
 _THIRTY_DAYS_US = 30 * DAY_US
 _PAGE = 50
 
 
-def _safe_next(target: str | None) -> str:
-    return target if target and target.startswith("/") and not target.startswith("//") else "/credits"
+def _actor(user: User) -> Actor:
+    return Actor.user(user.id, user.email)
 
 
 async def root(request: web.Request) -> web.Response:
     who = await visitor(request)
     raise see_other("/credits" if who.user else "/login")
-
-
-def _auth_form(
-    request: web.Request,
-    who: Visitor,
-    action: str,
-    *,
-    status: int = 200,
-    next_path: str | None = None,
-    email: str = "",
-    error: str | None = None,
-    errors: dict[str, str] | None = None,
-) -> web.Response:
-    """The sign-in (action /login) or sign-up (action /signup) form, with what went wrong if anything."""
-    title = "Sign in" if action == "/login" else "Sign up"
-    return render(
-        request,
-        who,
-        "auth.html",
-        status=status,
-        title=title,
-        action=action,
-        next=next_path,
-        email=email,
-        error=error,
-        errors=errors or {},
-    )
-
-
-async def login_page(request: web.Request) -> web.Response:
-    return _auth_form(request, await visitor(request), "/login", next_path=request.query.get("next"))
-
-
-async def signup_page(request: web.Request) -> web.Response:
-    return _auth_form(request, await visitor(request), "/signup")
-
-
-async def _signed_in(request: web.Request, session_id: str, target: str) -> web.Response:
-    response = web.HTTPSeeOther(target)
-    set_cookie(request, response, SESSION_COOKIE, session_id)
-    raise response
-
-
-async def login(request: web.Request) -> web.Response:
-    services = services_of(request)
-    who = await visitor(request)
-    fields = await form(request, who)
-    user = await services.users.check_password(fields.get("email", "").strip(), fields.get("password", ""))
-    if user is None:
-        return _auth_form(
-            request,
-            who,
-            "/login",
-            status=401,
-            next_path=fields.get("next"),
-            email=fields.get("email", ""),
-            error="Invalid email or password",
-        )
-    session_id = await services.users.start_session(user, services.clock.now_us())
-    return await _signed_in(request, session_id, _safe_next(fields.get("next")))
-
-
-async def signup(request: web.Request) -> web.Response:
-    services = services_of(request)
-    who = await visitor(request)
-    fields = await form(request, who)
-    email, password = fields.get("email", "").strip(), fields.get("password", "")
-    errors: dict[str, str] = {}
-    try:
-        check_email(email)
-    except InvalidRequest as exc:
-        errors["email"] = exc.message
-    if len(password) < MIN_PASSWORD:
-        errors["password"] = f"The password needs at least {MIN_PASSWORD} characters."
-    if not errors and await services.users.by_email(email) is not None:
-        errors["email"] = "This email already has an account; sign in instead."
-    if errors:
-        return _auth_form(request, who, "/signup", status=400, email=email, errors=errors)
-    account = await services.accounts.create_account(email)
-    try:
-        user = await services.users.create(email, password, account.id, "owner", False, services.clock.now_us())
-    except UserExists:
-        return _auth_form(
-            request, who, "/signup", status=400, email=email, errors={"email": "This email already has an account."}
-        )
-    session_id = await services.users.start_session(user, services.clock.now_us())
-    return await _signed_in(request, session_id, "/credits")
-
-
-async def logout_page(request: web.Request) -> web.Response:
-    who = await visitor(request)
-    return render(request, who, "logout.html", title="Sign out", active=None)
-
-
-async def logout(request: web.Request) -> web.Response:
-    who = await visitor(request)
-    await form(request, who)
-    if who.user is not None:
-        await services_of(request).users.end_session(who.csrf_subject)
-    response = web.HTTPSeeOther("/login")
-    response.del_cookie(SESSION_COOKIE, path="/")
-    raise response
 
 
 async def _account_key(request: web.Request, account_id: str) -> KeyRecord | None:
@@ -204,12 +97,25 @@ async def auto_recharge(request: web.Request) -> web.Response:
             raise InvalidRequest("Save a card first (Buy credits once, or use the API's auto-recharge setup).")
         if enabled and not amount:
             raise InvalidRequest("Set an amount above 0 to enable auto-recharge.")
+        problem = auto_recharge_bounds_error(
+            threshold or 0, amount or 0, usd_to_nanos(services.settings.checkout_max_usd)
+        )
+        if problem is not None:
+            raise problem
     except InvalidRequest as exc:
         return await credits_page(request, errors={"auto": exc.message})
     values: dict[str, Any] = {"threshold_nanos": threshold, "amount_nanos": amount, "enabled": enabled}
     if enabled:
         values["disabled_reason"] = None
-    await services.payments.auto.save(user.account_id, services.clock.now_us(), **values)
+    saved = await services.payments.auto.save(user.account_id, services.clock.now_us(), **values)
+    await services.audit.record(
+        _actor(user),
+        "auto_recharge.update",
+        user.account_id,
+        user.account_id,
+        auto_recharge_state(current),
+        auto_recharge_state(saved),
+    )
     await services.payments.refresh_auto_recharge()
     raise see_other("/credits")
 
@@ -267,6 +173,9 @@ async def create_key(request: web.Request) -> web.Response:
         errors[str(exc.metadata.get("field", "name"))] = exc.message
         return await _keys_view(request, who, user.account_id, fields=fields, errors=errors)
     services.keys.put(created.record)
+    await services.audit.record(
+        _actor(user), "key.create", user.account_id, created.record.hash, None, key_state(created.record)
+    )
     return await _keys_view(request, who, user.account_id, created=created.plain)
 
 
@@ -301,6 +210,9 @@ async def key_action(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="No such action")
     if updated is not None:
         services.keys.put(updated)
+        await services.audit.record(
+            _actor(user), f"key.{action}", user.account_id, record.hash, key_state(record), key_state(updated)
+        )
     raise see_other("/keys")
 
 
@@ -427,74 +339,10 @@ async def models_page(request: web.Request) -> web.Response:
     return render(request, who, "models.html", title="Models", active="/models", models=rows)
 
 
-async def _admin(request: web.Request) -> Visitor:
-    who, user = await require_user(request)
-    if not user.is_admin:
-        raise web.HTTPForbidden(text="Forbidden: the admin pages are for admin users.")
-    return who
-
-
-async def admin_page(
-    request: web.Request,
-    message: str | None = None,
-    errors: dict[str, str] | None = None,
-    ledger_account: str | None = None,
-) -> web.Response:
-    services = services_of(request)
-    who = await _admin(request)
-    accounts = []
-    for account in await services.accounts.store.accounts():
-        figures = await services.ledger.account_figures(account.id)
-        accounts.append({"id": account.id, "email": account.email, "balance": format_usd(figures.balance_nanos)})
-    ledger = await services.ledger.store.entries_for_account(ledger_account) if ledger_account else None
-    return render(
-        request,
-        who,
-        "admin.html",
-        status=400 if errors else 200,
-        title="Admin",
-        active="/admin",
-        accounts=accounts,
-        message=message,
-        errors=errors or {},
-        ledger=ledger,
-        ledger_account=ledger_account,
-    )
-
-
-async def admin_account(request: web.Request) -> web.Response:
-    services = services_of(request)
-    await _admin(request)
-    account = await services.accounts.store.account(request.match_info["account_id"])
-    if account is None:
-        raise web.HTTPNotFound(text="No such account")
-    return await admin_page(request, ledger_account=account.id)
-
-
-async def admin_grant(request: web.Request) -> web.Response:
-    services = services_of(request)
-    who = await _admin(request)
-    fields = await form(request, who)
-    try:
-        await services.accounts.grant(
-            fields.get("account_id", "").strip(), fields.get("amount", ""), fields.get("reason") or "dashboard grant"
-        )
-    except NotFound as exc:
-        return await admin_page(request, errors={"account_id": exc.message})
-    except InvalidRequest as exc:
-        return await admin_page(request, errors={"amount": exc.message})
-    return await admin_page(request, message=f"Granted {fields.get('amount')} USD to {fields.get('account_id')}.")
-
-
 def routes() -> list[web.RouteDef]:
     return [
         web.get("/", root),
-        web.get("/login", login_page),
-        web.post("/login", login),
-        web.get("/signup", signup_page),
-        web.post("/signup", signup),
-        web.get("/logout", logout_page),
-        web.post("/logout", logout),
+        *signin.routes(),
         web.get("/credits", credits_page),
         web.post("/credits/buy", buy),
         web.post("/credits/auto-recharge", auto_recharge),
@@ -505,7 +353,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/activity/generations.csv", generations_csv),
         web.get("/activity/daily.csv", daily_csv),
         web.get("/models", models_page),
-        web.get("/admin", admin_page),
-        web.get("/admin/accounts/{account_id}", admin_account),
-        web.post("/admin/grant", admin_grant),
+        *admin.routes(),
     ]

@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -55,6 +55,42 @@ async def visitor(request: web.Request) -> Visitor:
             return Visitor(user, session_id, False)
     anon = request.cookies.get(ANON_COOKIE)
     return Visitor(None, anon or secrets.token_urlsafe(24), anon is None)
+
+
+DEFAULT_PAGE = "/credits"
+_MAX_NEXT = 2048
+
+
+def _plain_path(target: str) -> bool:
+    if not target.startswith("/") or target.startswith("//"):
+        return False
+    if "\\" in target or any(not 0x20 <= ord(c) < 0x7F for c in target):
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after sign-in: a same-origin path, or the default page.
+
+    Browsers forgive much (`//host`, `/\\host`, `/%09/host`, tabs and newlines stripped), so the target must be a
+    plain path both as given and after percent-decoding: printable ASCII, no backslash, no control character.
+    """
+    if not target or len(target) > _MAX_NEXT:
+        return DEFAULT_PAGE
+    decoded = target
+    for _ in range(3):  # nested encodings (%252F...) decode once per hop at most browsers and proxies
+        if not _plain_path(decoded):
+            return DEFAULT_PAGE
+        decoded, previous = unquote(decoded), decoded
+        if decoded == previous:
+            break
+    return target if _plain_path(decoded) else DEFAULT_PAGE
+
+
+def client_address(request: web.Request) -> str:
+    """The peer's address (a proxy in front makes every client one address: see the README)."""
+    return request.remote or "unknown"
 
 
 def _secure(request: web.Request) -> bool:

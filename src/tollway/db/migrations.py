@@ -42,6 +42,23 @@ async def _dashboard(connection: AsyncConnection) -> None:
         await connection.run_sync(table.create, checkfirst=True)
 
 
+_APPEND_ONLY_SQLITE = (
+    "CREATE TRIGGER IF NOT EXISTS audit_log_no_{verb} BEFORE {verb} ON audit_log "
+    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
+)
+_APPEND_ONLY_POSTGRES = "CREATE OR REPLACE RULE audit_log_no_{verb} AS ON {verb} TO audit_log DO INSTEAD NOTHING"
+
+
+async def _dashboard_security(connection: AsyncConnection) -> None:
+    for table in (tables.invites, tables.audit_log):
+        await connection.run_sync(table.create, checkfirst=True)
+    # Session ids are now stored hashed: sessions kept in clear are dropped (their users sign in again).
+    await connection.execute(tables.web_sessions.delete())
+    template = _APPEND_ONLY_POSTGRES if connection.dialect.name == "postgresql" else _APPEND_ONLY_SQLITE
+    for verb in ("UPDATE", "DELETE"):
+        await connection.execute(text(template.format(verb=verb)))
+
+
 async def _change_revisions(connection: AsyncConnection) -> None:
     await connection.run_sync(tables.change_revisions.create, checkfirst=True)
     await continue_after_existing(connection)
@@ -53,6 +70,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (3, "refusal log", _refusals),
     (4, "payments, webhook events, auto-recharge", _payments),
     (5, "dashboard users and sessions", _dashboard),
+    (6, "invites, audit log, hashed session ids", _dashboard_security),
     (7, "revisions of key and limit changes from one sequence", _change_revisions),
 ]
 

@@ -117,6 +117,14 @@ generations = Table(
     Column("http_referer", String(512), nullable=True),
     Column("max_tokens_capped", Integer, nullable=True),
     Column("provider_responses", Text, nullable=True),
+    Column("tokens_cache_write", Integer, nullable=False, default=0),
+    Column("tokens_cache_write_1h", Integer, nullable=False, default=0),
+    Column("images", Integer, nullable=False, default=0),
+    Column("web_searches", Integer, nullable=False, default=0),
+    Column("usage_estimated", Boolean, nullable=False, default=False),
+    Column("hold_nanos", BigInteger, nullable=False, default=0),
+    Column("hold_overrun_nanos", BigInteger, nullable=False, default=0),
+    Column("cost_details", Text, nullable=True),
     Index("ix_generations_account_time", "account_id", "created_at_us"),
 )
 
@@ -225,6 +233,7 @@ users = Table(
     Column("created_at_us", BigInteger, nullable=False),
 )
 
+# The id is the sha256 (hex) of the session cookie, so a copy of the table opens no session.
 web_sessions = Table(
     "web_sessions",
     metadata,
@@ -232,4 +241,34 @@ web_sessions = Table(
     Column("user_id", String(40), nullable=False),
     Column("created_at_us", BigInteger, nullable=False),
     Column("expires_at_us", BigInteger, nullable=False),
+)
+
+# Single-use sign-up invitations made by admins; only the token's sha256 is kept.
+invites = Table(
+    "invites",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("created_by", String(128), nullable=True),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=False),
+    Column("used_at_us", BigInteger, nullable=True),
+)
+
+# Append-only record of every change to keys, caps, limits, auto-recharge, cards, grants, refunds and users.
+# The database refuses UPDATE and DELETE on it (a trigger on SQLite, rules on PostgreSQL).
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("account_id", String(40), nullable=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("actor_kind", String(16), nullable=False),
+    Column("actor_id", String(128), nullable=True),
+    Column("actor_email", String(320), nullable=True),
+    Column("action", String(40), nullable=False),
+    Column("target", String(200), nullable=True),
+    Column("before_json", Text, nullable=True),
+    Column("after_json", Text, nullable=True),
+    Index("ix_audit_account", "account_id", "id"),
 )
