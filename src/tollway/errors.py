@@ -74,7 +74,11 @@ class NotImplementedYet(TollwayError):
 
 
 class ProviderError(TollwayError):
-    """An upstream answered with an error or nonsense; `upstream_status` keeps what it said."""
+    """An upstream answered with an error or nonsense; `upstream_status` keeps what it said.
+
+    The client sees the provider's name, the upstream status and a generic message; the upstream's own
+    words (`raw`: its error body, addresses, whatever secrets it holds) stay on the server, for logs.
+    """
 
     status = 502
     error_type = "provider_unavailable"
@@ -89,8 +93,9 @@ class ProviderError(TollwayError):
         raw: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        merged = {"provider_name": provider_name, "raw": raw, **(metadata or {})}
+        merged = {"provider_name": provider_name, "upstream_status": upstream_status, **(metadata or {})}
         super().__init__(message, metadata=merged)
+        self.raw = raw
         self.upstream_status = upstream_status
         self.provider_name = provider_name
         # What the client sees: the upstream's own 4xx passes through, everything else is a 502.

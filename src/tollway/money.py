@@ -30,6 +30,8 @@ def _decimal(value: str | int | float | Decimal, what: str) -> Decimal:
         raise MoneyFormatError(f"{what} must be a decimal number of USD, got {value!r}") from exc
     if not number.is_finite():
         raise MoneyFormatError(f"{what} must be a finite number, got {value!r}")
+    if number and not -30 <= number.adjusted() <= 30:  # 1e999999 would overflow Decimal's arithmetic
+        raise MoneyFormatError(f"{what} is out of range: {str(value)[:40]!r}")
     return number
 
 

@@ -156,7 +156,8 @@ def test_upstream_error_is_openrouter_shaped_and_releases_the_hold(
     assert error["code"] == 502
     assert error["message"] == "Provider returned error"
     assert error["metadata"]["provider_name"] == "FakeUp"
-    assert "upstream exploded" in error["metadata"]["raw"]
+    assert error["metadata"]["upstream_status"] == 500
+    assert "raw" not in error["metadata"] and "upstream exploded" not in response.text  # the body stays in logs
     balance = gateway.balance(account.id)
     assert nanos(balance["balance"]) == 10 * 10**9
     assert nanos(balance["held_in_flight"]) == 0

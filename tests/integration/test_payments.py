@@ -18,8 +18,18 @@ from tests.support import Account, GatewayServer, nanos, run_cli
 _event_ids = iter(range(1, 10**9))
 
 
+_owner_keys: dict[str, str] = {}
+
+
+def owner(gateway: GatewayServer, account: Account) -> str:
+    """A management key of the account: billing is the owner's, inference keys are refused."""
+    if account.id not in _owner_keys:
+        _owner_keys[account.id] = gateway.new_key(account.id, management=True)[0]
+    return _owner_keys[account.id]
+
+
 def checkout(gateway: GatewayServer, account: Account, amount: object, provider: str = "stripe") -> httpx.Response:
-    return gateway.post("/credits/checkout", account.key, {"amount": amount, "provider": provider})
+    return gateway.post("/credits/checkout", owner(gateway, account), {"amount": amount, "provider": provider})
 
 
 def stripe_event(kind: str, obj: dict[str, Any], event_id: str | None = None) -> bytes:
@@ -289,15 +299,15 @@ def test_auto_recharge_charges_once_per_dip_and_a_decline_turns_it_off(
     paying_gateway: GatewayServer, fake_payments: FakePayments
 ) -> None:
     account = paying_gateway.new_account("0.002")
-    refused = paying_gateway.post("/credits/auto-recharge", account.key, {})
+    refused = paying_gateway.post("/credits/auto-recharge", owner(paying_gateway, account), {})
     assert refused.status_code == 405 or refused.status_code == 404 or refused.status_code == 400
     enable = httpx.put(
         paying_gateway.api + "/credits/auto-recharge",
-        headers={"Authorization": f"Bearer {account.key}"},
+        headers={"Authorization": f"Bearer {owner(paying_gateway, account)}"},
         json={"enabled": True, "threshold": 5, "amount": 10},
     )
     assert enable.status_code == 400 and "save a card first" in enable.json()["error"]["message"]
-    setup = paying_gateway.post("/credits/auto-recharge/setup", account.key, {})
+    setup = paying_gateway.post("/credits/auto-recharge/setup", owner(paying_gateway, account), {})
     assert setup.status_code == 200
     session_id = setup.json()["data"]["url"].rsplit("/", 1)[1]
     setup_event = {**fake_payments.sessions[session_id], "customer": "cus_1", "setup_intent": "seti_1"}
@@ -307,7 +317,7 @@ def test_auto_recharge_charges_once_per_dip_and_a_decline_turns_it_off(
     )
     enable = httpx.put(
         paying_gateway.api + "/credits/auto-recharge",
-        headers={"Authorization": f"Bearer {account.key}"},
+        headers={"Authorization": f"Bearer {owner(paying_gateway, account)}"},
         json={"enabled": True, "threshold": 5, "amount": 10},
     )
     assert enable.status_code == 200 and enable.json()["data"]["has_payment_method"] is True
@@ -372,7 +382,7 @@ def test_auto_recharge_charges_once_per_dip_and_a_decline_turns_it_off(
         deadline = time.monotonic() + 5
         state: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            state = paying_gateway.get("/credits/auto-recharge", second.key).json()["data"]
+            state = paying_gateway.get("/credits/auto-recharge", owner(paying_gateway, second)).json()["data"]
             if not state["enabled"]:
                 break
             time.sleep(0.1)
@@ -382,12 +392,14 @@ def test_auto_recharge_charges_once_per_dip_and_a_decline_turns_it_off(
     assert "declined" in state["disabled_reason"]
     assert paying_gateway.post("/chat/completions", second.key, body).status_code == 200
     time.sleep(0.3)
-    assert paying_gateway.get("/credits/auto-recharge", second.key).json()["data"]["enabled"] is False
+    assert (
+        paying_gateway.get("/credits/auto-recharge", owner(paying_gateway, second)).json()["data"]["enabled"] is False
+    )
 
 
 def test_payments_not_configured_answer_501(gateway: GatewayServer) -> None:
     account = gateway.new_account(None)
-    response = gateway.post("/credits/checkout", account.key, {"amount": 10})
+    response = gateway.post("/credits/checkout", owner(gateway, account), {"amount": 10})
     assert response.status_code == 501
     assert "payments are not configured" in response.json()["error"]["message"]
     assert httpx.post(gateway.api + "/webhooks/stripe", content=b"{}").status_code == 501

@@ -9,8 +9,37 @@ from aiohttp import web
 from tollway.accounts import parse_usd
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
-from tollway.errors import InvalidRequest
-from tollway.money import nanos_to_usd
+from tollway.audit import Actor, auto_recharge_state
+from tollway.auth.records import KeyRecord
+from tollway.errors import InvalidRequest, PermissionDenied
+from tollway.money import nanos_to_usd, usd_to_nanos
+
+_OWNER_SENTENCE = (
+    "Buying credits, auto-recharge and saved cards spend the account owner's money: use a management key "
+    "(or the dashboard), not an inference key."
+)
+
+
+async def _owner(request: web.Request) -> KeyRecord:
+    """The caller's key, which must be a management key: an inference key never moves the owner's money."""
+    key = await authenticate(request)
+    if not key.is_management:
+        raise PermissionDenied(
+            f"This key cannot manage billing. {_OWNER_SENTENCE}",
+            metadata={"explanation": {"code": "billing_needs_owner", "message": _OWNER_SENTENCE}},
+        )
+    return key
+
+
+def auto_recharge_bounds_error(threshold_nanos: int, amount_nanos: int, max_nanos: int) -> InvalidRequest | None:
+    """Why a threshold/amount pair cannot be saved, or None: 0 < amount <= max and threshold < amount."""
+    if amount_nanos > max_nanos:
+        message = f"amount must be at most {nanos_to_usd(max_nanos):g} USD (the checkout maximum)"
+        return InvalidRequest(message, metadata={"field": "amount"})
+    if amount_nanos > 0 and threshold_nanos >= amount_nanos:
+        message = "threshold must be below amount: a recharge must lift the balance above the threshold"
+        return InvalidRequest(message, metadata={"field": "threshold"})
+    return None
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -22,7 +51,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 
 async def checkout(request: web.Request) -> web.Response:
     services = services_of(request)
-    key = await authenticate(request)
+    key = await _owner(request)
     body = await _body(request)
     provider = body.get("provider", "stripe")
     if provider not in ("stripe", "crypto"):
@@ -49,14 +78,14 @@ async def purchases(request: web.Request) -> web.Response:
 
 async def get_auto_recharge(request: web.Request) -> web.Response:
     services = services_of(request)
-    key = await authenticate(request)
+    key = await _owner(request)
     return json_response({"data": (await services.payments.auto.get(key.account_id)).as_dict()})
 
 
 async def put_auto_recharge(request: web.Request) -> web.Response:
-    """Only the account (any of its keys) turns auto-recharge on; a failed charge turned it off."""
+    """Only the account's owner (a management key) changes auto-recharge; a failed charge turned it off."""
     services = services_of(request)
-    key = await authenticate(request)
+    key = await _owner(request)
     body = await _body(request)
     current = await services.payments.auto.get(key.account_id)
     values: dict[str, Any] = {}
@@ -78,14 +107,26 @@ async def put_auto_recharge(request: web.Request) -> web.Response:
     amount = values.get("amount_nanos", current.amount_nanos)
     if values.get("enabled", current.enabled) and amount <= 0:
         raise InvalidRequest("set an amount above 0 to enable auto-recharge", metadata={"field": "amount"})
+    threshold = values.get("threshold_nanos", current.threshold_nanos)
+    problem = auto_recharge_bounds_error(threshold, amount, usd_to_nanos(services.settings.checkout_max_usd))
+    if problem is not None:
+        raise problem
     saved = await services.payments.auto.save(key.account_id, services.clock.now_us(), **values)
+    await services.audit.record(
+        Actor.key(key),
+        "auto_recharge.update",
+        key.account_id,
+        key.account_id,
+        auto_recharge_state(current),
+        auto_recharge_state(saved),
+    )
     await services.payments.refresh_auto_recharge()
     return json_response({"data": saved.as_dict()})
 
 
 async def setup_auto_recharge(request: web.Request) -> web.Response:
     services = services_of(request)
-    key = await authenticate(request)
+    key = await _owner(request)
     url = await services.payments.setup_checkout(key.account_id)
     return json_response({"data": {"url": url}})
 

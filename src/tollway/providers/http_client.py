@@ -5,6 +5,11 @@ the bench machine (request and response objects, multidict headers, trace hooks,
 this client spends about a third of that. It does what LLM APIs need and no more: POST or GET with a
 byte body, answers framed by Content-Length, chunked encoding or connection close, bodies read whole or
 line by line (server-sent events), TLS, and one pool of idle connections per origin.
+
+Every answer is bounded: a body read whole stops at `max_response_bytes`, a server-sent line at
+`max_line_bytes` (both raise `UpstreamTooLarge` and close the connection, so memory stays near the cap),
+and time is bounded per phase, never as a total: connecting, waiting for the first byte of the
+answer, and silence between bytes (a live stream may run for hours as long as bytes keep coming).
 """
 
 from __future__ import annotations
@@ -22,11 +27,18 @@ from tollway.providers.base import before_upstream_wait
 
 _PAUSE_AT = 1 << 20  # buffered answer bytes before the socket stops being read (slow consumer)
 _RESUME_AT = 1 << 16
-_MAX_LINE = 16 << 20  # longest server-sent line accepted before the answer counts as broken
+MAX_RESPONSE_BYTES = 32 << 20  # defaults; the settings pass their own
+MAX_LINE_BYTES = 16 << 20
+IDLE_TIMEOUT_S = 300.0
+FIRST_BYTE_TIMEOUT_S = 600.0
 
 
 class UpstreamHTTPError(Exception):
     """The connection failed or broke, or the upstream spoke something that is not HTTP/1.1."""
+
+
+class UpstreamTooLarge(UpstreamHTTPError):
+    """The answer passed a size bound: the body read whole or one server-sent line."""
 
 
 class _StaleConnection(UpstreamHTTPError):
@@ -57,10 +69,15 @@ class UpstreamResponse:
         "_error",
         "_got_headers",
         "_headers_ready",
+        "_idle_s",
         "_keep_alive",
+        "_last_byte_at",
         "_loop",
+        "_max_body",
+        "_max_line",
         "_pause_at",
         "_pool",
+        "_reading_whole",
         "_received_any",
         "_released",
         "_timer",
@@ -69,7 +86,9 @@ class UpstreamResponse:
         "status",
     )
 
-    def __init__(self, connection: _Connection, pool: UpstreamPool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, connection: _Connection, pool: UpstreamPool, loop: asyncio.AbstractEventLoop, idle_s: float
+    ) -> None:
         self._connection = connection
         self._pool = pool
         self._loop = loop
@@ -83,6 +102,11 @@ class UpstreamResponse:
         self._received_any = False
         self._got_headers = False
         self._timer: asyncio.TimerHandle | None = None
+        self._idle_s = idle_s
+        self._last_byte_at = 0.0
+        self._max_body = pool.max_response_bytes
+        self._max_line = pool.max_line_bytes
+        self._reading_whole = False
         self.status = 0
         self.headers: dict[str, str] = {}
         self._released = False
@@ -107,6 +131,11 @@ class UpstreamResponse:
             return
         self._buffer += data
         if len(self._buffer) > self._pause_at:
+            if self._reading_whole:  # read(): the answer passed its bound, stop before memory does
+                self._buffer.clear()
+                self._fail(UpstreamTooLarge(f"Upstream answer is larger than {self._max_body} bytes"))
+                self._connection.abort()
+                return
             self._connection.pause()
         self._wake()
 
@@ -119,7 +148,12 @@ class UpstreamResponse:
         self._wake()
 
     def _on_bytes(self) -> None:
-        self._received_any = True
+        self._last_byte_at = self._loop.time()
+        if not self._received_any:  # the first byte: from now on the bound is silence between bytes
+            self._received_any = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = self._loop.call_at(self._last_byte_at + self._idle_s, self._check_silence)
 
     def _fail(self, error: BaseException) -> None:
         if self._complete or self._error is not None:
@@ -143,8 +177,19 @@ class UpstreamResponse:
     def _framed_by_close(self) -> bool:
         return "content-length" not in self.headers and "chunked" not in self.headers.get("transfer-encoding", "")
 
-    def _timed_out(self) -> None:
+    def _check_silence(self) -> None:
+        """The phase timer fired: time out if the upstream stayed silent, otherwise look again later."""
         self._timer = None
+        if self._complete or self._error is not None:
+            return
+        now = self._loop.time()
+        if self._received_any:
+            if self._connection.paused:  # our reader is slow, not the upstream: that is no silence
+                self._last_byte_at = now
+            due = self._last_byte_at + self._idle_s
+            if due > now:
+                self._timer = self._loop.call_at(due, self._check_silence)
+                return
         self._fail(TimeoutError())
         self._connection.abort()
 
@@ -167,15 +212,24 @@ class UpstreamResponse:
             raise self._error
 
     def _take(self, size: int) -> bytes:
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
+        if size == len(self._buffer):  # one copy, not two, for a whole body
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        else:
+            data = bytes(self._buffer[:size])
+            del self._buffer[:size]
         if len(self._buffer) < _RESUME_AT:
             self._connection.resume()
         return data
 
     async def read(self) -> bytes:
-        """The whole body (the socket is never paused for it: the caller takes everything anyway)."""
-        self._pause_at = 1 << 62
+        """The whole body, at most `max_response_bytes` (the socket is not paused for it below that)."""
+        self._reading_whole = True
+        self._pause_at = self._max_body
+        if len(self._buffer) > self._max_body:
+            self._buffer.clear()
+            self._fail(UpstreamTooLarge(f"Upstream answer is larger than {self._max_body} bytes"))
+            self._connection.abort()
         self._connection.resume()
         while not self._complete:
             await self._wait()
@@ -188,15 +242,21 @@ class UpstreamResponse:
             end = self._buffer.find(b"\n", scanned)
             if end >= 0:
                 scanned = 0
+                if self._pause_at != _PAUSE_AT:
+                    self._pause_at = _PAUSE_AT
                 yield self._take(end + 1)
                 continue
             if self._complete:
                 if self._buffer:
                     yield self._take(len(self._buffer))
                 return
-            if len(self._buffer) > _MAX_LINE:
-                raise UpstreamHTTPError(f"Upstream sent a line longer than {_MAX_LINE} bytes")
+            if len(self._buffer) > self._max_line:
+                raise UpstreamTooLarge(f"Upstream sent a line longer than {self._max_line} bytes")
             scanned = len(self._buffer)
+            if scanned > _RESUME_AT:
+                # A long line: keep reading (a paused socket would never complete it), up to the line bound.
+                self._pause_at = self._max_line
+                self._connection.resume()
             await before_upstream_wait()
             if len(self._buffer) == scanned and not self._complete:
                 await self._wait()
@@ -225,7 +285,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.reused = False
         self.lost = False
-        self._paused = False
+        self.paused = False
 
     # ---- asyncio protocol ----
 
@@ -278,13 +338,13 @@ class _Connection(asyncio.Protocol):
         self.transport.writelines(data)
 
     def pause(self) -> None:
-        if not self._paused and self.transport is not None:
-            self._paused = True
+        if not self.paused and self.transport is not None:
+            self.paused = True
             self.transport.pause_reading()
 
     def resume(self) -> None:
-        if self._paused and self.transport is not None and not self.lost:
-            self._paused = False
+        if self.paused and self.transport is not None and not self.lost:
+            self.paused = False
             self.transport.resume_reading()
 
     def abort(self) -> None:
@@ -296,7 +356,20 @@ class _Connection(asyncio.Protocol):
 class UpstreamPool:
     """Idle kept-alive connections per origin; one request at a time on each connection."""
 
-    def __init__(self, keepalive_s: float = 60.0, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        keepalive_s: float = 60.0,
+        tls: ssl.SSLContext | None = None,
+        *,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        first_byte_timeout_s: float = FIRST_BYTE_TIMEOUT_S,
+    ) -> None:
+        self.max_response_bytes = max_response_bytes
+        self.first_byte_timeout_s = first_byte_timeout_s  # for callers without a timeout of their own
+        self.max_line_bytes = max_line_bytes
+        self.idle_timeout_s = idle_timeout_s
         self._keepalive_s = keepalive_s
         self._origins: dict[str, _Origin] = {}
         self._tls = tls  # the system's roots are loaded on the first https origin, not at start-up
@@ -326,16 +399,18 @@ class UpstreamPool:
         headers: dict[str, str],
         timeout_s: float,
         connect_timeout_s: float,
+        idle_timeout_s: float | None = None,
     ) -> UpstreamResponse:
         """Send and wait for the status line and headers; the body is read from the response.
 
-        The timeout covers the whole exchange, body included, until `release`. A kept-alive connection
-        the upstream had closed while idle is replaced once, transparently.
+        `timeout_s` bounds the wait for the answer's first byte, `idle_timeout_s` (the pool's by default)
+        each silence after it; there is no total deadline. A kept-alive connection the upstream had closed
+        while idle is replaced once, transparently.
         """
         if self._closed:
             raise UpstreamHTTPError("The upstream pool is closed")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        idle_s = self.idle_timeout_s if idle_timeout_s is None else idle_timeout_s
         origin, target = self._origin(url)
         head = [f"{method} {target} HTTP/1.1\r\nHost: {origin.host_header}\r\nContent-Length: {len(body)}\r\n"]
         for name, value in headers.items():
@@ -345,9 +420,9 @@ class UpstreamPool:
         head.append("\r\n")
         message = ["".join(head).encode("latin-1"), body]
         for attempt in range(2):
-            connection = await self._acquire(origin, loop, min(connect_timeout_s, deadline - loop.time()))
-            response = UpstreamResponse(connection, self, loop)
-            response._timer = loop.call_at(deadline, response._timed_out)
+            connection = await self._acquire(origin, loop, connect_timeout_s)
+            response = UpstreamResponse(connection, self, loop, idle_s)
+            response._timer = loop.call_later(timeout_s, response._check_silence)
             connection.send(message, response)
             try:
                 await response._headers_ready

@@ -1,7 +1,12 @@
-"""The one HTTP exchange every upstream adapter makes, with failures mapped once to ProviderError."""
+"""The one HTTP exchange every upstream adapter makes, with failures mapped once to ProviderError.
+
+What an upstream said when it failed (its error body, connection errors naming its address) is logged
+here and kept on the error as `raw`; clients see only the provider's name, the status and a generic message.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -9,21 +14,37 @@ import orjson
 
 from tollway.errors import ProviderError
 from tollway.providers.base import StreamChunk
-from tollway.providers.http_client import UpstreamHTTPError, UpstreamPool, UpstreamResponse
+from tollway.providers.http_client import UpstreamHTTPError, UpstreamPool, UpstreamResponse, UpstreamTooLarge
 
 RAW_LIMIT = 2000
 
+log = logging.getLogger("tollway.providers")
+
 
 class UpstreamTransport:
-    def __init__(self, pool: UpstreamPool, provider_name: str, timeout_s: float, connect_timeout_s: float) -> None:
+    def __init__(
+        self, pool: UpstreamPool, provider_name: str, timeout_s: float | None, connect_timeout_s: float
+    ) -> None:
         self._pool = pool
         self._provider_name = provider_name
-        self._timeout_s = timeout_s
+        # A provider's own timeout wins; otherwise the pool's first-byte timeout (from the settings).
+        self._timeout_s = timeout_s if timeout_s is not None else pool.first_byte_timeout_s
         self._connect_timeout_s = connect_timeout_s
 
     def error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
         text = raw[:RAW_LIMIT].decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        if text:
+            log.warning(
+                "upstream error",
+                extra={"provider": self._provider_name, "upstream_status": status, "raw": text[:RAW_LIMIT]},
+            )
         return ProviderError(message, upstream_status=status, provider_name=self._provider_name, raw=text)
+
+    def too_large(self, exc: UpstreamTooLarge) -> ProviderError:
+        """An answer past a size bound: a 502 that another endpoint must not be tried for (same request)."""
+        error = self.error(0, "Provider answer was too large", raw=str(exc))
+        error.retryable = False
+        return error
 
     async def open(self, url: str, payload: bytes, headers: dict[str, str]) -> UpstreamResponse:
         """POST and return the open response (for streams); an error status is read and raised."""
@@ -50,6 +71,8 @@ class UpstreamTransport:
             raw = await response.read()
         except TimeoutError as exc:
             raise self.error(408, "Provider timed out") from exc
+        except UpstreamTooLarge as exc:
+            raise self.too_large(exc) from exc
         except UpstreamHTTPError as exc:
             raise self.error(0, "Provider connection broke", raw=str(exc)) from exc
         finally:
@@ -78,7 +101,7 @@ class HttpProvider:
         base_url: str,
         api_key: str | None,
         pool: UpstreamPool,
-        timeout_s: float,
+        timeout_s: float | None,
         connect_timeout_s: float,
     ) -> None:
         self.name = name
@@ -109,6 +132,8 @@ class HttpProvider:
                 yield chunk
         except TimeoutError as exc:
             raise self._error(408, "Provider timed out mid-stream") from exc
+        except UpstreamTooLarge as exc:
+            raise self._transport.too_large(exc) from exc
         except UpstreamHTTPError as exc:
             raise self._error(0, "Provider connection broke mid-stream", raw=str(exc)) from exc
         finally:

@@ -70,12 +70,17 @@ def _slugs(value: Any, name: str) -> tuple[str, ...]:
 
 
 def _price(value: Any, name: str, scale: int) -> int:
+    field = {"field": f"provider.max_price.{name}"}
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InvalidRequest(f"provider.max_price.{name} must be a number", metadata=field)
     try:
         number = Decimal(str(value))
     except InvalidOperation as exc:
-        raise InvalidRequest(f"provider.max_price.{name} must be a number") from exc
+        raise InvalidRequest(f"provider.max_price.{name} must be a number", metadata=field) from exc
+    if not number.is_finite() or number > 10**9:  # NaN, Infinity and 1e999999 are no price
+        raise InvalidRequest(f"provider.max_price.{name} must be a finite number of USD up to 1e9", metadata=field)
     if number < 0:
-        raise InvalidRequest(f"provider.max_price.{name} must not be negative")
+        raise InvalidRequest(f"provider.max_price.{name} must not be negative", metadata=field)
     return int(number * scale)
 
 
