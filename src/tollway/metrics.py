@@ -42,6 +42,12 @@ class Metrics:
         )
         self.tokens = Counter("tollway_tokens", "Tokens billed", ["model", "kind"], registry=self.registry)
         self.cost = Counter("tollway_cost_usd", "USD billed", ["model"], registry=self.registry)
+        self.hold_overruns = Counter(
+            "tollway_hold_overruns",
+            "Settlements that cost more than their hold (each one is listed by `tollway reconcile`)",
+            ["model"],
+            registry=self.registry,
+        )
         self.refusals = Counter(
             "tollway_refusals", "Requests refused by status and reason", ["status", "reason"], registry=self.registry
         )

@@ -7,9 +7,11 @@ from typing import Any
 from tollway.auth.records import AccountRecord, KeyRecord
 from tollway.clock import us_to_iso
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
+from tollway.ledger.pricing import Price
 from tollway.ledger.records import GenerationRecord, LedgerEntry
-from tollway.money import femtos_to_price_string, nanos_to_usd
-from tollway.routing.catalog import CatalogModel
+from tollway.money import FEMTOS_PER_USD, femtos_to_price_string, nanos_to_usd
+from tollway.providers.base import ALL_PARAMETERS
+from tollway.routing.catalog import CatalogModel, Endpoint
 from tollway.routing.health import HealthBoard
 
 
@@ -127,7 +129,7 @@ def generation_object(record: GenerationRecord) -> dict[str, Any]:
         "total_cost": cost,
         "usage": cost,
         "upstream_inference_cost": None,
-        "cache_discount": None,
+        "cache_discount": femtos_to_usd(record.cost_details.get("cache_discount", 0)),
         "created_at": us_to_iso(record.created_at_us),
         "latency": record.latency_ms,
         "moderation_latency": None,
@@ -151,10 +153,11 @@ def generation_object(record: GenerationRecord) -> dict[str, Any]:
         "native_tokens_completion_images": 0,
         "native_tokens_reasoning": record.tokens_reasoning,
         "native_tokens_cached": record.tokens_cached,
-        "num_media_prompt": None,
+        "native_tokens_cache_write": record.tokens_cache_write,
+        "num_media_prompt": record.images,
         "num_input_audio_prompt": None,
         "num_media_completion": None,
-        "num_search_results": None,
+        "num_search_results": record.web_searches,
         "num_fetches": None,
         "web_search_engine": None,
         "external_user": record.external_user,
@@ -178,7 +181,31 @@ def generation_object(record: GenerationRecord) -> dict[str, Any]:
         "workspace_id": None,
         "max_tokens_capped": record.max_tokens_capped,
         "status": record.status,
+        # Tollway's own: the cost of each kind (USD, before the one rounding of total_cost), whether the
+        # upstream reported no usage so Tollway counted the tokens, and what the hold was.
+        "cost_details": {kind: femtos_to_usd(value) for kind, value in record.cost_details.items()},
+        "usage_estimated": record.usage_estimated,
+        "hold": nanos_to_usd(record.hold_nanos),
+        "hold_overrun": nanos_to_usd(record.hold_overrun_nanos),
     }
+
+
+# Kinds OpenRouter's pricing object has that Tollway never charges (no audio or image output here).
+_UNPRICED_KINDS = ("image_output", "image_token", "audio", "audio_output", "input_audio_cache")
+
+
+def pricing_object(price: Price) -> dict[str, str]:
+    """Every field of OpenRouter's `pricing` object, each the rate really charged ("0" when free)."""
+    rates = {kind: femtos_to_price_string(rate) for kind, rate in price.rates().items()}
+    return {**rates, **dict.fromkeys(_UNPRICED_KINDS, "0")}
+
+
+def supported_parameters(endpoint: Endpoint) -> frozenset[str]:
+    return endpoint.supports if endpoint.supports is not None else ALL_PARAMETERS
+
+
+def femtos_to_usd(femtos: int) -> float:
+    return femtos / FEMTOS_PER_USD
 
 
 def model_object(model: CatalogModel) -> dict[str, Any]:
@@ -198,30 +225,14 @@ def model_object(model: CatalogModel) -> dict[str, Any]:
             "tokenizer": "Other",
             "instruct_type": None,
         },
-        "pricing": {
-            "prompt": femtos_to_price_string(price.prompt_femtos),
-            "completion": femtos_to_price_string(price.completion_femtos),
-            "request": femtos_to_price_string(price.request_femtos),
-            "image": "0",
-        },
+        "pricing": pricing_object(price),
         "top_provider": {
             "context_length": model.context_length,
             "max_completion_tokens": model.max_completion_tokens,
             "is_moderated": False,
         },
         "per_request_limits": None,
-        "supported_parameters": [
-            "max_tokens",
-            "temperature",
-            "top_p",
-            "stop",
-            "seed",
-            "frequency_penalty",
-            "presence_penalty",
-            "tools",
-            "tool_choice",
-            "response_format",
-        ],
+        "supported_parameters": sorted(set().union(*(supported_parameters(e) for e in model.endpoints))),
         "default_parameters": None,
         "supported_voices": None,
         "expiration_date": None,
@@ -248,11 +259,8 @@ def endpoint_objects(model: CatalogModel, health: HealthBoard | None = None) -> 
             "tag": endpoint.provider.name,
             "context_length": endpoint.context_length,
             "max_completion_tokens": endpoint.max_completion_tokens,
-            "pricing": {
-                "prompt": femtos_to_price_string(endpoint.price.prompt_femtos),
-                "completion": femtos_to_price_string(endpoint.price.completion_femtos),
-                "request": femtos_to_price_string(endpoint.price.request_femtos),
-            },
+            "pricing": pricing_object(endpoint.price),
+            "supported_parameters": sorted(supported_parameters(endpoint)),
             "status": 0,
             "uptime_last_30m": None,
             **live(endpoint.endpoint_id),

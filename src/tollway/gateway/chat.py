@@ -7,6 +7,7 @@ the exact cost. Every hold is resolved exactly once: settled, or released when n
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -16,6 +17,8 @@ from typing import Any
 from tollway.auth.records import KeyRecord
 from tollway.clock import Clock
 from tollway.errors import InvalidRequest, NotFound, PermissionDenied, ProviderError
+from tollway.gateway.estimate import measure_prompt
+from tollway.gateway.reasoning import parse_reasoning
 from tollway.gateway.responses import completion_body, usage_body
 from tollway.gateway.validation import ChatBody
 from tollway.ids import generation_id
@@ -27,15 +30,17 @@ from tollway.limits.service import RateLimiter, Ticket
 from tollway.metrics import Metrics
 from tollway.providers.base import (
     Completion,
+    ReasoningPlan,
     StreamChunk,
     UpstreamRequest,
-    Usage,
     normalise_finish_reason,
-    prompt_tokens,
 )
 from tollway.routing.catalog import VARIANT_SUFFIXES, Catalog, CatalogModel, Endpoint
 from tollway.routing.health import HealthBoard
 from tollway.routing.preferences import PARAMETERS, order_endpoints, parse_preferences
+from tollway.usage import Usage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,8 @@ class ChatContext:
     referer: str | None
     ticket: Ticket | None = None
     prompt_estimate: int = 0
+    images: int = 0
+    reasoning: ReasoningPlan | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
 
     @property
@@ -71,14 +78,15 @@ def is_zero_completion(usage: Usage, finish_reason: str | None) -> bool:
 
 def worst_price(candidates: list[Candidate]) -> Price:
     """The most expensive of every candidate's prices, so that no failover can overspend its hold."""
-    if len(candidates) == 1:
-        return candidates[0].endpoint.price
-    prices = [c.endpoint.price for c in candidates]
-    return Price(
-        max(p.prompt_femtos for p in prices),
-        max(p.completion_femtos for p in prices),
-        max(p.request_femtos for p in prices),
-    )
+    return Price.most_expensive([c.endpoint.price for c in candidates])
+
+
+@dataclass(frozen=True, slots=True)
+class PromptAllowances:
+    """Tokens a hold counts for what the estimate cannot read: each input image, each page of a file."""
+
+    image_tokens: int = 1600
+    file_page_tokens: int = 1600
 
 
 class ChatGateway:
@@ -92,7 +100,9 @@ class ChatGateway:
         health: HealthBoard,
         provider_slugs: Iterable[str],
         rng: random.Random | None = None,
+        allowances: PromptAllowances | None = None,
     ) -> None:
+        self._allowances = allowances or PromptAllowances()
         self.health = health
         self._provider_slugs = frozenset(provider_slugs)
         self._rng = rng or random.Random()
@@ -151,9 +161,16 @@ class ChatGateway:
             )
         return found
 
-    def _prompt_estimate(self, body: ChatBody, candidates: list[Candidate]) -> int:
+    def _prompt_estimate(self, body: ChatBody, candidates: list[Candidate]) -> tuple[int, int]:
+        """Prompt tokens to hold for (the most any candidate may count), and the number of input images."""
+        size = measure_prompt(body.raw, body.messages)
+        media = size.tokens(self._allowances.image_tokens, self._allowances.file_page_tokens) - size.text_tokens
         providers = {id(c.endpoint.provider): c.endpoint.provider for c in candidates}
-        return max(prompt_tokens(provider, body.messages) for provider in providers.values())
+        estimate = 0
+        for provider in providers.values():
+            exact = provider.count_prompt(body.raw, body.messages)
+            estimate = max(estimate, (size.text_tokens if exact is None else exact) + media)
+        return estimate, size.images
 
     async def admit(
         self, key: KeyRecord, body: ChatBody, user_agent: str | None = None, referer: str | None = None
@@ -166,11 +183,16 @@ class ChatGateway:
         candidates = self.candidates(body)
         requested = body.max_tokens
         default_max = max(c.endpoint.max_completion_tokens for c in candidates)
+        max_tokens = requested if requested is not None else default_max
+        reasoning = parse_reasoning(body.raw, max_tokens)
+        prompt_estimate, images = self._prompt_estimate(body, candidates)
         plan = CostPlan(
             price=worst_price(candidates),
-            prompt_tokens_estimate=self._prompt_estimate(body, candidates),
-            max_tokens=requested if requested is not None else default_max,
+            prompt_tokens_estimate=prompt_estimate,
+            max_tokens=max_tokens,
             max_tokens_requested=requested is not None,
+            images=images,
+            reasoning_tokens=reasoning.budget_tokens if reasoning else 0,
         )
         purchased_nanos = 0
         if plan.price.is_free:
@@ -209,10 +231,14 @@ class ChatGateway:
             referer=referer,
             ticket=ticket,
             prompt_estimate=plan.prompt_tokens_estimate,
+            images=images,
+            reasoning=reasoning,
         )
 
     async def settle(self, context: ChatContext, generation: GenerationRecord) -> None:
         """Bill a served request and tell the limiters what it really used."""
+        if generation.hold_overrun_nanos:
+            self._metrics.hold_overruns.labels(generation.model).inc()
         await self._ledger.settle(context.reservation.hold, generation)
         await self._limiter.finish(context.ticket, generation.tokens_prompt + generation.tokens_completion)
         if generation.cost_nanos:
@@ -265,6 +291,7 @@ class ChatGateway:
             body=context.body.raw,
             upstream_model=candidate.endpoint.upstream_model,
             max_tokens=context.max_tokens,
+            reasoning=context.reasoning,
         )
 
     def generation(
@@ -281,9 +308,14 @@ class ChatGateway:
         first_token_s: float | None = None,
         status: int = 200,
     ) -> GenerationRecord:
+        usage = self.billed_usage(context, usage)
         cost = 0
+        details: dict[str, int] = {}
         if not is_zero_completion(usage, finish_reason):
-            cost = candidate.endpoint.price.cost_nanos(usage.prompt_tokens, usage.completion_tokens)
+            breakdown = candidate.endpoint.price.breakdown(usage)
+            cost = breakdown.total_nanos
+            details = breakdown.as_femtos()
+        hold_nanos = context.reservation.hold.amount_nanos
         elapsed_ms = int((time.monotonic() - context.started_monotonic) * 1000)
         return GenerationRecord(
             id=context.generation_id,
@@ -310,7 +342,25 @@ class ChatGateway:
             http_referer=context.referer,
             max_tokens_capped=context.max_tokens if context.reservation.max_tokens_capped else None,
             provider_responses=list(context.attempts),
+            tokens_cache_write=usage.cache_write_tokens,
+            tokens_cache_write_1h=usage.cache_write_1h_tokens,
+            images=usage.images,
+            web_searches=usage.web_searches,
+            usage_estimated=usage.counted_locally,
+            hold_nanos=hold_nanos,
+            hold_overrun_nanos=max(cost - hold_nanos, 0),
+            cost_details=details,
         )
+
+    @staticmethod
+    def billed_usage(context: ChatContext, usage: Usage) -> Usage:
+        """The usage a bill counts: parts within their totals, the request's images, and where the upstream
+        counted nothing, the prompt as the hold estimated it (never 0 tokens for a prompt that was sent)."""
+        usage = usage.normalised()
+        usage.images = max(usage.images, context.images)
+        if usage.counted_locally:
+            usage.prompt_tokens = max(usage.prompt_tokens, context.prompt_estimate)
+        return usage
 
     async def complete(self, context: ChatContext) -> dict[str, Any]:
         """Serve a non-streamed request; the hold is settled or released before this returns or raises."""
@@ -320,7 +370,7 @@ class ChatGateway:
             for candidate in context.candidates:
                 started = time.monotonic()
                 try:
-                    result = await candidate.endpoint.provider.complete(self._upstream_request(context, candidate))
+                    result = await guarded_complete(candidate, self._upstream_request(context, candidate))
                 except ProviderError as exc:
                     self._attempt(context, candidate, exc.upstream_status, started)
                     last_error = exc
@@ -362,7 +412,7 @@ class ChatGateway:
             native_finish_reason=result.native_finish_reason,
             logprobs=result.logprobs,
             system_fingerprint=result.system_fingerprint,
-            usage=usage_body(result.usage, generation.cost_nanos, candidate.endpoint.price),
+            usage=usage_body(generation),
         )
         return body, generation
 
@@ -371,7 +421,7 @@ class ChatGateway:
         last_error: ProviderError | None = None
         for candidate in context.candidates:
             started = time.monotonic()
-            upstream = candidate.endpoint.provider.stream(self._upstream_request(context, candidate))
+            upstream = guarded_stream(candidate, self._upstream_request(context, candidate))
             try:
                 first = await anext(upstream)
             except StopAsyncIteration:
@@ -397,3 +447,35 @@ class ChatGateway:
         if last_error is None:
             raise NotFound("No endpoints found for this model.")
         raise last_error
+
+
+def broken_adapter(candidate: Candidate, exc: Exception) -> ProviderError:
+    """An adapter that raised something other than ProviderError met an answer it could not read."""
+    log.warning("provider %s raised %r", candidate.endpoint.provider_name, exc, exc_info=exc)
+    return ProviderError(
+        "Provider returned an invalid response", upstream_status=502, provider_name=candidate.endpoint.provider_name
+    )
+
+
+async def guarded_complete(candidate: Candidate, request: UpstreamRequest) -> Completion:
+    """The provider's answer; whatever else it raises becomes a 502 like any broken upstream."""
+    try:
+        return await candidate.endpoint.provider.complete(request)
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise broken_adapter(candidate, exc) from exc
+
+
+async def guarded_stream(candidate: Candidate, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
+    """The provider's stream; whatever else it raises mid-way becomes a 502 like any broken upstream."""
+    stream = candidate.endpoint.provider.stream(request)
+    try:
+        async for chunk in stream:
+            yield chunk
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise broken_adapter(candidate, exc) from exc
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]

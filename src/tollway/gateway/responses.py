@@ -4,31 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway.ledger.pricing import Price
-from tollway.money import charge_nanos, nanos_to_usd
-from tollway.providers.base import Usage
+from tollway.ledger.records import GenerationRecord
+from tollway.money import FEMTOS_PER_USD, nanos_to_usd
 
 
-def usage_body(usage: Usage, cost_nanos: int, price: Price) -> dict[str, Any]:
+def usage_body(generation: GenerationRecord) -> dict[str, Any]:
+    """OpenRouter's usage object for a settled generation: token kinds, the exact cost, its split."""
+    details = generation.cost_details
+    femtos = FEMTOS_PER_USD
+
+    def side(*kinds: str) -> float:
+        return sum(details.get(kind, 0) for kind in kinds) / femtos
+
     return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "cost": nanos_to_usd(cost_nanos),
+        "prompt_tokens": generation.tokens_prompt,
+        "completion_tokens": generation.tokens_completion,
+        "total_tokens": generation.tokens_prompt + generation.tokens_completion,
+        "cost": nanos_to_usd(generation.cost_nanos),
         "is_byok": False,
         "prompt_tokens_details": {
-            "cached_tokens": usage.cached_tokens,
-            "cache_write_tokens": 0,
+            "cached_tokens": generation.tokens_cached,
+            "cache_write_tokens": generation.tokens_cache_write,
             "audio_tokens": 0,
             "video_tokens": 0,
         },
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens, "image_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": generation.tokens_reasoning, "image_tokens": 0},
         "cost_details": {
             "upstream_inference_cost": None,
-            "upstream_inference_prompt_cost": nanos_to_usd(charge_nanos(usage.prompt_tokens * price.prompt_femtos)),
-            "upstream_inference_completions_cost": nanos_to_usd(
-                charge_nanos(usage.completion_tokens * price.completion_femtos)
-            ),
+            "upstream_inference_prompt_cost": side("prompt", "input_cache_read", "input_cache_write", "image"),
+            "upstream_inference_completions_cost": side("completion", "internal_reasoning"),
         },
     }
 

@@ -16,9 +16,11 @@ from typing import Any
 import orjson
 
 from tollway.errors import ProviderError
-from tollway.gateway.chat import Candidate, ChatContext, ChatGateway
+from tollway.gateway.chat import Candidate, ChatContext, ChatGateway, broken_adapter
 from tollway.gateway.responses import chunk_body, usage_body
-from tollway.providers.base import StreamChunk, Usage, normalise_finish_reason, prompt_tokens
+from tollway.ledger.records import GenerationRecord
+from tollway.providers.base import StreamChunk, normalise_finish_reason
+from tollway.usage import Usage
 
 KEEPALIVE = b": TOLLWAY PROCESSING\n\n"
 DONE = b"data: [DONE]\n\n"
@@ -71,12 +73,25 @@ class StreamRelay:
             return None
         choices = []
         for choice in chunk.choices:
-            delta = choice.get("delta") or {}
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                delta = {}
             content = delta.get("content")
             if isinstance(content, str) and content:
                 if self._first_token_s is None:
                     self._first_token_s = self._loop.time() - self._context.started_monotonic
                 self._pieces.append(content)
+            reasoning = delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                self._pieces.append(reasoning)
+            for call in delta.get("tool_calls") or []:
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict):
+                    self._pieces.extend(
+                        v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str)
+                    )
             native = choice.get("finish_reason")
             finish = normalise_finish_reason(native)
             if finish is not None:
@@ -93,16 +108,16 @@ class StreamRelay:
         return self._chunk(choices)
 
     def _counted_usage(self) -> Usage:
-        """What was produced, when the upstream did not (or could not yet) report usage."""
+        """What was produced, when the upstream did not (or could not yet) report usage: the prompt as the
+        hold estimated it, the output (text, reasoning, tool calls) counted the same way."""
         provider = self._candidate.endpoint.provider
-        completion = provider.count_tokens("".join(self._pieces))
         return Usage(
-            prompt_tokens=prompt_tokens(provider, self._context.body.messages),
-            completion_tokens=completion,
+            prompt_tokens=self._context.prompt_estimate,
+            completion_tokens=provider.count_tokens("".join(self._pieces)),
             counted_locally=True,
         )
 
-    async def _settle(self, usage: Usage, finish: str | None, *, cancelled: bool, status: int) -> int:
+    async def _settle(self, usage: Usage, finish: str | None, *, cancelled: bool, status: int) -> GenerationRecord:
         self._settled = True
         generation = self._gateway.generation(
             self._context,
@@ -117,7 +132,7 @@ class StreamRelay:
             status=status,
         )
         await self._gateway.settle(self._context, generation)
-        return generation.cost_nanos
+        return generation
 
     async def payloads(self) -> AsyncIterator[dict[str, Any]]:
         """The stream as chunk objects: deltas, then the usage chunk with the settled cost (or an error chunk)."""
@@ -131,14 +146,21 @@ class StreamRelay:
                     chunk = await anext(self._upstream)
                 except StopAsyncIteration:
                     chunk = None
-        except ProviderError as exc:
-            usage = self._counted_usage()
-            await self._settle(usage, "error", cancelled=False, status=exc.status)
-            error = {"code": exc.status, "message": exc.message, "metadata": exc.body()["error"]["metadata"]}
+        except Exception as exc:
+            # Whatever broke (the upstream, or an answer no adapter could read), the client gets an
+            # error chunk and the hold is settled for what was produced: one exit for every admission.
+            failure = exc if isinstance(exc, ProviderError) else broken_adapter(self._candidate, exc)
+            usage = self._usage or self._counted_usage()
+            await self._settle(usage, "error", cancelled=False, status=failure.status)
+            error = {
+                "code": failure.status,
+                "message": failure.message,
+                "metadata": failure.body()["error"]["metadata"],
+            }
             yield self._chunk([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}], error=error)
             return
         usage = self._usage or self._counted_usage()
-        cost_nanos = await self._settle(usage, self._finish, cancelled=False, status=200)
+        generation = await self._settle(usage, self._finish, cancelled=False, status=200)
         final_choice = {
             "index": 0,
             "delta": {"role": "assistant", "content": ""},
@@ -146,7 +168,7 @@ class StreamRelay:
             "native_finish_reason": None,
             "logprobs": None,
         }
-        yield self._chunk([final_choice], usage=usage_body(usage, cost_nanos, self._candidate.endpoint.price))
+        yield self._chunk([final_choice], usage=usage_body(generation))
 
     @property
     def finish_reason(self) -> str | None:

@@ -22,10 +22,24 @@ class CostPlan:
     prompt_tokens_estimate: int
     max_tokens: int
     max_tokens_requested: bool
+    images: int = 0
+    reasoning_tokens: int = 0  # the thinking budget, output allowed on top of max_tokens
+    web_searches: int = 0
 
     @property
     def hold_nanos(self) -> int:
-        return self.price.cost_nanos(self.prompt_tokens_estimate, self.max_tokens)
+        """The most the request can cost: every input token at its dearest rate, all output at the dearer
+        of answer and thinking, images and searches at their prices, and the request fee."""
+        return self.price.worst_case_nanos(
+            self.prompt_tokens_estimate, self.max_tokens + self.reasoning_tokens, self.images, self.web_searches
+        )
+
+    def affordable_tokens(self, budget_nanos: int) -> int:
+        """The largest max_tokens whose hold fits the budget (0 when none does)."""
+        output = self.price.affordable_completion_tokens(
+            self.prompt_tokens_estimate, budget_nanos, self.images, self.web_searches
+        )
+        return max(output - self.reasoning_tokens, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +75,7 @@ def decide_refusal(
     if key is not None and key_left is not None and (key.limit_remaining_nanos or 0) <= 0:
         return key_limit_exceeded(key)
     budget = account.available_nanos if key_left is None else min(account.available_nanos, key_left)
-    affordable = plan.price.affordable_completion_tokens(plan.prompt_tokens_estimate, max(budget, 0))
+    affordable = plan.affordable_tokens(max(budget, 0))
     if not plan.max_tokens_requested and affordable >= min_tokens:
         return LowerMaxTokens(max_tokens=min(affordable, plan.max_tokens))
     key_binds = key_left is not None and key_left < account.available_nanos

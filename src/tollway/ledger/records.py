@@ -65,3 +65,13 @@ class GenerationRecord:
     http_referer: str | None = None
     max_tokens_capped: int | None = None
     provider_responses: list[AttemptRecord] = field(default_factory=list)
+    tokens_cache_write: int = 0  # of tokens_prompt, written to the provider's cache (1-hour writes included)
+    tokens_cache_write_1h: int = 0
+    images: int = 0
+    web_searches: int = 0
+    usage_estimated: bool = False  # the upstream reported no usage: Tollway counted the tokens
+    hold_nanos: int = 0
+    hold_overrun_nanos: int = 0  # cost beyond the hold (0 when the hold bounded the cost, as it should)
+    # Cost by kind in femto-USD (prompt, input_cache_read, input_cache_write, completion, internal_reasoning,
+    # image, web_search, request, cache_discount); their sum rounded up once is cost_nanos.
+    cost_details: dict[str, int] = field(default_factory=dict)

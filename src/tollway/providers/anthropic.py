@@ -11,8 +11,13 @@ from typing import Any
 
 import orjson
 
-from tollway.providers.anthropic_translate import STOP_REASONS, anthropic_message_to_openai, openai_to_anthropic
-from tollway.providers.base import Completion, StreamChunk, UpstreamRequest, Usage
+from tollway.providers.anthropic_translate import (
+    STOP_REASONS,
+    anthropic_message_to_openai,
+    openai_to_anthropic,
+    usage_from_anthropic,
+)
+from tollway.providers.base import COMMON_PARAMETERS, Completion, StreamChunk, UpstreamRequest
 from tollway.providers.http_client import UpstreamResponse
 from tollway.providers.transport import HttpProvider
 
@@ -21,6 +26,17 @@ API_VERSION = "2023-06-01"
 
 class AnthropicProvider(HttpProvider):
     fixed_headers = {"anthropic-version": API_VERSION}  # noqa: RUF012 - read-only per class
+    # No response_format, seed, penalties or logprobs in the Messages API.
+    supported_parameters = COMMON_PARAMETERS | {
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "reasoning",
+        "include_reasoning",
+    }
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key}
@@ -31,35 +47,36 @@ class AnthropicProvider(HttpProvider):
 
     def _payload(self, request: UpstreamRequest, stream: bool) -> bytes:
         return orjson.dumps(
-            openai_to_anthropic({**request.body, "stream": stream}, request.upstream_model, request.max_tokens)
+            openai_to_anthropic(
+                {**request.body, "stream": stream}, request.upstream_model, request.max_tokens, request.reasoning
+            )
         )
 
     async def complete(self, request: UpstreamRequest) -> Completion:
         parsed = await self._transport.post_json(self._url, self._payload(request, False), self._headers)
         try:
             content = parsed["content"]
-            usage = parsed.get("usage") or {}
+            if not isinstance(content, list):
+                raise TypeError("content must be a list of blocks")
         except (KeyError, TypeError) as exc:
             raise self._error(502, "Provider returned an invalid response", raw=str(parsed)) from exc
         native = parsed.get("stop_reason")
+        exclude = request.reasoning is not None and request.reasoning.exclude
         return Completion(
-            message=anthropic_message_to_openai(content),
+            message=anthropic_message_to_openai(content, exclude_reasoning=exclude),
             finish_reason=STOP_REASONS.get(native or "", "stop") if native else None,
             native_finish_reason=native,
-            usage=Usage(
-                prompt_tokens=int(usage.get("input_tokens") or 0),
-                completion_tokens=int(usage.get("output_tokens") or 0),
-                cached_tokens=int(usage.get("cache_read_input_tokens") or 0),
-            ),
+            usage=usage_from_anthropic(parsed.get("usage")),
             upstream_id=parsed.get("id"),
         )
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
-        async for chunk in self._relay(self._url, self._payload(request, True)):
+        async for chunk in self._relay(self._url, self._payload(request, True), request):
             yield chunk
 
-    async def _events(self, response: UpstreamResponse) -> AsyncIterator[StreamChunk]:
-        input_tokens = 0
+    async def _events(self, response: UpstreamResponse, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
+        exclude = request.reasoning is not None and request.reasoning.exclude
+        usage: dict[str, Any] = {}
         tool_index: dict[int, int] = {}
         upstream_id = None
         finished = False
@@ -70,11 +87,14 @@ class AnthropicProvider(HttpProvider):
                 event: dict[str, Any] = orjson.loads(line[5:].strip())
             except orjson.JSONDecodeError as exc:
                 raise self._error(502, "Provider sent a broken stream", raw=line) from exc
+            if not isinstance(event, dict):
+                continue
             kind = event.get("type")
             if kind == "message_start":
                 message = event.get("message") or {}
                 upstream_id = message.get("id")
-                input_tokens = int((message.get("usage") or {}).get("input_tokens") or 0)
+                if isinstance(message.get("usage"), dict):
+                    usage.update(message["usage"])
                 yield StreamChunk(
                     choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}}], upstream_id=upstream_id
                 )
@@ -93,15 +113,19 @@ class AnthropicProvider(HttpProvider):
                 delta = event.get("delta") or {}
                 if delta.get("type") == "text_delta":
                     yield StreamChunk(choices=[{"index": 0, "delta": {"content": delta.get("text", "")}}])
+                elif delta.get("type") == "thinking_delta" and not exclude:
+                    yield StreamChunk(choices=[{"index": 0, "delta": {"reasoning": delta.get("thinking", "")}}])
                 elif delta.get("type") == "input_json_delta":
                     position = tool_index.get(int(event.get("index", 0)), 0)
                     call = {"index": position, "function": {"arguments": delta.get("partial_json", "")}}
                     yield StreamChunk(choices=[{"index": 0, "delta": {"tool_calls": [call]}}])
             elif kind == "message_delta":
                 native = (event.get("delta") or {}).get("stop_reason")
-                output = int((event.get("usage") or {}).get("output_tokens") or 0)
+                # message_delta's usage is cumulative; fields it leaves out keep message_start's values.
+                if isinstance(event.get("usage"), dict):
+                    usage.update({k: v for k, v in event["usage"].items() if v is not None})
                 yield StreamChunk(choices=[{"index": 0, "delta": {}, "finish_reason": native}])
-                yield StreamChunk(usage=Usage(prompt_tokens=input_tokens, completion_tokens=output))
+                yield StreamChunk(usage=usage_from_anthropic(usage))
             elif kind == "message_stop":
                 finished = True
                 break

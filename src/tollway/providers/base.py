@@ -11,6 +11,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tollway.usage import Usage
+
 # Set by the client-side SSE writer for the duration of a stream: it buffers events while the
 # provider has more at hand and sends them in one write when the provider is about to wait.
 BEFORE_UPSTREAM_WAIT: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
@@ -29,14 +31,13 @@ async def before_upstream_wait() -> None:
 FINISH_REASONS = {"stop", "length", "tool_calls", "content_filter", "error"}
 
 
-@dataclass(slots=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-    reasoning_tokens: int = 0
-    cached_tokens: int = 0
-    # True when the upstream gave no usage and Tollway counted the tokens itself.
-    counted_locally: bool = False
+@dataclass(frozen=True, slots=True)
+class ReasoningPlan:
+    """The request's `reasoning`, decided once: adapters send an effort or a budget, whichever theirs takes."""
+
+    effort: str  # minimal | low | medium | high (OpenAI's reasoning_effort)
+    budget_tokens: int  # thinking tokens allowed on top of max_tokens (Anthropic, Gemini); held by the gateway
+    exclude: bool  # think, but do not return the reasoning text
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,13 @@ class UpstreamRequest:
 
     body: dict[str, Any]
     upstream_model: str
-    max_tokens: int
+    max_tokens: int  # for the answer; reasoning.budget_tokens comes on top
+    reasoning: ReasoningPlan | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        """The most output the upstream may produce: the answer and the thinking together."""
+        return self.max_tokens + (self.reasoning.budget_tokens if self.reasoning else 0)
 
 
 @dataclass(slots=True)
@@ -81,9 +88,40 @@ class Embedder(Protocol):
     async def embed(self, inputs: list[str], upstream_model: str, extra: dict[str, Any]) -> Embeddings: ...
 
 
+# Request parameters an endpoint may or may not honour (`supported_parameters`, provider.require_parameters).
+ALL_PARAMETERS = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "response_format",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop",
+        "seed",
+        "frequency_penalty",
+        "presence_penalty",
+        "repetition_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "min_p",
+        "top_a",
+        "reasoning",
+        "include_reasoning",
+        "max_tokens",
+        "max_completion_tokens",
+    }
+)
+# What every kind of upstream honours.
+COMMON_PARAMETERS = frozenset({"max_tokens", "max_completion_tokens", "stop"})
+
+
 class Provider(Protocol):
     name: str
     display_name: str
+    supported_parameters: frozenset[str]
 
     async def complete(self, request: UpstreamRequest) -> Completion: ...
 
@@ -91,6 +129,10 @@ class Provider(Protocol):
 
     def count_tokens(self, text: str) -> int:
         """Tokens in a text, by this provider's tokenizer or an honest estimate of it."""
+        ...
+
+    def count_prompt(self, body: dict[str, Any], messages: list[dict[str, Any]]) -> int | None:
+        """Prompt tokens (text, tools and schemas) by this provider's own tokenizer; None when it has none."""
         ...
 
 

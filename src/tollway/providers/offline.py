@@ -11,23 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import random
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from tollway.errors import ProviderError
 from tollway.providers.base import (
     Completion,
     Embeddings,
     StreamChunk,
     UpstreamRequest,
-    Usage,
     before_upstream_wait,
     message_text,
     prompt_tokens,
 )
+from tollway.providers.offline_json import SchemaError, instance
+from tollway.usage import Usage
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
+_PIECE = re.compile(r"\s*(?:\w+|[^\w\s])")
 _VOCABULARY = (
     "the a gateway credit ledger request model token stream answer balance key limit route provider "
     "price exact offline local quick steady small bright careful simple honest clear light river stone "
@@ -79,8 +86,102 @@ def offline_embedding(text: str, dimensions: int = _EMBEDDING_DIMENSIONS) -> lis
     return [round(v / norm, 6) for v in raw]
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    pieces: list[str]  # the text, token by token (empty for a tool call)
+    tool_call: dict[str, Any] | None
+    finish: str
+
+    @property
+    def completion_tokens(self) -> int:
+        if self.tool_call is not None:
+            function = self.tool_call["function"]
+            return count_tokens(function["name"]) + count_tokens(function["arguments"])
+        return len(self.pieces)
+
+    def message(self) -> dict[str, Any]:
+        if self.tool_call is not None:
+            return {"role": "assistant", "content": None, "tool_calls": [self.tool_call]}
+        return {"role": "assistant", "content": "".join(self.pieces)}
+
+
+def _pieces(text: str) -> list[str]:
+    """A text as tokens that join back to it exactly (JSON included)."""
+    return _PIECE.findall(text)
+
+
+def _refuse(message: str, field: str) -> ProviderError:
+    return ProviderError(message, upstream_status=400, provider_name="Tollway Offline", metadata={"field": field})
+
+
+def _forced_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The tool a request forces (tool_choice "required" or named), None when the model may answer in text."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    usable = [t for t in tools or [] if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    if tools is not None and (not isinstance(tools, list) or len(usable) != len(tools)):
+        raise _refuse("tools must be an array of {type: function, function: {name, parameters}} objects", "tools")
+    if choice in (None, "auto", "none"):
+        return None
+    if choice == "required":
+        if not usable:
+            raise _refuse('tool_choice "required" needs at least one tool in tools', "tool_choice")
+        return dict(usable[0]["function"])
+    name = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
+    if not isinstance(name, str):
+        raise _refuse(
+            'tool_choice must be "none", "auto", "required" or {type: function, function: {name}}', "tool_choice"
+        )
+    for tool in usable:
+        if tool["function"].get("name") == name:
+            return dict(tool["function"])
+    raise _refuse(f"tool_choice names {name!r}, which is not in tools", "tool_choice")
+
+
+def _json_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema a response_format asks the answer to follow, None for plain text."""
+    response_format = body.get("response_format")
+    if response_format is None:
+        return None
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object", "properties": {"answer": {"type": "string"}}}
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            return schema
+        raise _refuse("response_format.json_schema.schema must be a JSON Schema object", "response_format")
+    raise _refuse('response_format.type must be "text", "json_object" or "json_schema"', "response_format")
+
+
+def _cut_at_stop(pieces: list[str], stop: Any) -> tuple[list[str], bool]:
+    sequences = [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str) and s]
+    text = ""
+    for index, piece in enumerate(pieces):
+        text += piece
+        if any(sequence in text for sequence in sequences if sequence):
+            return pieces[:index], True
+    return pieces, False
+
+
 class OfflineProvider:
     """A real provider module (not a test double), priced like any other model."""
+
+    # What it honours: seed makes answers reproducible; tools and response_format are followed exactly.
+    supported_parameters = frozenset(
+        {
+            "max_tokens",
+            "max_completion_tokens",
+            "seed",
+            "stop",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+            "response_format",
+        }
+    )
 
     def __init__(self, name: str = "offline", display_name: str = "Tollway Offline", delay_ms: float = 0.0) -> None:
         self.name = name
@@ -90,6 +191,17 @@ class OfflineProvider:
     def count_tokens(self, text: str) -> int:
         return count_tokens(text)
 
+    def count_prompt(self, body: dict[str, Any], messages: list[dict[str, Any]]) -> int:
+        """Exact: the messages' text (and tool calls) plus the tool definitions and schemas it reads."""
+        total = prompt_tokens(self, messages)
+        for message in messages:
+            if message.get("tool_calls"):
+                total += count_tokens(orjson.dumps(message["tool_calls"]).decode())
+        extras = {name: body[name] for name in ("tools", "tool_choice", "response_format") if body.get(name)}
+        if extras:
+            total += count_tokens(orjson.dumps(extras).decode())
+        return total
+
     @staticmethod
     def _inputs(request: UpstreamRequest) -> tuple[list[dict[str, Any]], int | None]:
         messages = request.body.get("messages") or []
@@ -97,6 +209,36 @@ class OfflineProvider:
             messages = [{"role": "user", "content": request.body["prompt"]}]
         seed = request.body.get("seed")
         return messages, seed if isinstance(seed, int) else None
+
+    def _answer(self, request: UpstreamRequest) -> tuple[_Answer, Usage]:
+        messages, seed = self._inputs(request)
+        body = request.body
+        tool = _forced_tool(body)
+        schema = _json_schema(body)
+        words, _ = generate_tokens(messages, seed, 10**6)
+        supply = itertools.cycle([w.strip() for w in words if w.strip().isalnum()] or ["answer"])
+        try:
+            if tool is not None:
+                arguments = orjson.dumps(instance(tool.get("parameters") or {}, supply)).decode()
+                call_id = "call_" + hashlib.sha256(arguments.encode()).hexdigest()[:24]
+                call = {"id": call_id, "type": "function", "function": {"name": tool["name"], "arguments": arguments}}
+                answer = _Answer([], call, "tool_calls")
+            else:
+                if schema is not None:
+                    pieces = _pieces(orjson.dumps(instance(schema, supply)).decode())
+                    truncated = len(pieces) > request.max_tokens
+                    pieces = pieces[: request.max_tokens]
+                else:
+                    pieces, truncated = generate_tokens(messages, seed, request.max_tokens)
+                pieces, stopped = _cut_at_stop(pieces, body.get("stop"))
+                answer = _Answer(pieces, None, "length" if truncated and not stopped else "stop")
+        except SchemaError as exc:
+            raise _refuse(f"response_format or tool parameters: {exc}", "response_format") from exc
+        usage = Usage(
+            prompt_tokens=self.count_prompt(body, messages),
+            completion_tokens=answer.completion_tokens,
+        )
+        return answer, usage
 
     async def embed(self, inputs: list[str], upstream_model: str, extra: dict[str, Any]) -> Embeddings:
         dimensions = extra.get("dimensions")
@@ -107,25 +249,23 @@ class OfflineProvider:
         )
 
     async def complete(self, request: UpstreamRequest) -> Completion:
-        messages, seed = self._inputs(request)
-        tokens, truncated = generate_tokens(messages, seed, request.max_tokens)
-        finish = "length" if truncated else "stop"
+        answer, usage = self._answer(request)
         return Completion(
-            message={"role": "assistant", "content": "".join(tokens)},
-            finish_reason=finish,
-            native_finish_reason=finish,
-            usage=Usage(prompt_tokens=prompt_tokens(self, messages), completion_tokens=len(tokens)),
+            message=answer.message(),
+            finish_reason=answer.finish,
+            native_finish_reason=answer.finish,
+            usage=usage,
         )
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
-        messages, seed = self._inputs(request)
-        tokens, truncated = generate_tokens(messages, seed, request.max_tokens)
+        answer, usage = self._answer(request)
         yield StreamChunk(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}}])
-        for token in tokens:
+        if answer.tool_call is not None:
+            yield StreamChunk(choices=[{"index": 0, "delta": {"tool_calls": [{"index": 0, **answer.tool_call}]}}])
+        for token in answer.pieces:
             if self._delay_s:
                 await before_upstream_wait()
                 await asyncio.sleep(self._delay_s)
             yield StreamChunk(choices=[{"index": 0, "delta": {"content": token}}])
-        finish = "length" if truncated else "stop"
-        yield StreamChunk(choices=[{"index": 0, "delta": {}, "finish_reason": finish}])
-        yield StreamChunk(usage=Usage(prompt_tokens=prompt_tokens(self, messages), completion_tokens=len(tokens)))
+        yield StreamChunk(choices=[{"index": 0, "delta": {}, "finish_reason": answer.finish}])
+        yield StreamChunk(usage=usage)

@@ -11,39 +11,67 @@ from typing import Any
 
 import orjson
 
-from tollway.providers.base import Completion, Embeddings, StreamChunk, UpstreamRequest, Usage
+from tollway.providers.base import ALL_PARAMETERS, Completion, Embeddings, StreamChunk, UpstreamRequest
 from tollway.providers.http_client import UpstreamResponse
 from tollway.providers.transport import RAW_LIMIT, HttpProvider, estimate_tokens
+from tollway.usage import Usage, count, estimate_bytes_tokens, field_count
 
 
 def parse_usage(raw: Any) -> Usage | None:
+    """OpenAI's usage: `prompt_tokens` includes cached reads and cache writes, `completion_tokens` reasoning."""
     if not isinstance(raw, dict):
         return None
     prompt = raw.get("prompt_tokens")
     completion = raw.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    if isinstance(prompt, bool) or isinstance(completion, bool):
         return None
-    completion_details = raw.get("completion_tokens_details") or {}
-    prompt_details = raw.get("prompt_tokens_details") or {}
+    if not isinstance(prompt, (int, float)) or not isinstance(completion, (int, float)):
+        return None
     return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
-        cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+        prompt_tokens=count(prompt),
+        completion_tokens=count(completion),
+        reasoning_tokens=field_count(raw, "completion_tokens_details", "reasoning_tokens"),
+        cached_tokens=field_count(raw, "prompt_tokens_details", "cached_tokens"),
+        cache_write_tokens=field_count(raw, "prompt_tokens_details", "cache_write_tokens"),
+        web_searches=field_count(raw, "server_tool_use", "web_search_requests"),
     )
 
 
+def reasoning_text(message: dict[str, Any]) -> Any:
+    """The reasoning an OpenAI-compatible upstream returned (`reasoning`, or `reasoning_content` as
+    DeepSeek, vLLM and others name it)."""
+    value = message.get("reasoning")
+    return value if value is not None else message.get("reasoning_content")
+
+
+def relay_reasoning(message: dict[str, Any], exclude: bool) -> dict[str, Any]:
+    """A message or delta with its reasoning under OpenRouter's name, or without it when excluded."""
+    if "reasoning" not in message and "reasoning_content" not in message:
+        return message
+    text = reasoning_text(message)
+    out = {k: v for k, v in message.items() if k not in ("reasoning", "reasoning_content", "reasoning_details")}
+    if not exclude and text is not None:
+        out["reasoning"] = text
+    return out
+
+
 class OpenAICompatibleProvider(HttpProvider):
+    supported_parameters = ALL_PARAMETERS
+
     def _payload(self, request: UpstreamRequest, stream: bool) -> bytes:
         body = dict(request.body)
         body["model"] = request.upstream_model
         body["stream"] = stream
+        # Reasoning models count their thinking inside the completion limit: it covers both.
         if "max_completion_tokens" in body:
-            body["max_completion_tokens"] = request.max_tokens
+            body["max_completion_tokens"] = request.output_tokens
         else:
-            body["max_tokens"] = request.max_tokens
-        for tollway_only in ("models", "provider", "route", "transforms", "usage", "plugins"):
+            body["max_tokens"] = request.output_tokens
+        for tollway_only in ("models", "provider", "route", "transforms", "usage", "plugins", "reasoning"):
             body.pop(tollway_only, None)
+        body.pop("reasoning_effort", None)
+        if request.reasoning is not None:
+            body["reasoning_effort"] = request.reasoning.effort
         if stream:
             body["stream_options"] = {"include_usage": True}
         else:
@@ -69,12 +97,15 @@ class OpenAICompatibleProvider(HttpProvider):
         try:
             choice = parsed["choices"][0]
             message = choice["message"]
+            if not isinstance(choice, dict) or not isinstance(message, dict):
+                raise TypeError("choice and message must be objects")
         except (KeyError, IndexError, TypeError) as exc:
             raise self._error(502, "Provider returned an invalid response", raw=str(parsed)[:RAW_LIMIT]) from exc
         usage = parse_usage(parsed.get("usage"))
         if usage is None:
-            text = message.get("content") if isinstance(message.get("content"), str) else ""
-            usage = Usage(prompt_tokens=0, completion_tokens=estimate_tokens(text or ""), counted_locally=True)
+            # Counted here from what came back; the gateway adds its prompt estimate.
+            usage = Usage(prompt_tokens=0, completion_tokens=output_estimate(message), counted_locally=True)
+        message = relay_reasoning(message, request.reasoning is not None and request.reasoning.exclude)
         native = choice.get("finish_reason")
         return Completion(
             message=message,
@@ -87,10 +118,11 @@ class OpenAICompatibleProvider(HttpProvider):
         )
 
     async def stream(self, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
-        async for chunk in self._relay(f"{self._root}/chat/completions", self._payload(request, True)):
+        async for chunk in self._relay(f"{self._root}/chat/completions", self._payload(request, True), request):
             yield chunk
 
-    async def _events(self, response: UpstreamResponse) -> AsyncIterator[StreamChunk]:
+    async def _events(self, response: UpstreamResponse, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
+        exclude = request.reasoning is not None and request.reasoning.exclude
         saw_done = False
         async for line in response.lines():
             if not line.startswith(b"data:"):
@@ -109,9 +141,24 @@ class OpenAICompatibleProvider(HttpProvider):
                 raise self._error(502, "Provider returned error", raw=orjson.dumps(event["error"]).decode())
             choices = event.get("choices")
             yield StreamChunk(
-                choices=choices if isinstance(choices, list) else [],
+                choices=[relay_choice(c, exclude) for c in choices if isinstance(c, dict)]
+                if isinstance(choices, list)
+                else [],
                 usage=parse_usage(event.get("usage")),
                 upstream_id=event.get("id"),
             )
         if not saw_done:
             raise self._error(502, "Provider closed the stream early")
+
+
+def relay_choice(choice: dict[str, Any], exclude: bool) -> dict[str, Any]:
+    delta = choice.get("delta")
+    if isinstance(delta, dict) and ("reasoning" in delta or "reasoning_content" in delta):
+        return {**choice, "delta": relay_reasoning(delta, exclude)}
+    return choice
+
+
+def output_estimate(message: dict[str, Any]) -> int:
+    """Output tokens of a message the upstream did not count: its text, tool calls and reasoning."""
+    parts: list[Any] = [message.get("content"), message.get("tool_calls"), reasoning_text(message)]
+    return estimate_bytes_tokens(orjson.dumps([p for p in parts if p]))

@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 
 from tollway.errors import ProviderError
-from tollway.providers.base import StreamChunk
+from tollway.providers.base import StreamChunk, UpstreamRequest
 from tollway.providers.http_client import UpstreamHTTPError, UpstreamPool, UpstreamResponse, UpstreamTooLarge
+from tollway.usage import estimate_text_tokens
 
 RAW_LIMIT = 2000
 
@@ -84,8 +85,8 @@ class UpstreamTransport:
 
 
 def estimate_tokens(text: str) -> int:
-    """About four characters a token for Latin text: the usual rule when no tokenizer is at hand."""
-    return (len(text) + 3) // 4
+    """Tokens of a text when the upstream did not count them (UTF-8 bytes / 3: an upper bound)."""
+    return estimate_text_tokens(text)
 
 
 class HttpProvider:
@@ -120,15 +121,18 @@ class HttpProvider:
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
+    def count_prompt(self, body: dict[str, Any], messages: list[dict[str, Any]]) -> int | None:
+        return None  # no tokenizer here: the gateway estimates from the request's bytes
+
     def _error(self, status: int, message: str, raw: str | bytes | None = None) -> ProviderError:
         return self._transport.error(status, message, raw)
 
-    async def _relay(self, url: str, payload: bytes) -> AsyncIterator[StreamChunk]:
+    async def _relay(self, url: str, payload: bytes, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
         """Open a streamed exchange and translate it with `_events`; transport faults mid-stream are mapped
         once here, and the connection is always given back."""
         response = await self._transport.open(url, payload, self._headers)
         try:
-            async for chunk in self._events(response):
+            async for chunk in self._events(response, request):
                 yield chunk
         except TimeoutError as exc:
             raise self._error(408, "Provider timed out mid-stream") from exc
@@ -139,5 +143,5 @@ class HttpProvider:
         finally:
             response.release()
 
-    def _events(self, response: UpstreamResponse) -> AsyncIterator[StreamChunk]:
+    def _events(self, response: UpstreamResponse, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
         raise NotImplementedError

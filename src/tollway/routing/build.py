@@ -49,7 +49,14 @@ def _offline_models(provider: Provider, settings: Settings) -> list[CatalogModel
     free = Price(0, 0, 0)
 
     def model(model_id: str, name: str, price: Price, upstream: str, description: str) -> CatalogModel:
-        endpoint = Endpoint(provider, upstream, price, context_length=8192, max_completion_tokens=1024)
+        endpoint = Endpoint(
+            provider,
+            upstream,
+            price,
+            context_length=8192,
+            max_completion_tokens=1024,
+            supports=provider.supported_parameters,
+        )
         return CatalogModel(
             id=model_id,
             name=name,
@@ -101,8 +108,19 @@ def build_catalog(settings: Settings, pool: UpstreamPool) -> tuple[Catalog, dict
         for endpoint in model_config.endpoints:
             if endpoint.provider not in providers:
                 raise SettingsError(f"model {model_config.id!r}: unknown provider {endpoint.provider!r}")
+            pricing = endpoint.pricing
             try:
-                price = Price.parse(endpoint.pricing.prompt, endpoint.pricing.completion, endpoint.pricing.request)
+                price = Price.parse(
+                    pricing.prompt,
+                    pricing.completion,
+                    pricing.request,
+                    input_cache_read=pricing.input_cache_read,
+                    input_cache_write=pricing.input_cache_write,
+                    input_cache_write_1h=pricing.input_cache_write_1h,
+                    internal_reasoning=pricing.internal_reasoning,
+                    image=pricing.image,
+                    web_search=pricing.web_search,
+                )
             except MoneyFormatError as exc:
                 raise SettingsError(f"model {model_config.id!r}: {exc}") from exc
             endpoints.append(
@@ -114,7 +132,10 @@ def build_catalog(settings: Settings, pool: UpstreamPool) -> tuple[Catalog, dict
                     max_completion_tokens=endpoint.max_completion_tokens or model_config.max_completion_tokens,
                     max_requests_per_second=endpoint.max_requests_per_second,
                     data_collection=endpoint.data_collection,
-                    supports=frozenset(endpoint.supports) if endpoint.supports is not None else None,
+                    # What the upstream kind honours, unless the operator says exactly what this endpoint does.
+                    supports=frozenset(endpoint.supports)
+                    if endpoint.supports is not None
+                    else providers[endpoint.provider].supported_parameters,
                 )
             )
         models = [m for m in models if m.id != model_config.id]

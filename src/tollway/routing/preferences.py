@@ -10,34 +10,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from tollway.errors import InvalidRequest
+from tollway.providers.base import ALL_PARAMETERS
 from tollway.routing.catalog import Endpoint
 
 _SORTS = ("price", "throughput", "latency")
 # Optional request parameters an endpoint may or may not honour (provider.require_parameters checks these).
-PARAMETERS = frozenset(
-    {
-        "tools",
-        "tool_choice",
-        "parallel_tool_calls",
-        "response_format",
-        "temperature",
-        "top_p",
-        "top_k",
-        "stop",
-        "seed",
-        "frequency_penalty",
-        "presence_penalty",
-        "repetition_penalty",
-        "logit_bias",
-        "logprobs",
-        "top_logprobs",
-        "min_p",
-        "top_a",
-        "reasoning",
-        "max_tokens",
-        "max_completion_tokens",
-    }
-)
+PARAMETERS = ALL_PARAMETERS
 # Prices in max_price are USD per million tokens; endpoint prices are femto-USD per token.
 _FEMTOS_PER_USD_PER_MILLION = 10**9
 
