@@ -16,6 +16,17 @@ class FakeAnthropicUpstream(LoopbackServer):
         self.calls: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.reply_words = ["Hello", " from", " Claude", "."]
+        # As the API reports it: input_tokens excludes cache reads and writes; output counts thinking.
+        self.usage: dict[str, Any] = {"input_tokens": 21}
+        self.thinking: str | None = None  # sent as a thinking block before the text
+        self.thinking_tokens = 0  # added to output_tokens
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.headers.clear()
+        self.usage = {"input_tokens": 21}
+        self.thinking = None
+        self.thinking_tokens = 0
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._messages)
@@ -24,10 +35,13 @@ class FakeAnthropicUpstream(LoopbackServer):
         body = orjson.loads(await request.read())
         self.calls.append(body)
         self.headers.append(dict(request.headers))
-        use_tool = bool(body.get("tools"))
+        use_tool = bool(body.get("tools")) and (body.get("tool_choice") or {}).get("type") != "none"
         words = self.reply_words[: body["max_tokens"]]
+        output_tokens = len(words) + self.thinking_tokens
         if not body.get("stream"):
             content: list[dict[str, Any]] = [{"type": "text", "text": "".join(words)}]
+            if self.thinking is not None:
+                content.insert(0, {"type": "thinking", "thinking": self.thinking, "signature": "sig"})
             if use_tool:
                 content.append(
                     {"type": "tool_use", "id": "toolu_1", "name": body["tools"][0]["name"], "input": {"city": "Paris"}}
@@ -41,7 +55,7 @@ class FakeAnthropicUpstream(LoopbackServer):
                     "content": content,
                     "stop_reason": "tool_use" if use_tool else "end_turn",
                     "stop_sequence": None,
-                    "usage": {"input_tokens": 21, "output_tokens": len(words)},
+                    "usage": {**self.usage, "output_tokens": output_tokens},
                 }
             )
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -60,10 +74,15 @@ class FakeAnthropicUpstream(LoopbackServer):
                     "type": "message",
                     "role": "assistant",
                     "content": [],
-                    "usage": {"input_tokens": 21, "output_tokens": 1},
+                    "usage": {**self.usage, "output_tokens": 1},
                 }
             },
         )
+        if self.thinking is not None:
+            await send("content_block_start", {"index": 0, "content_block": {"type": "thinking", "thinking": ""}})
+            delta = {"type": "thinking_delta", "thinking": self.thinking}
+            await send("content_block_delta", {"index": 0, "delta": delta})
+            await send("content_block_stop", {"index": 0})
         await send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
         await send("ping", {})
         for word in words:
@@ -89,7 +108,10 @@ class FakeAnthropicUpstream(LoopbackServer):
             await send("content_block_stop", {"index": 1})
         await send(
             "message_delta",
-            {"delta": {"stop_reason": "tool_use" if use_tool else "end_turn"}, "usage": {"output_tokens": len(words)}},
+            {
+                "delta": {"stop_reason": "tool_use" if use_tool else "end_turn"},
+                "usage": {"output_tokens": output_tokens},
+            },
         )
         await send("message_stop", {})
         return response

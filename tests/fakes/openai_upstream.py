@@ -30,6 +30,12 @@ class Behaviour:
     break_after_chunks: int | None = None
     invalid_json: bool = False
     finish_reason: str = "stop"
+    # Merged into the usage object as the real API reports it (e.g. prompt_tokens_details.cached_tokens).
+    usage_override: dict[str, Any] = field(default_factory=dict)
+    # Merged into the message (and sent as one delta first when streaming), e.g. {"reasoning_content": "..."}.
+    message_extra: dict[str, Any] = field(default_factory=dict)
+    tool_call: dict[str, Any] | None = None  # answer with this call (finish_reason tool_calls)
+    raw_chunk: bytes | None = None  # one extra SSE data line sent before the finish chunk (malformed input)
 
 
 @dataclass
@@ -59,12 +65,14 @@ class FakeOpenAIUpstream(LoopbackServer):
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
 
-    def _usage(self, completion_tokens: int) -> dict[str, int]:
-        return {
+    def _usage(self, completion_tokens: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {
             "prompt_tokens": self.behaviour.prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": self.behaviour.prompt_tokens + completion_tokens,
         }
+        usage.update(self.behaviour.usage_override)
+        return usage
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
@@ -104,8 +112,13 @@ class FakeOpenAIUpstream(LoopbackServer):
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "".join(words)},
-                        "finish_reason": behaviour.finish_reason,
+                        "message": {
+                            "role": "assistant",
+                            "content": None if behaviour.tool_call else "".join(words),
+                            **({"tool_calls": [behaviour.tool_call]} if behaviour.tool_call else {}),
+                            **behaviour.message_extra,
+                        },
+                        "finish_reason": "tool_calls" if behaviour.tool_call else behaviour.finish_reason,
                     }
                 ],
             }
@@ -131,6 +144,12 @@ class FakeOpenAIUpstream(LoopbackServer):
         try:
             await response.write(b": keep-alive\n\n")
             await response.write(event({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}))
+            if behaviour.message_extra:
+                await response.write(event({**base, "choices": [{"index": 0, "delta": behaviour.message_extra}]}))
+            if behaviour.tool_call:
+                words = []
+                call = {"index": 0, **behaviour.tool_call}
+                await response.write(event({**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}))
             for index, word in enumerate(words):
                 if behaviour.break_after_chunks is not None and index >= behaviour.break_after_chunks:
                     request.transport.close()  # type: ignore[union-attr]
@@ -138,9 +157,10 @@ class FakeOpenAIUpstream(LoopbackServer):
                 if behaviour.chunk_delay_s:
                     await asyncio.sleep(behaviour.chunk_delay_s)
                 await response.write(event({**base, "choices": [{"index": 0, "delta": {"content": word}}]}))
-            await response.write(
-                event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": behaviour.finish_reason}]})
-            )
+            if behaviour.raw_chunk is not None:
+                await response.write(b"data: " + behaviour.raw_chunk + b"\n\n")
+            finish = "tool_calls" if behaviour.tool_call else behaviour.finish_reason
+            await response.write(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
             if behaviour.report_usage:
                 await response.write(event({**base, "choices": [], "usage": self._usage(len(words))}))
             await response.write(b"data: [DONE]\n\n")

@@ -81,7 +81,8 @@ async def send_stream(
             if len(pending) >= _MAX_HELD_EVENTS:
                 await flush()
         await flush()
-    except _CLIENT_GONE:
+    except BaseException:
+        # The client went away (or writing failed): bill what was produced; a settled relay ignores this.
         await asyncio.shield(relay.abort())
         raise
     finally:
