@@ -580,3 +580,50 @@ def test_offline_model_makes_the_tool_call_it_is_told_to(priced: GatewayServer, 
     assert refused.status_code == 400 and "missing" in refused.json()["error"]["message"]
     figures = priced.balance(account.id)
     assert nanos(figures["held_in_flight"]) == 0 and nanos(figures["total_usage"]) > 0
+
+
+def test_messages_api_passes_cache_control_and_reports_cache_usage_in_anthropic_shape(
+    priced: GatewayServer, claude: FakeAnthropicUpstream
+) -> None:
+    import anthropic
+
+    account = priced.new_account("10")
+    claude.usage = {"input_tokens": 30, "cache_read_input_tokens": 500, "cache_creation_input_tokens": 70}
+    claude.thinking = "Hmm."
+    client = anthropic.Anthropic(base_url=priced.base_url + "/api", api_key=account.key)
+    system = [{"type": "text", "text": "Long instructions.", "cache_control": {"type": "ephemeral"}}]
+    tool = {
+        "name": "get_weather",
+        "description": "Weather",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        "cache_control": {"type": "ephemeral"},
+    }
+    message = client.messages.create(
+        model="kinds/cl",
+        max_tokens=200,
+        system=system,  # type: ignore[arg-type]
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice={"type": "none"},
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    sent = claude.calls[-1]
+    assert sent["system"] == system
+    assert sent["tools"][0]["cache_control"] == {"type": "ephemeral"}
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert message.usage.input_tokens == 30
+    assert message.usage.cache_read_input_tokens == 500
+    assert message.usage.cache_creation_input_tokens == 70
+    assert message.content[0].type == "thinking"
+    cost = (message.usage.model_extra or {})["cost"]
+    completion = len(claude.reply_words)
+    assert nanos(cost) == expected_nanos(prompt=600, completion=completion, cached=500, write_5m=70)
+    with client.messages.stream(
+        model="kinds/cl",
+        max_tokens=200,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "hi"}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert [block.type for block in final.content][:2] == ["thinking", "text"]
+    assert final.usage.cache_read_input_tokens == 500

@@ -15,12 +15,14 @@ from aiohttp import web
 from tollway.api.chat import remember_refusal, send_stream
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
-from tollway.errors import InvalidRequest, TollwayError
+from tollway.errors import TollwayError
+from tollway.gateway.anthropic_validation import check_anthropic_body
 from tollway.gateway.stream import StreamRelay
 from tollway.gateway.validation import parse_chat_body
 from tollway.providers.anthropic_translate import (
     FINISH_TO_STOP,
     anthropic_request_to_openai,
+    anthropic_usage_body,
     openai_message_to_anthropic,
 )
 
@@ -29,21 +31,10 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps({"type": name, **payload}) + b"\n\n"
 
 
-def _check(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object")
-    max_tokens = body.get("max_tokens")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise InvalidRequest("max_tokens is required: a positive integer", metadata={"field": "max_tokens"})
-    if not isinstance(body.get("messages"), list) or not body["messages"]:
-        raise InvalidRequest("messages must be a non-empty array", metadata={"field": "messages"})
-    return body
-
-
 async def messages(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     key = await authenticate(request, allow_x_api_key=True)
-    anthropic_body = _check(await read_json(request, services.settings.max_body_bytes))
+    anthropic_body = check_anthropic_body(await read_json(request, services.settings.max_body_bytes))
     chat_body = parse_chat_body(anthropic_request_to_openai(anthropic_body), services.settings.models_fallback_limit)
     try:
         context = await services.gateway.admit(key, chat_body, user_agent=request.headers.get("User-Agent"))
@@ -64,11 +55,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
                 "content": openai_message_to_anthropic(choice["message"]),
                 "stop_reason": FINISH_TO_STOP.get(choice["finish_reason"], "end_turn"),
                 "stop_sequence": None,
-                "usage": {
-                    "input_tokens": usage["prompt_tokens"],
-                    "output_tokens": usage["completion_tokens"],
-                    "cost": usage["cost"],
-                },
+                "usage": anthropic_usage_body(usage),
                 "provider": result["provider"],
             },
             headers=headers,
@@ -108,17 +95,24 @@ async def _anthropic_events(relay: StreamRelay, message: dict[str, Any]) -> Asyn
                         "stop_reason": FINISH_TO_STOP.get(relay.finish_reason, "end_turn"),
                         "stop_sequence": None,
                     },
-                    "usage": {
-                        "input_tokens": usage["prompt_tokens"],
-                        "output_tokens": usage["completion_tokens"],
-                        "cost": usage["cost"],
-                    },
+                    "usage": anthropic_usage_body(usage),
                 },
             )
             yield _event("message_stop", {})
             return
         for choice in payload["choices"]:
             delta = choice.get("delta") or {}
+            thinking = delta.get("reasoning")
+            if isinstance(thinking, str) and thinking:
+                if open_block is None or open_block[0] != "thinking":
+                    if open_block is not None:
+                        yield _event("content_block_stop", {"index": open_block[1]})
+                    open_block = ("thinking", next_index)
+                    next_index += 1
+                    start = {"type": "thinking", "thinking": "", "signature": ""}
+                    yield _event("content_block_start", {"index": open_block[1], "content_block": start})
+                thinking_delta = {"type": "thinking_delta", "thinking": thinking}
+                yield _event("content_block_delta", {"index": open_block[1], "delta": thinking_delta})
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if open_block is None or open_block[0] != "text":
