@@ -135,12 +135,18 @@ def test_keys_csv_and_isolation_between_accounts(gateway: GatewayServer) -> None
         "provider",
         "tokens_prompt",
         "tokens_completion",
+        "tokens_cached",
+        "tokens_cache_write",
+        "tokens_reasoning",
+        "images",
         "cost",
+        "cache_discount",
+        "usage_estimated",
         "latency_ms",
         "status",
     ]
     assert {r["id"] for r in rows} >= {usage.json()["id"]}
-    assert rows[0]["cost"] == "0"
+    assert rows[0]["cost"] == "0" and rows[0]["usage_estimated"] == "false"
     daily = list(csv.reader(io.StringIO(alice.get("/activity/daily.csv").text)))
     assert daily[0] == ["date", "model", "requests", "tokens", "cost"] and int(daily[1][2]) == 2
     assert "alice" not in bob.get("/activity/generations.csv").text

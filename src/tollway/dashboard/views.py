@@ -280,13 +280,34 @@ def _csv(rows: list[list[Any]], filename: str) -> web.Response:
     )
 
 
+def _femtos_as_usd(femtos: int) -> str:
+    sign = "-" if femtos < 0 else ""
+    return sign + femtos_to_price_string(abs(femtos))
+
+
 async def generations_csv(request: web.Request) -> web.Response:
     services = services_of(request)
     _who, user = await require_user(request)
     since = services.clock.now_us() - _THIRTY_DAYS_US
     records = await services.activity.generations(user.account_id, since, 100_000)
     rows: list[list[Any]] = [
-        ["id", "created_at", "model", "provider", "tokens_prompt", "tokens_completion", "cost", "latency_ms", "status"]
+        [
+            "id",
+            "created_at",
+            "model",
+            "provider",
+            "tokens_prompt",
+            "tokens_completion",
+            "tokens_cached",
+            "tokens_cache_write",
+            "tokens_reasoning",
+            "images",
+            "cost",
+            "cache_discount",
+            "usage_estimated",
+            "latency_ms",
+            "status",
+        ]
     ]
     rows += [
         [
@@ -296,7 +317,13 @@ async def generations_csv(request: web.Request) -> web.Response:
             g.provider_name,
             g.tokens_prompt,
             g.tokens_completion,
+            g.tokens_cached,
+            g.tokens_cache_write,
+            g.tokens_reasoning,
+            g.images,
             format(g.cost_nanos / 1_000_000_000, ".9f").rstrip("0").rstrip(".") if g.cost_nanos else "0",
+            _femtos_as_usd(g.cost_details.get("cache_discount", 0)),
+            "true" if g.usage_estimated else "false",
             g.latency_ms,
             g.status,
         ]
