@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,6 +43,7 @@ from tollway.metrics import Metrics
 from tollway.money import usd_to_nanos
 from tollway.payments.auto_recharge import AutoRechargeStore
 from tollway.payments.crypto_provider import CryptoProvider
+from tollway.payments.model import FeeRule
 from tollway.payments.provider import PaymentProvider
 from tollway.payments.service import CheckoutLimits, PaymentsService
 from tollway.payments.store import PaymentStore
@@ -167,6 +169,11 @@ def build_payments(
         max_nanos=usd_to_nanos(settings.checkout_max_usd),
         refund_window_us=int(settings.refund_window_hours * 3600 * 1_000_000),
         auto_recharge_interval_us=int(settings.auto_recharge_min_interval_seconds * 1_000_000),
+        auto_recharge_claim_timeout_us=int(settings.auto_recharge_claim_timeout_seconds * 1_000_000),
+        fees={
+            "stripe": FeeRule(Decimal(settings.card_fee_percent), usd_to_nanos(settings.card_fee_min_usd)),
+            "crypto": FeeRule(Decimal(settings.crypto_fee_percent), 0),
+        },
     )
     return PaymentsService(PaymentStore(engine), AutoRechargeStore(engine), providers, ledger, clock, limits, metrics)
 
@@ -210,6 +217,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     payments = build_payments(settings, engine, http, ledger, clock, metrics)
     audit = payments.audit = AuditLog(engine, clock)
     changes.add_step(payments.refresh_auto_recharge)
+    changes.add_step(payments.converge)
     gateway = ChatGateway(catalog, ledger, limiter, clock, metrics, HealthBoard(clock), providers.keys())
 
     async def watch_balance(account_id: str) -> None:

@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: int = 300
     refund_window_hours: float = 24.0
     auto_recharge_min_interval_seconds: float = 600.0
+    # A charge slot held this long belongs to a process that died mid-charge: it is taken over.
+    auto_recharge_claim_timeout_seconds: float = Field(default=300.0, gt=0)
 
     # Dashboard sign-up and sign-in (use invite or closed on a server others can reach).
     signup_mode: Literal["open", "invite", "closed"] = "open"

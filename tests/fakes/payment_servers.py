@@ -33,6 +33,14 @@ def crypto_signature(payload: bytes, secret: str) -> str:
 class PaymentBehaviour:
     decline_payment_intents: bool = False
     session_delay_s: float = 0.0
+    # How the next `intent_failures` PaymentIntent creations end, the charge having been made or not:
+    # "500_after_charge", "drop_after_charge" (connection closed, no answer), "500_before_charge".
+    intent_failure: str | None = None
+    intent_failures: int = 0
+    # Hold PaymentIntent creations this long after the charge is made (a process can be killed meanwhile).
+    intent_delay_s: float = 0.0
+    # Answer lookups (retrieve, list) with 503 while true.
+    lookups_unavailable: bool = False
 
 
 @dataclass
@@ -42,6 +50,7 @@ class FakePayments:
     behaviour: PaymentBehaviour = field(default_factory=PaymentBehaviour)
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     payment_intents: list[dict[str, Any]] = field(default_factory=list)
+    intent_lookups: int = 0
     refunds: list[dict[str, Any]] = field(default_factory=list)
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
     port: int = 0
@@ -78,6 +87,8 @@ class FakePayments:
         app = web.Application()
         app.router.add_post("/v1/checkout/sessions", self._session)
         app.router.add_post("/v1/payment_intents", self._intent)
+        app.router.add_get("/v1/payment_intents", self._list_intents)
+        app.router.add_get("/v1/payment_intents/{id}", self._retrieve_intent)
         app.router.add_post("/v1/refunds", self._refund)
         app.router.add_get("/v1/setup_intents/{id}", self._setup_intent)
         app.router.add_post("/crypto/charges", self._charge)
@@ -120,8 +131,27 @@ class FakePayments:
         self.sessions[session_id] = session
         return self._json(session)
 
+    def _take_failure(self) -> str | None:
+        if self.behaviour.intent_failure and self.behaviour.intent_failures > 0:
+            self.behaviour.intent_failures -= 1
+            return self.behaviour.intent_failure
+        return None
+
+    @staticmethod
+    def _server_error() -> web.Response:
+        return FakePayments._json({"error": {"type": "api_error", "message": "An unknown error occurred"}}, 500)
+
     async def _intent(self, request: web.Request) -> web.Response:
         form = await request.post()
+        key = request.headers.get("Idempotency-Key")
+        failure = self._take_failure()
+        if failure == "500_before_charge":
+            return self._server_error()
+        # Like Stripe, a retry with the same idempotency key gets the first charge, never a second one.
+        previous = next((i for i in self.payment_intents if key and i["idempotency_key"] == key), None)
+        if previous is not None and failure is None:
+            return self._json(previous)
+        declined = self.behaviour.decline_payment_intents
         intent = {
             "id": self._id("pi"),
             "object": "payment_intent",
@@ -131,15 +161,41 @@ class FakePayments:
             "payment_method": form.get("payment_method"),
             "idempotency_key": request.headers.get("Idempotency-Key"),
             "metadata": {k[len("metadata[") : -1]: v for k, v in form.items() if k.startswith("metadata[")},
-            "status": "succeeded",
+            "status": "requires_payment_method" if declined else "succeeded",
+            "last_payment_error": {"message": "Your card was declined."} if declined else None,
         }
         self.payment_intents.append(intent)
-        if self.behaviour.decline_payment_intents:
+        if self.behaviour.intent_delay_s:
+            await asyncio.sleep(self.behaviour.intent_delay_s)
+        if failure == "500_after_charge":
+            return self._server_error()
+        if failure == "drop_after_charge":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)
+        if declined:
             return self._json(
                 {"error": {"type": "card_error", "code": "card_declined", "message": "Your card was declined."}},
                 status=402,
             )
         return self._json(intent)
+
+    async def _retrieve_intent(self, request: web.Request) -> web.Response:
+        self.intent_lookups += 1
+        if self.behaviour.lookups_unavailable:
+            return self._server_error()
+        found = next((i for i in self.payment_intents if i["id"] == request.match_info["id"]), None)
+        if found is None:
+            return self._json({"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}, 404)
+        return self._json(found)
+
+    async def _list_intents(self, request: web.Request) -> web.Response:
+        self.intent_lookups += 1
+        if self.behaviour.lookups_unavailable:
+            return self._server_error()
+        customer = request.query.get("customer")
+        found = [i for i in reversed(self.payment_intents) if customer is None or i["customer"] == customer]
+        return self._json({"object": "list", "data": found[:100], "has_more": False, "url": "/v1/payment_intents"})
 
     async def _refund(self, request: web.Request) -> web.Response:
         form = await request.post()

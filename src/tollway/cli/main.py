@@ -111,24 +111,34 @@ def demo(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) ->
 
 @app.command()
 def reconcile(
-    fix: Annotated[bool, typer.Option("--fix", help="Drop cached figures that differ (reloaded on next use).")] = False,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Repair: write spooled settlements, reload differing cached figures.")
+    ] = False,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Recompute every balance from the ledger; exit 1 on any mismatch with cached figures."""
+    """Compare cached figures (balances, key usage, holds) and the spool with the ledger; exit 1 on a difference."""
     from tollway.clock import SystemClock
     from tollway.ledger.reconcile import reconcile as run_reconcile
+    from tollway.ledger.spool import default_spool_dir
 
     async def action(context: AdminContext) -> dict[str, Any]:
+        settings = context.settings
         report = await run_reconcile(
-            context.accounts.store.engine, context.settings.redis_url, SystemClock().now_us(), fix
+            context.accounts.store.engine,
+            settings.redis_url,
+            SystemClock().now_us(),
+            fix,
+            settings.spool_path or default_spool_dir(settings.database_url),
         )
         return report.as_dict()
 
     report = run_admin(database_url, as_json, action)
     text = (
-        f"accounts checked: {report['accounts_checked']}, expired holds released: "
-        f"{report['expired_holds_released']}, mismatches: {len(report['mismatches'])}"
+        f"accounts checked: {report['accounts_checked']}, keys checked: {report['keys_checked']}, "
+        f"expired holds released: {report['expired_holds_released']}, spooled settlements written: "
+        f"{report['spool_replayed']}, figures reloaded: {report['reloaded']}, "
+        f"mismatches: {len(report['mismatches'])}"
     )
     text += "".join(f"\n  {m}" for m in report["mismatches"])
     emit(report, as_json, text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -138,9 +138,17 @@ class Book(Protocol):
 
     async def try_reserve(self, key: KeyRecord, amount_nanos: int, now_us: int) -> ReserveOutcome: ...
 
-    async def settle(self, hold: Hold, cost_nanos: int, at_us: int) -> None: ...
+    async def settle(self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "") -> None: ...
 
     async def release(self, hold: Hold) -> None: ...
+
+    async def renew(self, holds: Sequence[Hold], now_us: int) -> None:
+        """Keep live holds from expiring (a long stream): one round trip, nothing in process."""
+        ...
+
+    async def maintain(self) -> None:
+        """Background upkeep for the life of the process (expired holds, renewals); may return at once."""
+        ...
 
     async def apply_local(self, entry: LedgerEntry) -> None: ...
 
@@ -265,7 +273,7 @@ class AccountBook:
         if hold.key_id is not None:
             self._keys[hold.key_id].held_nanos -= hold.amount_nanos
 
-    async def settle(self, hold: Hold, cost_nanos: int, at_us: int) -> None:
+    async def settle(self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "") -> None:
         """Replace the hold by the exact cost, which may exceed the hold (a low prompt estimate)."""
         self._close(hold)
         self._accounts[hold.account_id].usage_nanos += cost_nanos
@@ -274,6 +282,12 @@ class AccountBook:
 
     async def release(self, hold: Hold) -> None:
         self._close(hold)
+
+    async def renew(self, holds: Sequence[Hold], now_us: int) -> None:
+        """Holds in process live as long as the process: nothing expires them."""
+
+    async def maintain(self) -> None:
+        """Nothing to sweep: a dead process takes its in-process holds with it."""
 
     async def apply_local(self, entry: LedgerEntry) -> None:
         """Count an entry this process wrote itself (a grant or payment), if its account is loaded.

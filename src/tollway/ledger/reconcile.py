@@ -1,40 +1,55 @@
-"""`tollway reconcile`: recompute every balance from the ledger entries and compare with what is cached.
+"""`tollway reconcile`: compare every cached figure with the ledger (and the spool); `--fix` repairs.
 
-It checks that every billed generation has exactly its usage entry, and, with Redis, that each
-cached account's credits, usage and held figures match the ledger and its live holds. Holds whose
-expiry passed (a process died holding them) are released first, as any reservation would.
+Checks, in order:
+- the spool: settlements a process answered but the database never confirmed (written with --fix;
+  those of dead processes are also replayed by the next gateway start);
+- the ledger itself: every billed generation has exactly its usage entry;
+- Redis (when used): that it still holds figures at all (after a flush or a restart it holds none:
+  gateways reload them on next use, --fix reloads them now), and for every loaded account and key the
+  cached credits, usage, window usage and held amounts against the ledger plus the spool and the
+  live holds. Expired holds are released first, as the gateways' sweepers do.
+
+Gateways keep settling while this runs, so a difference is only reported when it persists over a
+few reads. `--fix` repairs while they run: held becomes the sum of the live holds and the other
+figures are reloaded from the ledger by the same atomic loader the gateways use.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tollway.auth.records import LimitReset
 from tollway.db import tables
+from tollway.ledger import redis_scripts as scripts
 from tollway.ledger.records import EntryKind
-from tollway.ledger.redis_book import _PURGE, PREFIX, RedisBook
+from tollway.ledger.redis_book import RedisBook
+from tollway.ledger.spool import SpooledSettlement, replay
 from tollway.ledger.store import LedgerStore
+from tollway.ledger.windows import window_start_us
 from tollway.money import nanos_to_usd
 
 _E = tables.ledger_entries
 _G = tables.generations
-
-_PURGE_ONLY = (
-    _PURGE
-    + """
-return purge(KEYS[1], KEYS[2], tonumber(ARGV[2]))
-"""
-)
+_READS = 4
+_READ_PAUSE_S = 0.25
+_ACCOUNT_FIELDS = ("credits", "usage", "purchased", "granted", "held")
 
 
 @dataclass
 class ReconcileReport:
     accounts_checked: int = 0
+    keys_checked: int = 0
     expired_holds_released: int = 0
+    spool_replayed: int = 0
+    reloaded: int = 0
     mismatches: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -45,7 +60,10 @@ class ReconcileReport:
         return {
             "clean": self.clean,
             "accounts_checked": self.accounts_checked,
+            "keys_checked": self.keys_checked,
             "expired_holds_released": self.expired_holds_released,
+            "spool_replayed": self.spool_replayed,
+            "reloaded": self.reloaded,
             "mismatches": self.mismatches,
         }
 
@@ -72,41 +90,205 @@ async def _generation_mismatches(engine: AsyncEngine) -> list[dict[str, Any]]:
     ]
 
 
-async def reconcile(engine: AsyncEngine, redis_url: str | None, now_us: int, fix: bool) -> ReconcileReport:
-    report = ReconcileReport()
-    report.mismatches += await _generation_mismatches(engine)
+async def _check_spool(
+    spool_dir: Path | None, store: LedgerStore, fix: bool, report: ReconcileReport
+) -> list[SpooledSettlement]:
+    """Spooled settlements missing from the ledger; with fix, written (they then count as ledger)."""
+    if spool_dir is None:
+        return []
+    found = await replay(spool_dir, store, write_dead=fix, write_live=fix)
+    missing = found.missing_in_dead + found.missing_in_live
+    report.spool_replayed = found.written
+    for item in missing:
+        report.mismatches.append(
+            {
+                "kind": "spooled_settlement_not_in_ledger",
+                "generation_id": item.generation["id"],
+                "account_id": item.generation["account_id"],
+                "cost": nanos_to_usd(int(item.generation["cost_nanos"])),
+                "fixed": fix,
+            }
+        )
+    return [] if fix else missing
+
+
+def _differences(cached: dict[str, int], expected: dict[str, int]) -> dict[str, Any] | None:
+    if cached == expected:
+        return None
+    return {
+        "cached": {name: nanos_to_usd(value) for name, value in cached.items()},
+        "ledger": {name: nanos_to_usd(value) for name, value in expected.items()},
+    }
+
+
+class _RedisCheck:
+    def __init__(self, client: redis.Redis, book: RedisBook, store: LedgerStore, now_us: int) -> None:
+        self.client = client
+        self.book = book
+        self.store = store
+        self.now_us = now_us
+        self.spooled_usage: dict[str, int] = defaultdict(int)  # account or key id -> usage not in the ledger
+        self.spooled_key_windows: dict[tuple[str, str], int] = defaultdict(int)
+
+    def add_spooled(self, missing: list[SpooledSettlement]) -> None:
+        for item in missing:
+            if item.entry is None:
+                continue
+            amount = int(item.entry["amount_nanos"])
+            self.spooled_usage["a:" + item.entry["account_id"]] += amount
+            if item.entry.get("key_id"):
+                key_id = item.entry["key_id"]
+                self.spooled_usage["k:" + key_id] += amount
+                for reset in LimitReset:
+                    start = window_start_us(reset, int(item.entry["created_at_us"]))
+                    self.spooled_key_windows[(key_id, f"{reset.value[0]}:{start}")] += amount
+
+    async def live_holds(self, account_id: str) -> tuple[int, dict[str, int]]:
+        members: list[bytes] = await self.client.zrange(RedisBook.holds_key(account_id), 0, -1)  # type: ignore[assignment]
+        total, by_key = 0, defaultdict[str, int](int)
+        for member in members:
+            _hold, amount, key_id = bytes(member).decode().split("|", 2)
+            total += int(amount)
+            by_key[key_id] += int(amount)
+        return total, by_key
+
+    async def account_difference(self, account_id: str) -> dict[str, Any] | None:
+        values = await self.client.hmget(RedisBook.account_key(account_id), [*_ACCOUNT_FIELDS, "loaded"])
+        if values[-1] is None:
+            return None  # not cached: it loads from the ledger on first use
+        cached = dict(zip(_ACCOUNT_FIELDS, (int(v or 0) for v in values[:-1]), strict=True))
+        totals = await self.store.account_totals(account_id)
+        held, _by_key = await self.live_holds(account_id)
+        expected = {
+            "credits": totals.credits_nanos,
+            "usage": totals.usage_nanos + self.spooled_usage.get("a:" + account_id, 0),
+            "purchased": totals.purchased_nanos,
+            "granted": totals.granted_nanos,
+            "held": held,
+        }
+        return _differences(cached, expected)
+
+    async def key_difference(self, key_id: str, account_id: str) -> dict[str, Any] | None:
+        usage = await self.store.key_usage(key_id, self.now_us)
+        windows = [f"{reset.value[0]}:{start}" for reset, (start, _used) in usage.by_window.items()]
+        values = await self.client.hmget(RedisBook.key_key(key_id), ["total", *windows, "held", "loaded"])
+        if values[-1] is None:
+            return None
+        names = ["total", *windows, "held"]
+        cached = dict(zip(names, (int(v or 0) for v in values[:-1]), strict=True))
+        _held, by_key = await self.live_holds(account_id)
+        expected = {"total": usage.total_nanos + self.spooled_usage.get("k:" + key_id, 0)}
+        for name, (_start, used) in zip(windows, usage.by_window.values(), strict=True):
+            expected[name] = used + self.spooled_key_windows.get((key_id, name), 0)
+        expected["held"] = by_key.get(key_id, 0)
+        return _differences(cached, expected)
+
+
+async def _persistent(check: Any, *args: str) -> dict[str, Any] | None:
+    """A difference seen on every one of a few reads (gateways settle while we look)."""
+    difference = None
+    for attempt in range(_READS):
+        difference = await check(*args)
+        if difference is None:
+            return None
+        if attempt + 1 < _READS:
+            await asyncio.sleep(_READ_PAUSE_S)
+    return difference
+
+
+async def _repair(check: _RedisCheck, account_id: str, unload_account: bool, keys: dict[str, bool]) -> None:
+    repair = check.client.register_script(scripts.REPAIR)
+    args: list[Any] = [scripts.PREFIX, check.now_us, "1" if unload_account else "0"]
+    for key_id, unload in keys.items():
+        args += [key_id, "1" if unload else "0"]
+    await repair(keys=[RedisBook.account_key(account_id), RedisBook.holds_key(account_id)], args=args)
+    await check.book.load_account(account_id)
+    for key_id in keys:
+        await check.book.load_key(key_id, check.now_us)
+
+
+async def _entries_exist(engine: AsyncEngine) -> bool:
+    async with engine.connect() as connection:
+        return (await connection.scalar(select(_E.c.id).limit(1))) is not None
+
+
+async def _check_redis(
+    engine: AsyncEngine,
+    redis_url: str,
+    now_us: int,
+    fix: bool,
+    spooled: list[SpooledSettlement],
+    report: ReconcileReport,
+) -> None:
     store = LedgerStore(engine)
     async with engine.connect() as connection:
         account_ids = [row[0] for row in (await connection.execute(select(tables.accounts.c.id))).all()]
+        key_rows = (await connection.execute(select(tables.api_keys.c.id, tables.api_keys.c.account_id))).all()
+    keys_of: dict[str, list[str]] = defaultdict(list)
+    for key_id, owner in key_rows:
+        keys_of[owner].append(key_id)
     report.accounts_checked = len(account_ids)
-    if redis_url is None:
-        return report
-    client: redis.Redis = redis.Redis.from_url(redis_url)
-    purge = client.register_script(_PURGE_ONLY)
+    report.keys_checked = len(key_rows)
+    client: redis.Redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    book = RedisBook(store, "reconcile", redis_url, hold_ttl_s=0)
+    check = _RedisCheck(client, book, store, now_us)
+    check.add_spooled(spooled)
     try:
+        report.expired_holds_released = await book.sweep(now_us)
+        lost = not await client.exists(scripts.EPOCH) and await _entries_exist(engine)
+        if lost:
+            report.mismatches.append(
+                {
+                    "kind": "redis_figures_missing",
+                    "detail": "Redis holds no cached figures (flushed, restarted or evicted); gateways reload "
+                    "each account from the ledger on its next request, and --fix reloads them all now.",
+                    "fixed": fix,
+                }
+            )
         for account_id in account_ids:
-            account_key = RedisBook.account_key(account_id)
-            if not await client.hexists(account_key, "loaded"):
-                continue
-            holds_key = RedisBook.holds_key(account_id)
-            report.expired_holds_released += int(await purge(keys=[account_key, holds_key], args=[PREFIX, now_us]))
-            totals = await store.account_totals(account_id)
-            cached = [int(v or 0) for v in await client.hmget(account_key, ["credits", "usage", "held"])]
-            live: list[bytes] = await client.zrange(holds_key, 0, -1)  # type: ignore[assignment]
-            live_held = sum(int(bytes(member).decode().split("|")[1]) for member in live)
-            expected = [totals.credits_nanos, totals.usage_nanos, live_held]
-            if cached != expected:
+            keys = keys_of.get(account_id, [])
+            account_difference = await _persistent(check.account_difference, account_id)
+            key_differences = {k: await _persistent(check.key_difference, k, account_id) for k in keys}
+            for key_id, difference in key_differences.items():
+                if difference is not None:
+                    report.mismatches.append(
+                        {"kind": "cached_key_figures_differ", "key_id": key_id, "fixed": fix, **difference}
+                    )
+            if account_difference is not None:
                 report.mismatches.append(
-                    {
-                        "kind": "cached_figures_differ",
-                        "account_id": account_id,
-                        "cached": dict(zip(["credits", "usage", "held"], map(nanos_to_usd, cached), strict=True)),
-                        "ledger": dict(zip(["credits", "usage", "held"], map(nanos_to_usd, expected), strict=True)),
-                    }
+                    {"kind": "cached_figures_differ", "account_id": account_id, "fixed": fix, **account_difference}
                 )
-                if fix:
-                    # Dropped figures are reloaded from the ledger on next use.
-                    await client.delete(account_key, holds_key)
+            wrong = account_difference is not None or any(d is not None for d in key_differences.values())
+            if fix and (wrong or lost):
+                before = book.reloads
+                await _repair(
+                    check,
+                    account_id,
+                    account_difference is not None,
+                    {k: d is not None for k, d in key_differences.items()},
+                )
+                report.reloaded += book.reloads - before
     finally:
+        await book.close()
         await client.aclose()
+
+
+async def reconcile(
+    engine: AsyncEngine,
+    redis_url: str | None,
+    now_us: int,
+    fix: bool,
+    spool_dir: Path | None = None,
+) -> ReconcileReport:
+    report = ReconcileReport()
+    store = LedgerStore(engine)
+    spooled = await _check_spool(spool_dir, store, fix, report)
+    report.mismatches += await _generation_mismatches(engine)
+    if redis_url is None:
+        async with engine.connect() as connection:
+            report.accounts_checked = int(
+                await connection.scalar(select(func.count()).select_from(tables.accounts)) or 0
+            )
+        return report
+    await _check_redis(engine, redis_url, now_us, fix, spooled, report)
     return report

@@ -1,117 +1,53 @@
 """The hot-path figures in Redis, so any number of gateway processes share one view of every balance.
 
-Each account is a hash (credits, usage, held, ...) loaded once from the ledger of record; holds are
-members of a per-account sorted set scored by their expiry, so a crashed process's holds are
-released by the next reservation (or `tollway reconcile`) once they expire. Check-and-reserve,
-settle and release are single Lua scripts: atomic across processes, one round trip each.
-Credit entries from other writers are applied exactly once (a per-entry marker), usage only by
-the settling process.
+Redis is a cache of the ledger, never its truth. Each account and key is a hash loaded from the
+ledger of record; every script that reads figures checks the hash's `loaded` marker, and when
+Redis lost it (flush, restart, eviction) this process reloads it from the database (once per
+process under a lock; across processes the load script applies only to a hash not yet loaded)
+and tries again. Usage settled and credits applied meanwhile are parked and counted exactly once
+by the reload (see redis_scripts.py).
+
+Holds are members of a per-account sorted set scored by their expiry. Each process renews its
+open holds every third of the TTL (so a long stream keeps its hold) and sweeps every account's
+expired holds twice a second (so a dead process's holds end on time, without `reconcile`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from tollway.auth.records import KeyRecord, LimitReset
 from tollway.errors import ServiceUnavailable
+from tollway.ledger import redis_scripts as scripts
 from tollway.ledger.book import AccountSnapshot, Hold, KeySnapshot, ReserveOutcome
 from tollway.ledger.records import EntryKind, LedgerEntry
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.windows import next_reset_us, window_start_us
 
-PREFIX = "tw:book:"
+log = logging.getLogger("tollway.ledger")
 
-# Shared by reserve and reconcile: drop holds whose expiry passed, giving their amounts back.
-_PURGE = """
-local function purge(acct, holds, now)
-  local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
-  for _, member in ipairs(expired) do
-    local _, _, amount, key_id = string.find(member, '^[^|]*|([^|]*)|(.*)$')
-    redis.call('HINCRBY', acct, 'held', -tonumber(amount))
-    if key_id ~= '' then redis.call('HINCRBY', ARGV[1] .. 'key:' .. key_id, 'held', -tonumber(amount)) end
-    redis.call('ZREM', holds, member)
-  end
-  return #expired
-end
-"""
-
-_RESERVE = (
-    _PURGE
-    + """
--- KEYS: account hash, key hash, holds zset. ARGV: prefix, now, amount, limit (-1 none), window field,
---       member, expiry, day field, week field, month field
-local now = tonumber(ARGV[2])
-purge(KEYS[1], KEYS[3], now)
-local amount = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-local a = redis.call('HMGET', KEYS[1], 'credits', 'usage', 'held')
-local credits, usage, held = tonumber(a[1] or '0'), tonumber(a[2] or '0'), tonumber(a[3] or '0')
-local k = redis.call('HMGET', KEYS[2], ARGV[5], 'held')
-local window_used, key_held = tonumber(k[1] or '0'), tonumber(k[2] or '0')
-local ok
-if amount == 0 then ok = credits - usage >= 0 else ok = credits - usage - held >= amount end
-if limit >= 0 then
-  local left = limit - window_used - key_held
-  ok = ok and left > 0 and left >= amount
-end
-if ok then
-  redis.call('HINCRBY', KEYS[1], 'held', amount)
-  redis.call('HINCRBY', KEYS[2], 'held', amount)
-  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
-end
--- The figures before this reservation, so a refusal can be explained without another round trip.
-local extra = redis.call('HMGET', KEYS[1], 'purchased', 'granted')
-local windows = redis.call('HMGET', KEYS[2], 'total', ARGV[8], ARGV[9], ARGV[10])
-return {ok and 1 or 0, credits, usage, held, tonumber(extra[1] or '0'), tonumber(extra[2] or '0'),
-        tonumber(windows[1] or '0'), tonumber(windows[2] or '0'), tonumber(windows[3] or '0'),
-        tonumber(windows[4] or '0'), key_held}
-"""
-)
-
-_SETTLE = """
--- KEYS: account hash, key hash, holds zset. ARGV: member, amount, cost, day field, week field, month field
-if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(ARGV[2]))
-  redis.call('HINCRBY', KEYS[2], 'held', -tonumber(ARGV[2]))
-end
-local cost = tonumber(ARGV[3])
-if cost ~= 0 and ARGV[7] == '1' then
-  if redis.call('HEXISTS', KEYS[1], 'loaded') == 1 then redis.call('HINCRBY', KEYS[1], 'usage', cost) end
-  if redis.call('HEXISTS', KEYS[2], 'loaded') == 1 then
-    redis.call('HINCRBY', KEYS[2], 'total', cost)
-    redis.call('HINCRBY', KEYS[2], ARGV[4], cost)
-    redis.call('HINCRBY', KEYS[2], ARGV[5], cost)
-    redis.call('HINCRBY', KEYS[2], ARGV[6], cost)
-  end
-end
-return 1
-"""
-
-_INIT = """
--- KEYS: hash. ARGV: field, value, field, value, ...  (only if the hash was not loaded yet)
-if redis.call('HEXISTS', KEYS[1], 'loaded') == 1 then return 0 end
-for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], 'loaded', '1')
-return 1
-"""
-
-_APPLY_ONCE = """
--- KEYS: account hash, marker. ARGV: entry id, amount, purchased delta, granted delta
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', 604800) == false then return 0 end
-if redis.call('HEXISTS', KEYS[1], 'loaded') == 0 then return 0 end
-if tonumber(ARGV[1]) <= tonumber(redis.call('HGET', KEYS[1], 'loaded_through') or '0') then return 0 end
-redis.call('HINCRBY', KEYS[1], 'credits', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'purchased', ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'granted', ARGV[4])
-return 1
-"""
+PREFIX = scripts.PREFIX
+_ATTEMPTS = 5
+_LOAD_ATTEMPTS = 50
+_SWEEP_INTERVAL_S = 0.5
+_SWEEP_BATCH = 200
+# Credit entries this recent are marked applied when an account loads, so a poller that reads them
+# again afterwards does not count them twice (pollers trail the newest entries by seconds).
+_RECENT_CREDITS_US = 24 * 3600 * 1_000_000
+_SAFE_POLICIES = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
 
 
 def _window_field(reset: LimitReset, at_us: int) -> str:
@@ -133,12 +69,31 @@ def _key_snapshot(
     )
 
 
-def _unavailable(exc: Exception) -> ServiceUnavailable:
+def _unavailable(exc: Exception | None = None) -> ServiceUnavailable:
     return ServiceUnavailable(
         "Balances cannot be checked because Redis is unreachable; the request was not sent. Retry shortly.",
         metadata={"reason": "book_unavailable"},
         headers={"Retry-After": "1"},
     )
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that retries once on a dropped connection (a Redis restart leaves every pooled one stale).
+
+    Only connection errors are retried, not timeouts; every script is safe to run again after a lost
+    reply except a settlement's usage increment, which `tollway reconcile` would then report.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RedisBook:
@@ -148,19 +103,23 @@ class RedisBook:
         self.sync_lock = asyncio.Lock()
         self.watermark = 0
         self.counts_external_usage = False  # each process's settlement script updates the shared figures
-        self._client: redis.Redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self._reserve = self._client.register_script(_RESERVE)
-        self._settle = self._client.register_script(_SETTLE)
-        self._init = self._client.register_script(_INIT)
-        self._apply_once = self._client.register_script(_APPLY_ONCE)
+        self._client = connect(url)
+        self._reserve = self._client.register_script(scripts.RESERVE)
+        self._settle = self._client.register_script(scripts.SETTLE)
+        self._renew = self._client.register_script(scripts.RENEW)
+        self._sweep = self._client.register_script(scripts.SWEEP)
+        self._apply_once = self._client.register_script(scripts.APPLY_ONCE)
+        self._load_account = self._client.register_script(scripts.LOAD_ACCOUNT)
+        self._load_key = self._client.register_script(scripts.LOAD_KEY)
+        self.hold_ttl_s = hold_ttl_s
         self._hold_ttl_us = int(hold_ttl_s * 1_000_000)
         self._hold_ids = itertools.count(1)
-        self._open: dict[int, str] = {}
+        self._open: dict[int, tuple[str, Hold]] = {}
         # Credit entries written to the ledger but not yet counted in Redis (it was unreachable).
         self._unapplied: list[LedgerEntry] = []
-        self._loaded_accounts: set[str] = set()
-        self._loaded_keys: set[str] = set()
+        self._load_locks: dict[str, asyncio.Lock] = {}
         self._process = uuid.uuid4().hex[:12]
+        self.reloads = 0  # figures (re)loaded from the ledger by this process
 
     @staticmethod
     def account_key(account_id: str) -> str:
@@ -174,84 +133,169 @@ class RedisBook:
     def holds_key(account_id: str) -> str:
         return f"{PREFIX}holds:{account_id}"
 
+    @staticmethod
+    def pending_account_key(account_id: str) -> str:
+        return f"{PREFIX}pending:acct:{account_id}"
+
+    @staticmethod
+    def pending_key_key(key_id: str) -> str:
+        return f"{PREFIX}pending:key:{key_id}"
+
     async def start(self) -> None:
         self.watermark = await self._store.max_entry_id()
-
-    async def _ensure_account(self, account_id: str) -> None:
-        if account_id in self._loaded_accounts:
+        try:
+            await self._client.set(scripts.EPOCH, "1", nx=True)
+        except RedisError as exc:
+            log.warning("redis unreachable at start-up", extra={"error": str(exc)[:300]})
             return
-        if not await self._client.hexists(self.account_key(account_id), "loaded"):
-            through = await self._store.max_entry_id()
-            totals = await self._store.account_totals(account_id, up_to_id=through)
-            await self._init(
-                keys=[self.account_key(account_id)],
-                args=[
-                    "credits",
-                    totals.credits_nanos,
-                    "usage",
-                    totals.usage_nanos,
-                    "purchased",
-                    totals.purchased_nanos,
-                    "granted",
-                    totals.granted_nanos,
-                    "loaded_through",
-                    through,
-                ],
+        await self.warn_if_evicting()
+
+    async def warn_if_evicting(self) -> str | None:
+        """Log a warning when Redis may evict the figures (they carry no expiry); returns the policy."""
+        try:
+            answer = await self._client.config_get("maxmemory-policy")
+        except RedisError:
+            return None  # CONFIG is disabled on some managed Redis services
+        policy = _text(answer.get("maxmemory-policy", "")) if answer else ""
+        if policy and policy not in _SAFE_POLICIES:
+            log.warning(
+                "redis may evict cached balances; set maxmemory-policy noeviction",
+                extra={"maxmemory_policy": policy},
             )
-        self._loaded_accounts.add(account_id)
+        return policy
 
-    async def _ensure_key(self, key_id: str, now_us: int) -> None:
-        if key_id in self._loaded_keys:
-            return
-        if not await self._client.hexists(self.key_key(key_id), "loaded"):
-            totals = await self._store.key_usage(key_id, now_us)
-            args: list[Any] = ["total", totals.total_nanos]
-            for reset, (start, used) in totals.by_window.items():
-                args += [f"{reset.value[0]}:{start}", used]
-            await self._init(keys=[self.key_key(key_id)], args=args)
-        self._loaded_keys.add(key_id)
+    # Loading figures from the ledger.
+
+    async def load_account(self, account_id: str) -> None:
+        """(Re)load an account's figures from the ledger, counting parked usage and credits exactly once."""
+        lock = self._load_locks.setdefault("a:" + account_id, asyncio.Lock())
+        async with lock:
+            account_key = self.account_key(account_id)
+            pending_key = self.pending_account_key(account_id)
+            for _ in range(_LOAD_ATTEMPTS):
+                if await self._client.hexists(account_key, "loaded"):
+                    return
+                parked = [_text(f) for f in await self._client.hkeys(pending_key)]
+                generation_ids = [f[2:] for f in parked if f.startswith("g:")]
+                entry_ids = [int(f[2:]) for f in parked if f.startswith("e:")]
+                since_us = int(time.time() * 1_000_000) - _RECENT_CREDITS_US
+                load = await self._store.account_load(account_id, generation_ids, entry_ids, since_us)
+                included = [f"g:{g}" for g in load.included_generation_ids]
+                included += [f"e:{i}" for i in load.included_entry_ids]
+                totals = load.totals
+                outcome = await self._load_account(
+                    keys=[account_key, pending_key, scripts.EPOCH],
+                    args=[
+                        PREFIX,
+                        len(parked),
+                        *parked,
+                        len(included),
+                        *included,
+                        totals.credits_nanos,
+                        totals.usage_nanos,
+                        totals.purchased_nanos,
+                        totals.granted_nanos,
+                        *load.recent_credit_ids,
+                    ],
+                )
+                if int(outcome[0]) != scripts.PENDING_CHANGED:
+                    self.reloads += int(outcome[0])
+                    return
+            raise _unavailable()
+
+    async def load_key(self, key_id: str, now_us: int) -> None:
+        """(Re)load a key's usage windows from the ledger, counting parked settlements exactly once."""
+        lock = self._load_locks.setdefault("k:" + key_id, asyncio.Lock())
+        async with lock:
+            key_key = self.key_key(key_id)
+            pending_key = self.pending_key_key(key_id)
+            for _ in range(_LOAD_ATTEMPTS):
+                if await self._client.hexists(key_key, "loaded"):
+                    return
+                parked = [_text(f) for f in await self._client.hkeys(pending_key)]
+                load = await self._store.key_load(key_id, now_us, parked)
+                fields: list[Any] = ["total", load.totals.total_nanos]
+                for reset, (start, used) in load.totals.by_window.items():
+                    fields += [f"{reset.value[0]}:{start}", used]
+                outcome = await self._load_key(
+                    keys=[key_key, pending_key, scripts.EPOCH],
+                    args=[
+                        PREFIX,
+                        len(parked),
+                        *parked,
+                        len(load.included_generation_ids),
+                        *load.included_generation_ids,
+                        *fields,
+                    ],
+                )
+                if int(outcome[0]) != scripts.PENDING_CHANGED:
+                    self.reloads += int(outcome[0])
+                    return
+            raise _unavailable()
+
+    # Reading figures.
 
     async def account_snapshot(self, account_id: str) -> AccountSnapshot:
+        fields = ["credits", "usage", "held", "purchased", "granted", "loaded"]
         try:
-            await self._ensure_account(account_id)
-            values = await self._client.hmget(
-                self.account_key(account_id), ["credits", "usage", "held", "purchased", "granted"]
-            )
+            for _ in range(_ATTEMPTS):
+                values = await self._client.hmget(self.account_key(account_id), fields)
+                if values[-1] is not None:
+                    credits, usage, held, purchased, granted = (int(v or 0) for v in values[:-1])
+                    return AccountSnapshot(credits, usage, held, purchased, granted)
+                await self.load_account(account_id)
         except RedisError as exc:
             raise _unavailable(exc) from exc
-        credits, usage, held, purchased, granted = (int(v or 0) for v in values)
-        return AccountSnapshot(credits, usage, held, purchased, granted)
+        raise _unavailable()
 
     async def key_snapshot(self, key: KeyRecord, now_us: int) -> KeySnapshot:
-        fields = ["total", "held"] + [_window_field(reset, now_us) for reset in LimitReset]
+        fields = ["total", "held"] + [_window_field(reset, now_us) for reset in LimitReset] + ["loaded"]
         try:
-            await self._ensure_key(key.id, now_us)
-            values = [int(v or 0) for v in await self._client.hmget(self.key_key(key.id), fields)]
+            for _ in range(_ATTEMPTS):
+                values = await self._client.hmget(self.key_key(key.id), fields)
+                if values[-1] is not None:
+                    total, held, daily, weekly, monthly = (int(v or 0) for v in values[:-1])
+                    return _key_snapshot(key, now_us, total, held, daily, weekly, monthly)
+                await self.load_key(key.id, now_us)
         except RedisError as exc:
             raise _unavailable(exc) from exc
-        total, held, daily, weekly, monthly = values
-        return _key_snapshot(key, now_us, total, held, daily, weekly, monthly)
+        raise _unavailable()
+
+    # Holds.
 
     async def try_reserve(self, key: KeyRecord, amount_nanos: int, now_us: int) -> ReserveOutcome:
         hold_id = next(self._hold_ids)
         member = f"{self._process}-{hold_id}|{amount_nanos}|{key.id}"
         window = _window_field(key.limit_reset, now_us) if key.limit_reset else "total"
+        keys = [
+            self.account_key(key.account_id),
+            self.key_key(key.id),
+            self.holds_key(key.account_id),
+            scripts.HOLD_INDEX,
+        ]
+        args: list[Any] = [
+            PREFIX,
+            now_us,
+            amount_nanos,
+            -1 if key.limit_nanos is None else key.limit_nanos,
+            window,
+            member,
+            now_us + self._hold_ttl_us,
+            *[_window_field(reset, now_us) for reset in LimitReset],
+            key.account_id,
+        ]
         try:
-            await self._ensure_account(key.account_id)
-            await self._ensure_key(key.id, now_us)
-            raw = await self._reserve(
-                keys=[self.account_key(key.account_id), self.key_key(key.id), self.holds_key(key.account_id)],
-                args=[
-                    PREFIX,
-                    now_us,
-                    amount_nanos,
-                    -1 if key.limit_nanos is None else key.limit_nanos,
-                    window,
-                    member,
-                    now_us + self._hold_ttl_us,
-                    *[_window_field(reset, now_us) for reset in LimitReset],
-                ],
-            )
+            for _ in range(_ATTEMPTS):
+                raw = await self._reserve(keys=keys, args=args)
+                status = int(raw[0])
+                if status == scripts.NOT_LOADED_ACCOUNT:
+                    await self.load_account(key.account_id)
+                elif status == scripts.NOT_LOADED_KEY:
+                    await self.load_key(key.id, now_us)
+                else:
+                    break
+            else:
+                raise _unavailable()
         except RedisError as exc:
             raise _unavailable(exc) from exc
         ok, credits, usage, held, purchased, granted, total, daily, weekly, monthly, key_held = (int(v) for v in raw)
@@ -260,37 +304,94 @@ class RedisBook:
         if not ok:
             return ReserveOutcome(None, account, figures)
         hold = Hold(id=hold_id, account_id=key.account_id, key_id=key.id, amount_nanos=amount_nanos)
-        self._open[hold_id] = member
+        self._open[hold_id] = (member, hold)
         return ReserveOutcome(hold, account, figures)
 
-    async def _finish(self, hold: Hold, cost_nanos: int, at_us: int, count_usage: bool) -> None:
-        member = self._open.pop(hold.id, None)
-        if member is None:
+    async def _finish(self, hold: Hold, cost_nanos: int, at_us: int, count_usage: bool, generation_id: str) -> None:
+        opened = self._open.pop(hold.id, None)
+        if opened is None:
             return
+        member = opened[0]
         key_id = hold.key_id or ""
         await self._settle(
-            keys=[self.account_key(hold.account_id), self.key_key(key_id), self.holds_key(hold.account_id)],
+            keys=[
+                self.account_key(hold.account_id),
+                self.key_key(key_id),
+                self.holds_key(hold.account_id),
+                self.pending_account_key(hold.account_id),
+                self.pending_key_key(key_id),
+            ],
             args=[
                 member,
                 hold.amount_nanos,
                 cost_nanos,
                 *[_window_field(r, at_us) for r in LimitReset],
                 "1" if count_usage else "0",
+                generation_id or member,
+                "1" if key_id else "0",
             ],
         )
 
-    async def settle(self, hold: Hold, cost_nanos: int, at_us: int) -> None:
+    async def settle(self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "") -> None:
         try:
-            await self._finish(hold, cost_nanos, at_us, count_usage=True)
-        except RedisError:
-            # The ledger entry is still written; `tollway reconcile` restores Redis from it.
-            self._loaded_accounts.discard(hold.account_id)
+            await self._finish(hold, cost_nanos, at_us, count_usage=True, generation_id=generation_id)
+        except RedisError as exc:
+            # The ledger entry is still written; `tollway reconcile --fix` brings Redis back to it.
+            log.error("could not settle a hold in redis", extra={"error": str(exc)[:300]})
 
     async def release(self, hold: Hold) -> None:
         try:
-            await self._finish(hold, 0, 0, count_usage=False)
-        except RedisError:
-            self._loaded_accounts.discard(hold.account_id)
+            await self._finish(hold, 0, 0, count_usage=False, generation_id="")
+        except RedisError as exc:
+            log.warning("could not release a hold in redis; it expires", extra={"error": str(exc)[:300]})
+
+    async def renew(self, holds: Sequence[Hold], now_us: int) -> None:
+        """Push the expiry of live holds out by one TTL (one round trip); re-adds a hold Redis lost."""
+        live = [self._open[h.id] for h in holds if h.id in self._open]
+        if not live:
+            return
+        expiry = now_us + self._hold_ttl_us
+        async with self._client.pipeline(transaction=False) as pipe:
+            for member, hold in live:
+                key_id = hold.key_id or ""
+                await self._renew(
+                    keys=[
+                        self.account_key(hold.account_id),
+                        self.key_key(key_id),
+                        self.holds_key(hold.account_id),
+                        scripts.HOLD_INDEX,
+                    ],
+                    args=[member, hold.amount_nanos, expiry, hold.account_id, "1" if key_id else "0"],
+                    client=pipe,
+                )
+            await pipe.execute()
+
+    async def sweep(self, now_us: int) -> int:
+        """Release every account's expired holds; returns how many were released."""
+        released = 0
+        while True:
+            count = int(await self._sweep(keys=[scripts.HOLD_INDEX], args=[PREFIX, now_us, _SWEEP_BATCH]))
+            released += count
+            if count < _SWEEP_BATCH:
+                return released
+
+    async def maintain(self) -> None:
+        """Background upkeep: sweep expired holds (every 0.5 s) and renew this process's (every TTL/3)."""
+        renew_every_s = max(0.1, self.hold_ttl_s / 3)
+        sweep_every_s = min(_SWEEP_INTERVAL_S, renew_every_s)
+        last_renew = time.monotonic()
+        while True:
+            await asyncio.sleep(sweep_every_s)
+            now_us = int(time.time() * 1_000_000)
+            try:
+                if time.monotonic() - last_renew >= renew_every_s:
+                    last_renew = time.monotonic()
+                    await self.renew([hold for _member, hold in self._open.values()], now_us)
+                await self.sweep(now_us)
+            except RedisError as exc:
+                log.warning("hold upkeep failed, will retry", extra={"error": str(exc)[:300]})
+
+    # Credit entries.
 
     async def _apply(self, entry: LedgerEntry) -> None:
         if entry.kind is EntryKind.USAGE or entry.id is None:
@@ -298,7 +399,11 @@ class RedisBook:
         purchased = entry.amount_nanos if entry.kind in (EntryKind.PURCHASE, EntryKind.REFUND) else 0
         granted = entry.amount_nanos if entry.kind is EntryKind.GRANT else 0
         await self._apply_once(
-            keys=[self.account_key(entry.account_id), f"{PREFIX}applied:{entry.id}"],
+            keys=[
+                self.account_key(entry.account_id),
+                f"{PREFIX}applied:{entry.id}",
+                self.pending_account_key(entry.account_id),
+            ],
             args=[entry.id, entry.amount_nanos, purchased, granted],
         )
 
@@ -326,4 +431,5 @@ class RedisBook:
         return len(self._open)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        with contextlib.suppress(RedisError):
+            await self._client.aclose()

@@ -60,7 +60,7 @@ class Ledger:
         decision = decide_refusal(plan, outcome.account, outcome.key, self._min_tokens)
         if isinstance(decision, TollwayError):
             raise decision
-        lowered = CostPlan(plan.price, plan.prompt_tokens_estimate, decision.max_tokens, False)
+        lowered = replace(plan, max_tokens=decision.max_tokens, max_tokens_requested=False)
         retry = await self.book.try_reserve(key, lowered.hold_nanos, now_us)
         if retry.hold is None:
             # The figures moved between the two tries: refuse with the lowered request's numbers.
@@ -72,9 +72,13 @@ class Ledger:
         return Reservation(retry.hold, decision.max_tokens, max_tokens_capped=True)
 
     async def settle(self, hold: Hold, generation: GenerationRecord) -> bool:
-        """Bill `generation.cost_nanos` in place of the hold; True once the entry is committed."""
+        """Bill `generation.cost_nanos` in place of the hold; True once the entry is committed.
+
+        The entry is committed (or spooled) before the book replaces the hold by the cost: a shared
+        book that lost its figures in between reloads them from a ledger that already has the entry,
+        and the hold keeps the money reserved until then.
+        """
         now_us = generation.created_at_us
-        await self.book.settle(hold, generation.cost_nanos, now_us)
         entry = None
         if generation.cost_nanos:
             entry = LedgerEntry(
@@ -85,12 +89,19 @@ class Ledger:
                 key_id=generation.key_id,
                 generation_id=generation.id,
             )
-        if self.book.open_hold_count == 0:
-            return await self.writer.write_alone(generation, entry)
-        return await self.writer.record(generation, entry)
+        try:
+            if self.book.open_hold_count <= 1:  # this request's hold alone: no batch to share
+                return await self.writer.write_alone(generation, entry)
+            return await self.writer.record(generation, entry)
+        finally:
+            await self.book.settle(hold, generation.cost_nanos, now_us, generation.id)
 
     async def release(self, hold: Hold) -> None:
         await self.book.release(hold)
+
+    async def renew(self, hold: Hold) -> None:
+        """Keep a live request's hold from expiring (the book also renews every open hold on its own)."""
+        await self.book.renew([hold], self._clock.now_us())
 
     async def append(
         self,

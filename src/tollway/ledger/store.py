@@ -7,7 +7,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    String,
+    and_,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.auth.records import LimitReset
@@ -35,7 +47,29 @@ class KeyUsageTotals:
     by_window: dict[LimitReset, tuple[int, int]]  # reset -> (window start, nanos used in it)
 
 
-def _entry_row(entry: LedgerEntry, origin: str | None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class AccountLoad:
+    """An account's sums, read in one statement with which parked Redis items they already include."""
+
+    totals: AccountTotals
+    included_generation_ids: frozenset[str]
+    included_entry_ids: frozenset[int]
+    recent_credit_ids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLoad:
+    totals: KeyUsageTotals
+    included_generation_ids: frozenset[str]
+
+
+def _tagged(tag: int, numbers: list[Any], text: Any = None) -> Any:
+    """One branch of a UNION ALL: a tag, four integers and one text column."""
+    padded = [cast(n, BigInteger) for n in numbers] + [cast(literal(0), BigInteger)] * (4 - len(numbers))
+    return select(cast(literal(tag), BigInteger), *padded, cast(text if text is not None else literal(None), String))
+
+
+def entry_row(entry: LedgerEntry, origin: str | None) -> dict[str, Any]:
     return {
         "account_id": entry.account_id,
         "kind": entry.kind.value,
@@ -49,7 +83,7 @@ def _entry_row(entry: LedgerEntry, origin: str | None) -> dict[str, Any]:
     }
 
 
-def _generation_row(record: GenerationRecord) -> dict[str, Any]:
+def generation_row(record: GenerationRecord) -> dict[str, Any]:
     attempts = [
         {
             "provider_name": a.provider_name,
@@ -86,6 +120,14 @@ def _generation_row(record: GenerationRecord) -> dict[str, Any]:
         "http_referer": record.http_referer,
         "max_tokens_capped": record.max_tokens_capped,
         "provider_responses": orjson.dumps(attempts).decode(),
+        "tokens_cache_write": record.tokens_cache_write,
+        "tokens_cache_write_1h": record.tokens_cache_write_1h,
+        "images": record.images,
+        "web_searches": record.web_searches,
+        "usage_estimated": record.usage_estimated,
+        "hold_nanos": record.hold_nanos,
+        "hold_overrun_nanos": record.hold_overrun_nanos,
+        "cost_details": orjson.dumps(record.cost_details).decode() if record.cost_details else None,
     }
 
 
@@ -126,6 +168,14 @@ def generation_from_row(row: Any) -> GenerationRecord:
         http_referer=row.http_referer,
         max_tokens_capped=row.max_tokens_capped,
         provider_responses=attempts,
+        tokens_cache_write=row.tokens_cache_write or 0,
+        tokens_cache_write_1h=row.tokens_cache_write_1h or 0,
+        images=row.images or 0,
+        web_searches=row.web_searches or 0,
+        usage_estimated=bool(row.usage_estimated),
+        hold_nanos=row.hold_nanos or 0,
+        hold_overrun_nanos=row.hold_overrun_nanos or 0,
+        cost_details=orjson.loads(row.cost_details) if row.cost_details else {},
     )
 
 
@@ -166,7 +216,7 @@ class LedgerStore:
 
     async def append(self, entry: LedgerEntry, origin: str | None) -> int | None:
         """Append one entry and return its id; None when its (kind, reference) was already recorded."""
-        statement = insert_ignoring_duplicates(_E, self._dialect).values(**_entry_row(entry, origin)).returning(_E.c.id)
+        statement = insert_ignoring_duplicates(_E, self._dialect).values(**entry_row(entry, origin)).returning(_E.c.id)
         async with self._engine.begin() as connection:
             inserted = (await connection.execute(statement)).scalar()
         return None if inserted is None else int(inserted)
@@ -177,19 +227,41 @@ class LedgerStore:
         """One transaction for a batch; duplicates (a retried batch) are skipped, never doubled."""
         if self._sink is not None:
             await self._sink.write(
-                [_as_row(_entry_row(e, origin), ENTRY_COLUMNS) for e in entries],
-                [_as_row(_generation_row(g), GENERATION_COLUMNS) for g in generations],
+                [_as_row(entry_row(e, origin), ENTRY_COLUMNS) for e in entries],
+                [_as_row(generation_row(g), GENERATION_COLUMNS) for g in generations],
             )
             return
         async with self._engine.begin() as connection:
             if generations:
                 await connection.execute(
-                    insert_ignoring_duplicates(_G, self._dialect), [_generation_row(g) for g in generations]
+                    insert_ignoring_duplicates(_G, self._dialect), [generation_row(g) for g in generations]
                 )
             if entries:
                 await connection.execute(
-                    insert_ignoring_duplicates(_E, self._dialect), [_entry_row(e, origin) for e in entries]
+                    insert_ignoring_duplicates(_E, self._dialect), [entry_row(e, origin) for e in entries]
                 )
+
+    async def write_rows(self, entries: Sequence[dict[str, Any]], generations: Sequence[dict[str, Any]]) -> None:
+        """Write rows kept outside the database (the spool) as they were; duplicates are skipped."""
+        if self._sink is not None:
+            await self._sink.write(
+                [_as_row(e, ENTRY_COLUMNS) for e in entries], [_as_row(g, GENERATION_COLUMNS) for g in generations]
+            )
+            return
+        async with self._engine.begin() as connection:
+            if generations:
+                await connection.execute(insert_ignoring_duplicates(_G, self._dialect), list(generations))
+            if entries:
+                await connection.execute(insert_ignoring_duplicates(_E, self._dialect), list(entries))
+
+    async def existing_generation_ids(self, generation_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        async with self._engine.connect() as connection:
+            for start in range(0, len(generation_ids), 500):
+                chunk = list(generation_ids[start : start + 500])
+                rows = await connection.execute(select(_G.c.id).where(_G.c.id.in_(chunk)))
+                found.update(str(row[0]) for row in rows)
+        return found
 
     def changed_elsewhere(self) -> bool:
         """Cheap hint for the poller; True when unsure."""
@@ -267,6 +339,66 @@ class LedgerStore:
             usage_nanos=int(row[1]),
             purchased_nanos=int(row[2]),
             granted_nanos=int(row[3]),
+        )
+
+    def _account_sums(self) -> list[Any]:
+        usage = _E.c.kind == EntryKind.USAGE.value
+        purchases = _E.c.kind.in_([EntryKind.PURCHASE.value, EntryKind.REFUND.value])
+        return [
+            func.coalesce(func.sum(case((usage, 0), else_=_E.c.amount_nanos)), 0),
+            func.coalesce(func.sum(case((usage, _E.c.amount_nanos), else_=0)), 0),
+            func.coalesce(func.sum(case((purchases, _E.c.amount_nanos), else_=0)), 0),
+            func.coalesce(func.sum(case((_E.c.kind == EntryKind.GRANT.value, _E.c.amount_nanos), else_=0)), 0),
+        ]
+
+    async def account_load(
+        self,
+        account_id: str,
+        parked_generation_ids: list[str],
+        parked_entry_ids: list[int],
+        recent_since_us: int,
+    ) -> AccountLoad:
+        """Sums for (re)loading a cached account, with the parked items and recent credits they include.
+
+        One statement, so one snapshot: an item is either in the sums and in the answer, or in neither.
+        """
+        mine = _E.c.account_id == account_id
+        parts = [_tagged(0, self._account_sums()).where(mine)]
+        if parked_generation_ids:
+            parts.append(_tagged(1, [], _E.c.generation_id).where(mine, _E.c.generation_id.in_(parked_generation_ids)))
+        if parked_entry_ids:
+            parts.append(_tagged(2, [_E.c.id]).where(mine, _E.c.id.in_(parked_entry_ids)))
+        recent = and_(mine, _E.c.kind != EntryKind.USAGE.value, _E.c.created_at_us >= recent_since_us)
+        parts.append(_tagged(3, [_E.c.id]).where(recent))
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(union_all(*parts))).all()
+        totals = next(r for r in rows if r[0] == 0)
+        return AccountLoad(
+            totals=AccountTotals(int(totals[1]), int(totals[2]), int(totals[3]), int(totals[4])),
+            included_generation_ids=frozenset(str(r[5]) for r in rows if r[0] == 1),
+            included_entry_ids=frozenset(int(r[1]) for r in rows if r[0] == 2),
+            recent_credit_ids=[int(r[1]) for r in rows if r[0] == 3],
+        )
+
+    async def key_load(self, key_id: str, now_us: int, parked_generation_ids: list[str]) -> KeyLoad:
+        """A key's usage sums for (re)loading it, with the parked settlements they include (one statement)."""
+        starts = {reset: window_start_us(reset, now_us) for reset in LimitReset}
+        mine = and_(_E.c.key_id == key_id, _E.c.kind == EntryKind.USAGE.value)
+        sums = [func.coalesce(func.sum(_E.c.amount_nanos), 0)]
+        sums += [
+            func.coalesce(func.sum(case((_E.c.created_at_us >= start, _E.c.amount_nanos), else_=0)), 0)
+            for start in starts.values()
+        ]
+        parts = [_tagged(0, sums).where(mine)]
+        if parked_generation_ids:
+            parts.append(_tagged(1, [], _E.c.generation_id).where(mine, _E.c.generation_id.in_(parked_generation_ids)))
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(union_all(*parts))).all()
+        row = next(r for r in rows if r[0] == 0)
+        by_window = {reset: (start, int(row[i + 2])) for i, (reset, start) in enumerate(starts.items())}
+        return KeyLoad(
+            KeyUsageTotals(total_nanos=int(row[1]), by_window=by_window),
+            frozenset(str(r[5]) for r in rows if r[0] == 1),
         )
 
     async def key_usage(

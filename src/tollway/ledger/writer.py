@@ -1,9 +1,12 @@
 """Group commit of settled usage: every settlement joins the next batch, one transaction per batch.
 
-A request waits (boundedly) for its batch to commit before answering, so a response the client
-saw is a usage entry on disk. When the database fails, batches stay queued and are retried
-(duplicates are ignored by unique keys, so a retry never doubles), and `accepting` turns false so
-new paid work is refused with 503 instead of growing the queue without bound.
+A request waits (boundedly) for its batch to commit before answering. If the flush timeout passes
+first (the database is slow, down or failing), the settlement is appended to the fsynced spool
+before the request goes on to answer, so a response the client saw is a usage entry on disk either
+way. Queued batches are retried (duplicates are ignored by unique keys, so a retry never doubles);
+once the queue is empty, everything spooled is committed and the spool starts over. `accepting`
+turns false while the database fails, so new paid work is refused with 503 instead of growing the
+queue without bound.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from tollway.ledger.records import GenerationRecord, LedgerEntry
+from tollway.ledger.spool import Spool
 from tollway.ledger.store import LedgerStore
 
 log = logging.getLogger("tollway.ledger")
@@ -29,17 +33,21 @@ class _Pending:
     generation: GenerationRecord
     entry: LedgerEntry | None
     committed: asyncio.Future[bool]
-    deadline: asyncio.TimerHandle
-
-
-def _give_up(committed: asyncio.Future[bool]) -> None:
-    if not committed.done():
-        committed.set_result(False)
+    deadline: asyncio.TimerHandle | None = None
+    spooled: bool = False
 
 
 class LedgerWriter:
-    def __init__(self, store: LedgerStore, origin: str, queue_limit: int, flush_timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        origin: str,
+        queue_limit: int,
+        flush_timeout_s: float,
+        spool: Spool | None = None,
+    ) -> None:
         self._store = store
+        self.spool = spool
         self._origin = origin
         self._queue_limit = queue_limit
         self._flush_timeout_s = flush_timeout_s
@@ -71,24 +79,59 @@ class LedgerWriter:
         """
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[bool] = loop.create_future()
-        deadline = loop.call_later(self._flush_timeout_s, _give_up, committed)
-        self._queue.append(_Pending(generation, entry, committed, deadline))
+        pending = _Pending(generation, entry, committed)
+        pending.deadline = loop.call_later(self._flush_timeout_s, self._give_up, pending)
+        self._queue.append(pending)
         self._by_generation[generation.id] = generation
         self._wake.set()
         return committed
+
+    def _spool(self, pending: _Pending) -> None:
+        if self.spool is None or pending.spooled:
+            return
+        try:
+            self.spool.append(pending.generation, pending.entry)
+            pending.spooled = True
+        except OSError as exc:
+            log.critical(
+                "could not spool a settlement the database has not confirmed; it stays queued in memory",
+                extra={"generation_id": pending.generation.id, "error": str(exc)[:300]},
+            )
+
+    def _give_up(self, pending: _Pending) -> None:
+        """The flush timeout passed: make the settlement durable in the spool, then let the request answer."""
+        if pending.committed.done():
+            return
+        self._spool(pending)
+        pending.committed.set_result(False)
+
+    def spool_queued(self) -> int:
+        """Spool everything still queued (shutdown with the database away); returns how many."""
+        for pending in self._queue:
+            self._spool(pending)
+        return len(self._queue)
+
+    def _committed(self) -> None:
+        if not self._queue and self.spool is not None:
+            self.spool.clear()
 
     async def write_alone(self, generation: GenerationRecord, entry: LedgerEntry | None) -> bool:
         """Write now, in the caller's task, when no other request is in flight to share a batch with.
 
         Saves the hand-off to the writer task and back (two scheduling rounds, a good part of what a
-        lone request pays for its commit). Anything unusual (a queue, an unhealthy database, an error)
-        goes the queued way, which retries.
+        lone request pays for its commit). Anything unusual (a queue, an unhealthy database, an error,
+        no answer within the flush timeout) goes the queued way, which retries.
         """
         if self._queue or not self.healthy:
             return await self.record(generation, entry)
         self._by_generation[generation.id] = generation
         try:
-            await self._store.write_batch([entry] if entry is not None else [], [generation], self._origin)
+            async with asyncio.timeout(self._flush_timeout_s):
+                await self._store.write_batch([entry] if entry is not None else [], [generation], self._origin)
+        except TimeoutError:  # not confirmed in time: durable in the spool, retried by the queue
+            self.record(generation, entry)
+            self._spool(self._queue[-1])
+            return False
         except asyncio.CancelledError:
             self.record(generation, entry)  # the queue finishes what the interrupted write may not have
             raise
@@ -97,6 +140,8 @@ class LedgerWriter:
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             return await self.record(generation, entry)
         self._by_generation.pop(generation.id, None)
+        if self.spool is not None and self.spool.lines:
+            self._committed()
         return True
 
     async def checkpoints(self) -> None:
@@ -137,9 +182,11 @@ class LedgerWriter:
                 del self._queue[: len(batch)]
                 if not self._queue:
                     self._emptied.set()
+                self._committed()
                 for pending in batch:
                     self._by_generation.pop(pending.generation.id, None)
-                    pending.deadline.cancel()
+                    if pending.deadline is not None:
+                        pending.deadline.cancel()
                     if not pending.committed.done():
                         pending.committed.set_result(True)
 

@@ -72,6 +72,9 @@ class MemoryLimiter:
             elif check.kind is LimitKind.GCRA and check.key in token_corrections and check.key in self._tat:
                 self._tat[check.key] += emission_us(check) * token_corrections[check.key]
 
+    async def renew(self, slots: Sequence[tuple[str, str]], now_us: int) -> None:
+        """Slots in process live as long as their request: nothing expires them."""
+
     async def view(self, checks: Sequence[LimitCheck], now_us: int) -> list[LimitState]:
         states = []
         for check in checks:

@@ -12,11 +12,12 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from tollway.ledger.redis_book import connect
 from tollway.limits.backend import LimiterUnavailable
 from tollway.limits.rules import DAY_US, LimitCheck, LimitKind, LimitState, Verdict, emission_us, next_midnight_us
 
 _PREFIX = "tw:limit:"
-_SLOT_TTL_US = 15 * 60 * 1_000_000
+_DEFAULT_SLOT_TTL_S = 15 * 60.0
 
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
@@ -114,6 +115,17 @@ return 1
 """
 
 
+# A live request keeps its concurrency slots: push their expiry out, put back a slot Redis lost.
+_RENEW = """
+-- KEYS: concurrency sets. ARGV: expiry, set ttl (ms), then one ticket per key
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2 + i])
+  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+end
+return #KEYS
+"""
+
+
 def _storage_key(check: LimitCheck, now_us: int) -> str:
     if check.kind is LimitKind.DAILY:
         return f"{_PREFIX}{check.key}:{now_us // DAY_US}"
@@ -123,17 +135,20 @@ def _storage_key(check: LimitCheck, now_us: int) -> str:
 class RedisLimiter:
     name = "redis"
 
-    def __init__(self, url: str) -> None:
-        self._client: redis.Redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, url: str, slot_ttl_s: float = _DEFAULT_SLOT_TTL_S) -> None:
+        self._client: redis.Redis = connect(url)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._give_back = self._client.register_script(_GIVE_BACK)
+        self._renew = self._client.register_script(_RENEW)
+        # A slot a dead process left behind frees itself this long after its last renewal.
+        self._slot_ttl_us = int(slot_ttl_s * 1_000_000)
         self._last_day: dict[str, int] = {}
 
     async def _run_acquire(
         self, checks: Sequence[LimitCheck], now_us: int, ticket: str, apply: bool
     ) -> tuple[bool, int, list[LimitState]]:
         keys = [_storage_key(check, now_us) for check in checks]
-        args: list[Any] = [now_us, ticket, _SLOT_TTL_US, DAY_US, "1" if apply else "0"]
+        args: list[Any] = [now_us, ticket, self._slot_ttl_us, DAY_US, "1" if apply else "0"]
         for check in checks:
             args += [check.kind.value, check.limit, check.period_us, check.cost]
         try:
@@ -185,6 +200,17 @@ class RedisLimiter:
             elif check.kind is LimitKind.GCRA and check.key in token_corrections:
                 items.append((check, emission_us(check) * token_corrections[check.key], ticket))
         await self._adjust(items)
+
+    async def renew(self, slots: Sequence[tuple[str, str]], now_us: int) -> None:
+        if not slots:
+            return
+        keys = [f"{_PREFIX}{check_key}" for check_key, _ticket in slots]
+        args: list[Any] = [now_us + self._slot_ttl_us, self._slot_ttl_us // 1000 + 1000]
+        args += [ticket for _check_key, ticket in slots]
+        try:
+            await self._renew(keys=keys, args=args)
+        except RedisError as exc:
+            raise LimiterUnavailable(f"Redis is unreachable: {exc}") from exc
 
     async def view(self, checks: Sequence[LimitCheck], now_us: int) -> list[LimitState]:
         probes = [LimitCheck(c.limit_id, c.kind, c.key, c.limit, c.period_us, cost=0) for c in checks]

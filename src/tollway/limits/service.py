@@ -7,6 +7,7 @@ may also carry request, token-per-minute and concurrency limits; endpoints may c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from dataclasses import dataclass, field
@@ -146,6 +147,8 @@ class RateLimiter:
         self._free = free
         self._clock = clock
         self._fail_open = fail_open
+        # Admitted tickets holding concurrency slots, renewed while their request runs.
+        self._open: dict[str, Ticket] = {}
 
     def free_checks(self, account_id: str, purchased_nanos: int) -> list[LimitCheck]:
         daily_limit, daily_id = self._free.daily_limit(purchased_nanos)
@@ -198,13 +201,41 @@ class RateLimiter:
             assert verdict.refused_by is not None
             raise rate_limited(verdict.refused_by, now_us)
         ticket.token_keys = {c.key: c.cost for c in checks if c.limit_id.endswith("tokens-per-minute")}
+        if any(c.kind is LimitKind.CONCURRENCY for c in checks):
+            self._open[ticket.id] = ticket
         return ticket
+
+    @staticmethod
+    def _slots(tickets: list[Ticket]) -> list[tuple[str, str]]:
+        return [(c.key, t.id) for t in tickets if not t.finished for c in t.checks if c.kind is LimitKind.CONCURRENCY]
+
+    async def renew(self, ticket: Ticket | None) -> None:
+        """Keep a live request's concurrency slots from expiring (one round trip)."""
+        if ticket is None:
+            return
+        try:
+            await self.backend.renew(self._slots([ticket]), self._clock.now_us())
+        except LimiterUnavailable as exc:
+            log.warning("could not renew a concurrency slot", extra={"error": str(exc)[:300]})
+
+    async def maintain(self, interval_s: float) -> None:
+        """Renew every open ticket's slots each interval (a third of their expiry), for the process's life."""
+        while True:
+            await asyncio.sleep(interval_s)
+            slots = self._slots(list(self._open.values()))
+            if not slots:
+                continue
+            try:
+                await self.backend.renew(slots, self._clock.now_us())
+            except LimiterUnavailable as exc:
+                log.warning("could not renew concurrency slots", extra={"error": str(exc)[:300]})
 
     async def give_back(self, ticket: Ticket | None) -> None:
         """The request was refused after admission (credits): it consumes no limit."""
         if ticket is None or ticket.finished:
             return
         ticket.finished = True
+        self._open.pop(ticket.id, None)
         try:
             await self.backend.give_back(ticket.checks, ticket.id)
         except LimiterUnavailable as exc:
@@ -215,6 +246,7 @@ class RateLimiter:
         if ticket is None or ticket.finished:
             return
         ticket.finished = True
+        self._open.pop(ticket.id, None)
         corrections = {key: tokens_used - taken for key, taken in ticket.token_keys.items()}
         try:
             await self.backend.finish(ticket.checks, ticket.id, corrections)

@@ -1,4 +1,9 @@
-"""Auto-recharge settings and the claim that makes one balance dip start exactly one charge."""
+"""Auto-recharge settings and the claim that makes one balance dip start exactly one charge.
+
+The claim (`in_flight_payment_id`, taken at `last_charge_at_us`) is released when the charge ends;
+if the process holding it dies, it expires after the claim timeout, so auto-recharge never stays
+stuck. The dead process's order is settled by asking the provider (see PaymentsService.converge).
+"""
 
 from __future__ import annotations
 
@@ -82,15 +87,20 @@ class AutoRechargeStore:
             )
         return await self.get(account_id)
 
-    async def claim(self, account_id: str, payment_id: str, now_us: int, min_interval_us: int) -> bool:
-        """Take the one charge slot: only one process, and one settlement, wins per interval."""
+    async def claim(
+        self, account_id: str, payment_id: str, now_us: int, min_interval_us: int, claim_timeout_us: int
+    ) -> bool:
+        """Take the one charge slot: only one process, and one settlement, wins per interval.
+
+        A claim older than `claim_timeout_us` belongs to a process that died mid-charge: it is taken over.
+        """
         async with self._engine.begin() as connection:
             result = await connection.execute(
                 update(_A)
                 .where(
                     _A.c.account_id == account_id,
                     _A.c.enabled.is_(True),
-                    _A.c.in_flight_payment_id.is_(None),
+                    or_(_A.c.in_flight_payment_id.is_(None), _A.c.last_charge_at_us <= now_us - claim_timeout_us),
                     or_(_A.c.last_charge_at_us.is_(None), _A.c.last_charge_at_us <= now_us - min_interval_us),
                 )
                 .values(in_flight_payment_id=payment_id, last_charge_at_us=now_us, updated_at_us=now_us)
@@ -98,7 +108,7 @@ class AutoRechargeStore:
         return bool(result.rowcount)
 
     async def finish(self, account_id: str, payment_id: str, now_us: int, failure: str | None) -> None:
-        """The charge ended; a failure disables auto-recharge until the owner turns it on again."""
+        """The charge ended; a decline (`failure`) disables auto-recharge until the owner turns it on again."""
         values: dict[str, Any] = {"in_flight_payment_id": None, "updated_at_us": now_us}
         if failure is not None:
             values.update(enabled=False, disabled_reason=failure)

@@ -30,8 +30,6 @@ _KINDS = {
 class CryptoProvider:
     name = "crypto"
     method = "crypto"
-    fee_percent = "5"
-    fee_minimum_usd = "0"
     refundable = False
 
     def __init__(self, api_key: str, webhook_secret: str, api_base: str, session: aiohttp.ClientSession) -> None:

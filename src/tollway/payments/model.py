@@ -39,6 +39,10 @@ class FeeRule:
     percent: Decimal
     minimum_nanos: int
 
+    @classmethod
+    def zero(cls) -> FeeRule:
+        return cls(Decimal(0), 0)
+
     def fee_nanos(self, amount_nanos: int) -> int:
         """max(minimum, amount × percent rounded half-up to cents): the fee is added on top."""
         cents = (Decimal(amount_nanos) / NANOS_PER_CENT * self.percent / 100).quantize(Decimal(1), ROUND_HALF_UP)

@@ -2,7 +2,13 @@
 
 The event's (provider, id) row, the order's new status and the ledger entry commit together: a
 duplicate delivery finds its row and changes nothing, and a crediting failure rolls the row back
-so the provider's retry credits exactly once.
+so the provider's retry credits exactly once. Events on one order serialise on the order's row
+(SELECT ... FOR UPDATE on PostgreSQL; SQLite's single writer, taken by the event row, already
+does), so concurrent refunds and disputes each see the previous one's result.
+
+What refunds and disputes debit is a function of the order's state (`debited_nanos`): each event
+writes the difference between the target after it and the target before it, so the total debited
+never exceeds what the purchase credited, whatever the order or concurrency of the events.
 """
 
 from __future__ import annotations
@@ -45,6 +51,14 @@ def payment_from_row(row: Any) -> Payment:
         updated_at_us=row.updated_at_us,
         credited_at_us=row.credited_at_us,
     )
+
+
+def debited_nanos(amount_nanos: int, total_cents: int, refunded_cents: int, disputed: bool) -> int:
+    """What refunds and an open dispute take back of a purchase: refunded share, or all of it while disputed."""
+    if total_cents <= 0:
+        return 0
+    refunded = amount_nanos * min(max(refunded_cents, 0), total_cents) // total_cents
+    return amount_nanos if disputed else refunded
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +115,35 @@ class PaymentStore:
         async with self._engine.begin() as connection:
             await connection.execute(update(_P).where(_P.c.id == payment_id).values(payment_intent=intent))
 
-    async def mark(self, payment_id: str, status: PaymentStatus, note: str, now_us: int) -> None:
+    async def mark(self, payment_id: str, status: PaymentStatus, note: str, now_us: int) -> bool:
+        """Move a pending order on; an order an event already settled keeps its state."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(_P)
+                .where(_P.c.id == payment_id, _P.c.status == PaymentStatus.PENDING.value)
+                .values(status=status.value, note=note, updated_at_us=now_us)
+            )
+        return bool(result.rowcount)
+
+    async def note(self, payment_id: str, note: str, now_us: int) -> None:
         async with self._engine.begin() as connection:
             await connection.execute(
-                update(_P).where(_P.c.id == payment_id).values(status=status.value, note=note, updated_at_us=now_us)
+                update(_P)
+                .where(_P.c.id == payment_id, _P.c.status == PaymentStatus.PENDING.value)
+                .values(note=note, updated_at_us=now_us)
             )
+
+    async def pending_charges(self, method: str, created_before_us: int, limit: int = 100) -> list[Payment]:
+        query = (
+            select(_P)
+            .where(_P.c.method == method, _P.c.status == PaymentStatus.PENDING.value)
+            .where(_P.c.created_at_us <= created_before_us)
+            .order_by(_P.c.created_at_us)
+            .limit(limit)
+        )
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [payment_from_row(row) for row in rows]
 
     async def get(self, payment_id: str) -> Payment | None:
         async with self._engine.connect() as connection:
@@ -150,13 +188,16 @@ class PaymentStore:
             return outcome
 
     async def _find(self, connection: AsyncConnection, event: ProviderEvent) -> Payment | None:
+        """The event's order, locked until the transaction ends (FOR UPDATE is a no-op on SQLite)."""
         row = None
         if event.payment_id:
-            row = (await connection.execute(select(_P).where(_P.c.id == event.payment_id))).first()
+            row = (await connection.execute(select(_P).where(_P.c.id == event.payment_id).with_for_update())).first()
         if row is None and event.external_id:
-            row = (await connection.execute(select(_P).where(_P.c.external_id == event.external_id))).first()
+            query = select(_P).where(_P.c.external_id == event.external_id).with_for_update()
+            row = (await connection.execute(query)).first()
         if row is None and event.payment_intent:
-            row = (await connection.execute(select(_P).where(_P.c.payment_intent == event.payment_intent))).first()
+            query = select(_P).where(_P.c.payment_intent == event.payment_intent).with_for_update()
+            row = (await connection.execute(query)).first()
         return None if row is None else payment_from_row(row)
 
     @staticmethod
@@ -241,7 +282,8 @@ class PaymentStore:
             bind["payment_intent"] = event.payment_intent
 
         if event.kind is EventKind.PAID:
-            if payment.status is not PaymentStatus.PENDING:
+            # Charged means credited: an order given up as failed is still credited if the money came.
+            if payment.status not in (PaymentStatus.PENDING, PaymentStatus.FAILED):
                 return Outcome("ignored", f"order already {payment.status.value}", payment)
             entry = await self._entry(
                 connection,
@@ -280,20 +322,23 @@ class PaymentStore:
             return await self._refund(connection, payment, event, bind, origin, now_us)
         if event.kind in (EventKind.DISPUTE_OPENED, EventKind.DISPUTE_WON):
             opened = event.kind is EventKind.DISPUTE_OPENED
-            if payment.status is PaymentStatus.PENDING or opened == payment.disputed:
+            if payment.status in (PaymentStatus.PENDING, PaymentStatus.FAILED) or opened == payment.disputed:
                 return Outcome("ignored", "dispute state unchanged", payment)
-            amount = -payment.amount_nanos if opened else payment.amount_nanos
+            before = debited_nanos(payment.amount_nanos, payment.total_cents, payment.refunded_cents, payment.disputed)
+            after = debited_nanos(payment.amount_nanos, payment.total_cents, payment.refunded_cents, opened)
             reference = f"dispute:{event.dispute_id or payment.id}:{'opened' if opened else 'won'}"
-            entry = await self._entry(
-                connection,
-                payment,
-                EntryKind.ADJUSTMENT,
-                amount,
-                reference,
-                "dispute opened" if opened else "dispute won",
-                origin,
-                now_us,
-            )
+            entry = None
+            if after != before:
+                entry = await self._entry(
+                    connection,
+                    payment,
+                    EntryKind.ADJUSTMENT,
+                    before - after,
+                    reference,
+                    "dispute opened" if opened else "dispute won",
+                    origin,
+                    now_us,
+                )
             note = "disputed: credits debited until the dispute closes" if opened else "dispute won: credits restored"
             payment = await self._set(connection, payment, disputed=opened, note=note, **bind)
             return Outcome("dispute", None, payment, entry)
@@ -313,19 +358,22 @@ class PaymentStore:
             return Outcome("ignored", f"order is {payment.status.value}", payment)
         if refunded <= payment.refunded_cents:
             return Outcome("ignored", "refund already applied", payment)
-        # A refund of R out of T cents debits credits × R / T; the cumulative figure keeps it exact.
-        debit_before = payment.amount_nanos * payment.refunded_cents // payment.total_cents
-        debit_after = payment.amount_nanos * refunded // payment.total_cents
-        entry = await self._entry(
-            connection,
-            payment,
-            EntryKind.REFUND,
-            -(debit_after - debit_before),
-            f"refund:{payment.id}:{refunded}",
-            "refund",
-            origin,
-            now_us,
-        )
+        # A refund of R out of T cents debits credits × R / T, on the cumulative figure so it stays exact;
+        # while a dispute holds the whole purchase, a refund debits nothing more.
+        before = debited_nanos(payment.amount_nanos, payment.total_cents, payment.refunded_cents, payment.disputed)
+        after = debited_nanos(payment.amount_nanos, payment.total_cents, refunded, payment.disputed)
+        entry = None
+        if after != before:
+            entry = await self._entry(
+                connection,
+                payment,
+                EntryKind.REFUND,
+                before - after,
+                f"refund:{payment.id}:{refunded}",
+                "refund",
+                origin,
+                now_us,
+            )
         full = refunded >= payment.total_cents
         status = PaymentStatus.REFUNDED if full else PaymentStatus.PARTIALLY_REFUNDED
         payment = await self._set(

@@ -13,13 +13,24 @@ from typing import Any
 import stripe
 
 from tollway.payments.model import EventKind, Payment, ProviderEvent
-from tollway.payments.provider import InvalidSignature, ProviderFailure
+from tollway.payments.provider import ChargeState, InvalidSignature, ProviderFailure
 
 _PAYMENT_EVENTS = {
     "checkout.session.async_payment_succeeded": EventKind.PAID,
     "checkout.session.async_payment_failed": EventKind.FAILED,
     "checkout.session.expired": EventKind.FAILED,
 }
+
+
+# Refusals Stripe decided on; anything else (5xx, timeouts, dropped connections, rate limits) may have acted.
+_DEFINITE_ERRORS = (
+    stripe.CardError,
+    stripe.InvalidRequestError,
+    stripe.AuthenticationError,
+    stripe.PermissionError,
+    stripe.IdempotencyError,
+)
+_FAILED_INTENT_STATES = ("requires_payment_method", "canceled")
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -32,8 +43,6 @@ def _get(obj: Any, name: str) -> Any:
 class StripeProvider:
     name = "stripe"
     method = "card"
-    fee_percent = "5.5"
-    fee_minimum_usd = "0.80"
     refundable = True
 
     def __init__(
@@ -44,8 +53,14 @@ class StripeProvider:
         success_url: str,
         cancel_url: str,
         tolerance_s: int = 300,
+        timeout_s: float = 30.0,
     ) -> None:
-        self._client = stripe.StripeClient(secret_key, base_addresses={"api": api_base}, max_network_retries=0)
+        self._client = stripe.StripeClient(
+            secret_key,
+            base_addresses={"api": api_base},
+            max_network_retries=0,
+            http_client=stripe.RequestsClient(timeout=timeout_s),
+        )
         self._webhook_secret = webhook_secret
         self._success_url = success_url
         self._cancel_url = cancel_url
@@ -55,8 +70,10 @@ class StripeProvider:
         options: dict[str, Any] = {"idempotency_key": idempotency_key} if idempotency_key else {}
         try:
             return await asyncio.to_thread(function, *args, params=params, options=options)
-        except stripe.StripeError as exc:
+        except _DEFINITE_ERRORS as exc:
             raise ProviderFailure(f"Stripe refused: {exc.user_message or exc}") from exc
+        except stripe.StripeError as exc:
+            raise ProviderFailure(f"Stripe did not answer clearly: {exc}", ambiguous=True) from exc
 
     async def create_checkout(self, payment: Payment) -> tuple[str, str]:
         params = {
@@ -113,6 +130,25 @@ class StripeProvider:
             idempotency_key=f"auto-recharge-{payment.id}",
         )
         return str(intent.id)
+
+    async def find_charge(self, payment: Payment, customer_id: str | None) -> ChargeState | None:
+        """Retrieve the order's PaymentIntent; without its id, find it among the customer's latest ones."""
+        intent: Any = None
+        if payment.payment_intent:
+            intent = await self._call(self._client.v1.payment_intents.retrieve, {}, None, payment.payment_intent)
+        elif customer_id:
+            # The list is consistent at once (search is not): a charge made a moment ago is in it.
+            listed = await self._call(self._client.v1.payment_intents.list, {"customer": customer_id, "limit": 100})
+            intent = next((i for i in listed.data if _get(_get(i, "metadata"), "payment_id") == payment.id), None)
+        if intent is None:
+            return None
+        status = str(_get(intent, "status"))
+        if status == "succeeded":
+            return ChargeState(str(intent.id), "succeeded")
+        if status in _FAILED_INTENT_STATES:
+            error = _get(intent, "last_payment_error")
+            return ChargeState(str(intent.id), "failed", str(_get(error, "message") or f"the charge is {status}"))
+        return ChargeState(str(intent.id), "pending", f"the charge is {status}")
 
     async def setup_payment_method(self, setup_intent_id: str) -> str | None:
         intent = await self._call(self._client.v1.setup_intents.retrieve, {}, None, setup_intent_id)

@@ -1,0 +1,263 @@
+"""The Lua scripts of the Redis book: each is one atomic step across every gateway process.
+
+Redis is a cache of the ledger. Every script that reads an account's or key's figures first checks
+the hash's `loaded` marker and answers a distinct status when it is missing (a flush, a restart, an
+eviction), so the caller reloads the figures from the ledger and tries again. Money that moves while
+a hash is not loaded is never dropped: a settlement's usage or a credit entry is parked in the
+hash's pending set, and the loader counts each parked item exactly once (it asks the ledger, in the
+same statement that sums the entries, which parked items the sums already include).
+
+Key layout (PREFIX = tw:book:): acct:{id} and key:{id} hashes of figures; holds:{account} sorted set
+of holds scored by expiry (member `process-hold|amount|key_id`); hold-expiries, a sorted set of
+account ids scored by their earliest hold expiry, which the sweeper walks; pending:acct:{id} and
+pending:key:{id} hashes of parked items; applied:{entry id} markers of credit entries counted;
+epoch, present while Redis holds figures loaded since its last loss.
+"""
+
+from __future__ import annotations
+
+PREFIX = "tw:book:"
+HOLD_INDEX = PREFIX + "hold-expiries"
+EPOCH = PREFIX + "epoch"
+MARKER_TTL_S = 7 * 24 * 3600
+NOT_LOADED_ACCOUNT = -1
+NOT_LOADED_KEY = -2
+PENDING_CHANGED = -1
+
+# Drop holds whose expiry passed, giving their amounts back to the account and the key.
+PURGE = """
+local function purge(prefix, acct, holds, now)
+  local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
+  for _, member in ipairs(expired) do
+    local _, _, amount, key_id = string.find(member, '^[^|]*|([^|]*)|(.*)$')
+    if amount ~= '0' then
+      redis.call('HINCRBY', acct, 'held', '-' .. amount)
+      if key_id ~= '' then redis.call('HINCRBY', prefix .. 'key:' .. key_id, 'held', '-' .. amount) end
+    end
+    redis.call('ZREM', holds, member)
+  end
+  return #expired
+end
+"""
+
+RESERVE = (
+    PURGE
+    + """
+-- KEYS: account hash, key hash, holds zset, hold index. ARGV: prefix, now, amount, limit (-1 none),
+--       window field, member, expiry, day field, week field, month field, account id
+if redis.call('HEXISTS', KEYS[1], 'loaded') == 0 then return {-1} end
+if redis.call('HEXISTS', KEYS[2], 'loaded') == 0 then return {-2} end
+local now = tonumber(ARGV[2])
+purge(ARGV[1], KEYS[1], KEYS[3], now)
+local amount = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local a = redis.call('HMGET', KEYS[1], 'credits', 'usage', 'held')
+local credits, usage, held = tonumber(a[1] or '0'), tonumber(a[2] or '0'), tonumber(a[3] or '0')
+local k = redis.call('HMGET', KEYS[2], ARGV[5], 'held')
+local window_used, key_held = tonumber(k[1] or '0'), tonumber(k[2] or '0')
+local ok
+if amount == 0 then ok = credits - usage >= 0 else ok = credits - usage - held >= amount end
+if limit >= 0 then
+  local left = limit - window_used - key_held
+  ok = ok and left > 0 and left >= amount
+end
+-- A retry after a lost reply finds its hold already placed: the same answer, nothing counted twice.
+if redis.call('ZSCORE', KEYS[3], ARGV[6]) then
+  ok = true
+elseif ok then
+  redis.call('HINCRBY', KEYS[1], 'held', ARGV[3])
+  redis.call('HINCRBY', KEYS[2], 'held', ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
+  redis.call('ZADD', KEYS[4], 'LT', ARGV[7], ARGV[11])
+end
+-- The figures before this reservation, so a refusal can be explained without another round trip.
+local extra = redis.call('HMGET', KEYS[1], 'purchased', 'granted')
+local windows = redis.call('HMGET', KEYS[2], 'total', ARGV[8], ARGV[9], ARGV[10])
+return {ok and 1 or 0, credits, usage, held, tonumber(extra[1] or '0'), tonumber(extra[2] or '0'),
+        tonumber(windows[1] or '0'), tonumber(windows[2] or '0'), tonumber(windows[3] or '0'),
+        tonumber(windows[4] or '0'), key_held}
+"""
+)
+
+SETTLE = """
+-- KEYS: account hash, key hash, holds zset, account pending, key pending.
+-- ARGV: member, amount, cost, day field, week field, month field, count usage (1/0), generation id, has key (1/0)
+local has_key = ARGV[9] == '1'
+if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 and ARGV[2] ~= '0' then
+  redis.call('HINCRBY', KEYS[1], 'held', '-' .. ARGV[2])
+  if has_key then redis.call('HINCRBY', KEYS[2], 'held', '-' .. ARGV[2]) end
+end
+if ARGV[3] ~= '0' and ARGV[7] == '1' then
+  if redis.call('HEXISTS', KEYS[1], 'loaded') == 1 then
+    redis.call('HINCRBY', KEYS[1], 'usage', ARGV[3])
+  else
+    redis.call('HSET', KEYS[4], 'g:' .. ARGV[8], 'u|' .. ARGV[3])
+  end
+  if has_key then
+    if redis.call('HEXISTS', KEYS[2], 'loaded') == 1 then
+      redis.call('HINCRBY', KEYS[2], 'total', ARGV[3])
+      redis.call('HINCRBY', KEYS[2], ARGV[4], ARGV[3])
+      redis.call('HINCRBY', KEYS[2], ARGV[5], ARGV[3])
+      redis.call('HINCRBY', KEYS[2], ARGV[6], ARGV[3])
+    else
+      redis.call('HSET', KEYS[5], ARGV[8], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. ARGV[6])
+    end
+  end
+end
+return 1
+"""
+
+# A live request keeps its hold: push the expiry out; a hold that vanished (flush, expiry) is put back.
+RENEW = """
+-- KEYS: account hash, key hash, holds zset, hold index. ARGV: member, amount, expiry, account id, has key
+local added = redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+if added == 1 then
+  redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])
+  if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'held', ARGV[2]) end
+end
+redis.call('ZADD', KEYS[4], 'LT', ARGV[3], ARGV[4])
+return added
+"""
+
+# Release every expired hold of every account: the index names the accounts whose earliest hold expired.
+SWEEP = (
+    PURGE
+    + """
+-- KEYS: hold index. ARGV: prefix, now, batch size
+local accounts = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local released = 0
+for _, account in ipairs(accounts) do
+  local holds = ARGV[1] .. 'holds:' .. account
+  released = released + purge(ARGV[1], ARGV[1] .. 'acct:' .. account, holds, tonumber(ARGV[2]))
+  local first = redis.call('ZRANGE', holds, 0, 0, 'WITHSCORES')
+  if #first == 0 then redis.call('ZREM', KEYS[1], account) else redis.call('ZADD', KEYS[1], first[2], account) end
+end
+return released
+"""
+)
+
+APPLY_ONCE = """
+-- KEYS: account hash, marker, account pending. ARGV: entry id, amount, purchased delta, granted delta
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'loaded') == 0 then
+  -- Not loaded: park it; the loader counts it unless the ledger sums it already include it.
+  redis.call('HSET', KEYS[3], 'e:' .. ARGV[1], 'c|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4])
+  return 2
+end
+redis.call('SET', KEYS[2], '1', 'EX', MARKER_TTL)
+redis.call('HINCRBY', KEYS[1], 'credits', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'purchased', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'granted', ARGV[4])
+return 1
+""".replace("MARKER_TTL", str(MARKER_TTL_S))
+
+# Shared by both loaders: which parked items the loader saw, and which of those the ledger sums include.
+_READ_SETS = """
+local i = 2
+local seen, included = {}, {}
+local n = tonumber(ARGV[i])
+for j = 1, n do seen[ARGV[i + j]] = true end
+i = i + n + 1
+n = tonumber(ARGV[i])
+for j = 1, n do included[ARGV[i + j]] = true end
+i = i + n + 1
+local parked = redis.call('HGETALL', KEYS[2])
+for j = 1, #parked, 2 do
+  if not seen[parked[j]] then return {-1} end
+end
+"""
+
+LOAD_ACCOUNT = (
+    """
+-- KEYS: account hash, account pending, epoch. ARGV: prefix, n seen, seen..., n included, included...,
+--       credits, usage, purchased, granted, ids of recent credit entries the sums include...
+if redis.call('HEXISTS', KEYS[1], 'loaded') == 1 then return {0} end
+"""
+    + _READ_SETS
+    + """
+local prefix = ARGV[1]
+redis.call('HINCRBY', KEYS[1], 'credits', ARGV[i])
+redis.call('HINCRBY', KEYS[1], 'usage', ARGV[i + 1])
+redis.call('HINCRBY', KEYS[1], 'purchased', ARGV[i + 2])
+redis.call('HINCRBY', KEYS[1], 'granted', ARGV[i + 3])
+for j = 1, #parked, 2 do
+  local field, value = parked[j], parked[j + 1]
+  if string.sub(field, 1, 2) == 'e:' then
+    redis.call('SET', prefix .. 'applied:' .. string.sub(field, 3), '1', 'EX', MARKER_TTL)
+  end
+  if not included[field] then
+    if string.sub(value, 1, 2) == 'u|' then
+      redis.call('HINCRBY', KEYS[1], 'usage', string.sub(value, 3))
+    else
+      local _, _, amount, purchased, granted = string.find(value, '^c|([^|]*)|([^|]*)|(.*)$')
+      redis.call('HINCRBY', KEYS[1], 'credits', amount)
+      redis.call('HINCRBY', KEYS[1], 'purchased', purchased)
+      redis.call('HINCRBY', KEYS[1], 'granted', granted)
+    end
+  end
+end
+for j = i + 4, #ARGV do
+  redis.call('SET', prefix .. 'applied:' .. ARGV[j], '1', 'NX', 'EX', MARKER_TTL)
+end
+redis.call('HSET', KEYS[1], 'loaded', '1')
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], '1', 'NX')
+return {1}
+""".replace("MARKER_TTL", str(MARKER_TTL_S))
+)
+
+LOAD_KEY = (
+    """
+-- KEYS: key hash, key pending, epoch. ARGV: unused, n seen, seen..., n included, included...,
+--       field, value, field, value, ... (total and the current windows)
+if redis.call('HEXISTS', KEYS[1], 'loaded') == 1 then return {0} end
+"""
+    + _READ_SETS
+    + """
+for j = i, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[j], ARGV[j + 1]) end
+for j = 1, #parked, 2 do
+  if not included[parked[j]] then
+    local _, _, cost, day, week, month = string.find(parked[j + 1], '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
+    redis.call('HINCRBY', KEYS[1], 'total', cost)
+    redis.call('HINCRBY', KEYS[1], day, cost)
+    redis.call('HINCRBY', KEYS[1], week, cost)
+    redis.call('HINCRBY', KEYS[1], month, cost)
+  end
+end
+redis.call('HSET', KEYS[1], 'loaded', '1')
+redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[3], '1', 'NX')
+return {1}
+"""
+)
+
+# reconcile --fix: held becomes the sum of the live holds, and the other figures are dropped so the
+# next reader reloads them from the ledger (parked items then count as for any reload).
+REPAIR = (
+    PURGE
+    + """
+-- KEYS: account hash, holds zset. ARGV: prefix, now, unload account (1/0), then key ids of the account,
+--       each followed by 1/0 (unload that key)
+local prefix = ARGV[1]
+purge(prefix, KEYS[1], KEYS[2], tonumber(ARGV[2]))
+local by_key, total = {}, 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local _, _, amount, key_id = string.find(member, '^[^|]*|([^|]*)|(.*)$')
+  total = total + tonumber(amount)
+  by_key[key_id] = (by_key[key_id] or 0) + tonumber(amount)
+end
+local function unload(hash)
+  for _, field in ipairs(redis.call('HKEYS', hash)) do
+    if field ~= 'held' then redis.call('HDEL', hash, field) end
+  end
+end
+redis.call('HSET', KEYS[1], 'held', string.format('%.0f', total))
+if ARGV[3] == '1' then unload(KEYS[1]) end
+for j = 4, #ARGV, 2 do
+  local hash = prefix .. 'key:' .. ARGV[j]
+  redis.call('HSET', hash, 'held', string.format('%.0f', by_key[ARGV[j]] or 0))
+  if ARGV[j + 1] == '1' then unload(hash) end
+end
+return 1
+"""
+)

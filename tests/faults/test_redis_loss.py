@@ -1,0 +1,248 @@
+"""Redis is a cache of the ledger: FLUSHALL or a restart mid-load loses nothing and invents nothing.
+
+Two gateway processes on PostgreSQL share a Redis of the test's own. Whatever Redis forgets, every
+answered request has exactly one ledger entry, the sum of the costs the clients saw is the usage
+the ledger and /credits show, a funded account never reads 0 nor gets 402, a grant made while the
+figures are gone is counted once, and a key's spending cap keeps binding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import make_database_url
+from tests.faults.own_redis import OwnRedis
+from tests.support import GatewayServer, nanos, run_cli, start_gateway
+
+pytestmark = pytest.mark.slow
+
+ECHO = {
+    "model": "tollway/offline-small",
+    "max_tokens": 20,
+    "messages": [{"role": "user", "content": "/echo " + " ".join(f"w{i}" for i in range(30))}],
+}
+PER_REQUEST = 36 * 1000 + 20 * 2000  # nano-USD: 36 prompt tokens at 1000, 20 completion tokens at 2000
+
+
+class Cluster:
+    def __init__(self, redis_server: OwnRedis, database_url: str, gateways: list[GatewayServer]) -> None:
+        self.redis = redis_server
+        self.database_url = database_url
+        self.gateways = gateways
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    directory = tmp_path_factory.mktemp("redis-loss")
+    redis_server = OwnRedis(directory).start()
+    urls = make_database_url("postgres", directory)
+    database_url = next(urls)
+    env = {
+        "TOLLWAY_REDIS_URL": redis_server.url,
+        "TOLLWAY_HOLD_TTL_SECONDS": "3",
+        "TOLLWAY_SPOOL_PATH": str(directory / "spool"),
+    }
+    gateways = [start_gateway(database_url, None, directory, env=env) for _ in range(2)]
+    try:
+        yield Cluster(redis_server, database_url, gateways)
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        redis_server.stop()
+        for _ in urls:
+            pass
+
+
+def ledger_usage(database_url: str, account_id: str) -> tuple[dict[str, int], int]:
+    """Usage entries per generation id, and the total of every credit entry, straight from PostgreSQL."""
+
+    async def read() -> tuple[dict[str, int], int]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            rows = await connection.fetch(
+                "SELECT generation_id, count(*) AS n FROM ledger_entries"
+                " WHERE account_id = $1 AND kind = 'usage' GROUP BY generation_id",
+                account_id,
+            )
+            credits = await connection.fetchval(
+                "SELECT coalesce(sum(amount_nanos), 0) FROM ledger_entries WHERE account_id = $1 AND kind <> 'usage'",
+                account_id,
+            )
+        finally:
+            await connection.close()
+        return {row["generation_id"]: row["n"] for row in rows}, int(credits)
+
+    return asyncio.run(read())
+
+
+def load(gateways: list[GatewayServer], key: str, count: int, concurrency: int) -> list[httpx.Response]:
+    async def run() -> list[httpx.Response]:
+        semaphore = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def one(index: int) -> httpx.Response:
+                async with semaphore:
+                    return await client.post(
+                        gateways[index % len(gateways)].api + "/chat/completions",
+                        json=ECHO,
+                        headers={"Authorization": f"Bearer {key}"},
+                    )
+
+            return list(await asyncio.gather(*[one(i) for i in range(count)]))
+
+    return asyncio.run(run())
+
+
+class CreditsWatcher(threading.Thread):
+    """Reads /credits from every gateway until stopped; remembers every answer."""
+
+    def __init__(self, gateways: list[GatewayServer], key: str) -> None:
+        super().__init__(daemon=True)
+        self.gateways = gateways
+        self.key = key
+        self.stopped = threading.Event()
+        self.answers: list[tuple[int, dict[str, float] | None]] = []
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.stopped.is_set():
+                for gateway in self.gateways:
+                    response = client.get(gateway.api + "/credits", headers={"Authorization": f"Bearer {self.key}"})
+                    self.answers.append(
+                        (response.status_code, response.json()["data"] if response.status_code == 200 else None)
+                    )
+                time.sleep(0.01)
+
+
+def wait_for_total_credits(gateway: GatewayServer, key: str, expected_nanos: int) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        data = gateway.get("/credits", key).json()["data"]
+        if nanos(data["total_credits"]) == expected_nanos:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"total_credits stayed {data}, expected {expected_nanos / 1e9}")
+
+
+def test_flushall_mid_load_loses_and_invents_nothing(cluster: Cluster) -> None:
+    gateways = cluster.gateways
+    account = gateways[0].new_account("4.37")
+    watcher = CreditsWatcher(gateways, account.key)
+    watcher.start()
+    results: list[httpx.Response] = []
+    loader = threading.Thread(target=lambda: results.extend(load(gateways, account.key, 240, 16)))
+    loader.start()
+    flushes = 0
+    while loader.is_alive() and flushes < 6:
+        time.sleep(0.15)
+        cluster.redis.flushall()
+        flushes += 1
+    loader.join()
+    watcher.stopped.set()
+    watcher.join()
+
+    statuses = [r.status_code for r in results]
+    assert statuses.count(402) == 0, [r.text for r in results if r.status_code == 402][:3]
+    assert set(statuses) <= {200, 503}, set(statuses)
+    assert statuses.count(200) >= 200
+    served = {r.json()["id"]: nanos(r.json()["usage"]["cost"]) for r in results if r.status_code == 200}
+    billed = sum(served.values())
+    assert billed == statuses.count(200) * PER_REQUEST
+
+    time.sleep(0.5)  # the last commits
+    entries, credits = ledger_usage(cluster.database_url, account.id)
+    assert {gid: entries.get(gid) for gid in served} == dict.fromkeys(served, 1)  # one entry per response
+    assert set(entries) == set(served)  # and none for a request nobody was answered
+    assert credits == nanos("4.37")
+    for gateway in gateways:
+        data = gateway.get("/credits", account.key).json()["data"]
+        assert nanos(data["total_credits"]) == nanos("4.37")
+        assert nanos(data["total_usage"]) == billed
+    assert flushes >= 3
+    # /credits never read 0 (nor anything but the funded amount) while Redis was being flushed.
+    seen = [nanos(data["total_credits"]) for status, data in watcher.answers if status == 200 and data]
+    assert len(seen) > 10
+    assert set(seen) == {nanos("4.37")}
+
+
+def test_grants_made_while_flushed_count_exactly_once(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    gateways = cluster.gateways
+    account = gateways[0].new_account("1")
+    assert gateways[1].post("/chat/completions", account.key, ECHO).status_code == 200
+    # A grant through a gateway's admin API and one through the CLI (another writer), both while
+    # nothing is loaded, then the first request after them reloads.
+    cluster.redis.flushall()
+    assert gateways[0].admin("POST", f"/accounts/{account.id}/credits", {"amount": "2"}).status_code == 201
+    monkeypatch.setenv("TOLLWAY_REDIS_URL", cluster.redis.url)
+    run_cli("credits", "grant", account.id, "0.5", database_url=cluster.database_url)
+    time.sleep(0.4)  # the pollers see the CLI's entry while the account is not loaded
+    expected = nanos("3.5")
+    for gateway in gateways:
+        wait_for_total_credits(gateway, account.key, expected)
+    assert gateways[1].post("/chat/completions", account.key, ECHO).status_code == 200
+    # And a grant right after a flush with the account loaded again on one gateway only.
+    cluster.redis.flushall()
+    assert gateways[1].get("/credits", account.key).status_code == 200
+    assert gateways[0].admin("POST", f"/accounts/{account.id}/credits", {"amount": "0.25"}).status_code == 201
+    time.sleep(0.4)
+    for gateway in gateways:
+        wait_for_total_credits(gateway, account.key, expected + nanos("0.25"))
+        data = gateway.get("/credits", account.key).json()["data"]
+        assert nanos(data["total_usage"]) == 2 * PER_REQUEST
+    _entries, credits = ledger_usage(cluster.database_url, account.id)
+    assert credits == expected + nanos("0.25")
+
+
+def test_key_cap_keeps_binding_across_flushes(cluster: Cluster) -> None:
+    gateways = cluster.gateways
+    account = gateways[0].new_account("5", limit="0.001")  # a cap of 13 requests of 76 µUSD
+    spent = 0
+    refused = 0
+    for round_index in range(4):
+        results = load(gateways, account.key, 8, 4)
+        spent += sum(nanos(r.json()["usage"]["cost"]) for r in results if r.status_code == 200)
+        refused += sum(1 for r in results if r.status_code in (402, 403))
+        assert {r.status_code for r in results} <= {200, 402, 403}
+        # A refusal here is the key's cap speaking, never an emptied balance.
+        assert all("cap" in r.text for r in results if r.status_code != 200)
+        cluster.redis.flushall()
+        if round_index == 1:
+            cluster.redis.flushall()
+    assert spent <= nanos("0.001")
+    assert spent == (nanos("0.001") // PER_REQUEST) * PER_REQUEST  # every affordable request was served
+    assert refused > 0
+    key = gateways[1].get("/key", account.key).json()["data"]
+    assert nanos(key["usage"]) == spent
+    assert nanos(key["limit_remaining"]) == nanos("0.001") - spent
+
+
+def test_redis_restart_without_persistence(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    gateways = cluster.gateways
+    account = gateways[0].new_account("4.37")
+    first = load(gateways, account.key, 20, 4)
+    assert {r.status_code for r in first} == {200}
+    cluster.redis.restart()
+    during = [gateways[i % 2].post("/chat/completions", account.key, ECHO) for i in range(6)]
+    assert {r.status_code for r in during} <= {200, 503}
+    after = load(gateways, account.key, 20, 4)
+    assert {r.status_code for r in after} == {200}
+    served = [r for r in first + during + after if r.status_code == 200]
+    billed = sum(nanos(r.json()["usage"]["cost"]) for r in served)
+    for gateway in gateways:
+        data = gateway.get("/credits", account.key).json()["data"]
+        assert nanos(data["total_credits"]) == nanos("4.37")
+        assert nanos(data["total_usage"]) == billed
+    entries, _credits = ledger_usage(cluster.database_url, account.id)
+    assert sorted(entries) == sorted(r.json()["id"] for r in served)
+    assert set(entries.values()) == {1}
+    monkeypatch.setenv("TOLLWAY_REDIS_URL", cluster.redis.url)
+    report = run_cli("reconcile", "--json", database_url=cluster.database_url, check=False)
+    assert report.returncode == 0, report.stdout
