@@ -31,6 +31,8 @@ from tollway.ledger.catch_up import LedgerCatchUp
 from tollway.ledger.redis_book import RedisBook
 from tollway.ledger.service import Ledger
 from tollway.ledger.sink import BatchSink, sink_for
+from tollway.ledger.spool import Spool, default_spool_dir
+from tollway.ledger.spool import replay as replay_spool
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.writer import LedgerWriter
 from tollway.limits.backend import LimiterBackend
@@ -93,8 +95,14 @@ class Services:
         configured = self.settings.secret_key.get_secret_value() if self.settings.secret_key else None
         self.dashboard_secret = await self.users.secret(configured)
         await self.keys.start()
+        spool = self.ledger.writer.spool
+        if spool is not None:  # settlements a dead process answered but the database never confirmed
+            await replay_spool(spool.directory, self.ledger.store, own=spool.path)
         await self.ledger.book.start()
         self.tasks.append(asyncio.create_task(self.ledger.writer.run(), name="ledger-writer"))
+        self.tasks.append(asyncio.create_task(self.ledger.book.maintain(), name="hold-upkeep"))
+        renew_every_s = max(0.1, self.settings.hold_ttl_seconds / 3)
+        self.tasks.append(asyncio.create_task(self.limiter.maintain(renew_every_s), name="slot-upkeep"))
         self.tasks.append(asyncio.create_task(self.ledger.writer.checkpoints(), name="ledger-checkpoints"))
         self.tasks.append(asyncio.create_task(self.refusals.run(), name="refusal-log"))
         await self.payments.refresh_auto_recharge()
@@ -105,7 +113,8 @@ class Services:
     async def stop(self) -> None:
         drained = await self.ledger.writer.drain(timeout_s=10)
         if not drained:
-            log.error("shutting down with unwritten ledger entries", extra={"queued": self.ledger.writer.queued})
+            spooled = self.ledger.writer.spool_queued()
+            log.error("shutting down with unwritten ledger entries; spooled for replay", extra={"queued": spooled})
         with contextlib.suppress(Exception):
             await self.refusals.flush()
         for task in self.tasks:
@@ -119,12 +128,16 @@ class Services:
         if isinstance(self.ledger.book, RedisBook):
             await self.ledger.book.close()
         await self.sink.close()
+        if self.ledger.writer.spool is not None:
+            self.ledger.writer.spool.close()
         self.users.hashing.close()
         await self.engine.dispose()
 
 
 def build_limiter(settings: Settings, engine: AsyncEngine, clock: Clock) -> RateLimiter:
-    backend: LimiterBackend = RedisLimiter(settings.redis_url) if settings.redis_url else MemoryLimiter()
+    backend: LimiterBackend = (
+        RedisLimiter(settings.redis_url, settings.hold_ttl_seconds) if settings.redis_url else MemoryLimiter()
+    )
     rules = LimitRules(
         LimitStore(engine),
         LimitSpec.from_defaults(settings.key_limits),
@@ -195,7 +208,10 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         else AccountBook(ledger_store, origin)
     )
     log.info("balances", extra={"book": "redis" if settings.redis_url else "memory"})
-    writer = LedgerWriter(ledger_store, origin, settings.ledger_queue_limit, settings.ledger_flush_timeout_seconds)
+    spool = Spool(settings.spool_path or default_spool_dir(settings.database_url), origin)
+    writer = LedgerWriter(
+        ledger_store, origin, settings.ledger_queue_limit, settings.ledger_flush_timeout_seconds, spool
+    )
     ledger = Ledger(ledger_store, book, writer, clock, settings.min_affordable_tokens)
     account_store = AccountStore(engine)
     keys = KeyCache(account_store)

@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     ledger_queue_limit: int = 10_000
     # With Redis, a hold a crashed process left behind is released this long after it was placed.
     hold_ttl_seconds: float = 900.0
+    # Settlements the database did not confirm in time are fsynced here before the answer goes out
+    # (a directory; default: beside the SQLite file, else ./tollway-spool).
+    spool_path: Path | None = None
 
     # Rate limits (free models are account-wide; purchases, not grants, unlock the higher daily cap).
     free_requests_per_minute: int = 20
