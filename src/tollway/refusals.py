@@ -1,7 +1,9 @@
 """A short memory of refused requests per account, so /balance can answer "why was I refused?".
 
 Recording never slows a request: refusals queue in memory (bounded) and a background task writes
-them in batches; reads merge what is queued with what is stored.
+them in batches; reads merge what is queued with what is stored. Each account keeps its last
+`keep_per_account` refusals: once an account has written half that many more, its older rows are
+deleted in one statement, so the table stays bounded without a delete per refusal.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.clock import us_to_iso
@@ -45,9 +47,11 @@ class Refusal:
 
 
 class RefusalLog:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, keep_per_account: int = 100) -> None:
         self._engine = engine
         self._queue: deque[Refusal] = deque(maxlen=_QUEUE_LIMIT)
+        self._keep = keep_per_account
+        self._written_since_prune: dict[str, int] = {}
 
     def record(self, refusal: Refusal) -> None:
         self._queue.append(refusal)
@@ -83,6 +87,25 @@ class RefusalLog:
             )
         for _ in batch:
             self._queue.popleft()
+        for refusal in batch:
+            self._written_since_prune[refusal.account_id] = self._written_since_prune.get(refusal.account_id, 0) + 1
+        due = [a for a, n in self._written_since_prune.items() if n >= max(1, self._keep // 2)]
+        if due:
+            await self._prune(due)
+
+    async def _prune(self, account_ids: list[str]) -> None:
+        """Delete each account's refusals older than its newest `keep` ones."""
+        async with self._engine.begin() as connection:
+            for account_id in account_ids:
+                newest = (
+                    select(_R.c.id)
+                    .where(_R.c.account_id == account_id)
+                    .order_by(_R.c.at_us.desc(), _R.c.id.desc())
+                    .limit(self._keep)
+                )
+                await connection.execute(delete(_R).where(_R.c.account_id == account_id, _R.c.id.not_in(newest)))
+        for account_id in account_ids:
+            self._written_since_prune.pop(account_id, None)
 
     async def run(self, interval_s: float = 0.2) -> None:
         while True:

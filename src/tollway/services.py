@@ -16,6 +16,7 @@ from tollway.accounts import AccountsService
 from tollway.audit import AuditLog
 from tollway.auth.cache import KeyCache
 from tollway.auth.store import AccountStore
+from tollway.auth.throttle import FailureThrottle
 from tollway.balance import BalanceService
 from tollway.changes.follower import ChangeFollower
 from tollway.clock import Clock, SystemClock
@@ -214,7 +215,11 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     )
     ledger = Ledger(ledger_store, book, writer, clock, settings.min_affordable_tokens)
     account_store = AccountStore(engine)
-    keys = KeyCache(account_store)
+    keys = KeyCache(
+        account_store,
+        unknown_limit=settings.unknown_key_cache_size,
+        throttle=FailureThrottle(settings.auth_failures_per_minute, settings.auth_failures_burst),
+    )
     lag = 0.0 if is_sqlite(engine) else _POSTGRES_COMMIT_LAG_S
     upstream = UpstreamPool(
         max_response_bytes=settings.max_response_bytes,
@@ -227,7 +232,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     catch_up = LedgerCatchUp(ledger_store, book, clock, commit_lag_s=lag)
     changes = ChangeFollower([catch_up.catch_up, keys.refresh, limiter.rules.refresh])
     log.info("rate limits", extra={"backend": limiter.backend.name, "fail_open": settings.rate_limit_fail_open})
-    refusals = RefusalLog(engine)
+    refusals = RefusalLog(engine, settings.refusal_history_per_account)
     metrics = Metrics()
     metrics.track_holds(lambda: book.open_hold_count)
     payments = build_payments(settings, engine, http, ledger, clock, metrics)

@@ -7,7 +7,7 @@ from aiohttp import web
 from tollway.api.http import bearer_token
 from tollway.auth.records import KeyRecord
 from tollway.clock import us_to_iso
-from tollway.errors import AuthenticationFailed, PermissionDenied
+from tollway.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from tollway.explanations import key_disabled
 from tollway.services import Services
 
@@ -18,10 +18,28 @@ def services_of(request: web.Request) -> Services:
     return request.app[SERVICES]
 
 
+def _throttled(retry_after_s: int) -> RateLimited:
+    sentence = f"Too many failed authentications from this address; try again in {retry_after_s} s."
+    return RateLimited(
+        sentence,
+        metadata={"explanation": {"code": "auth_throttled", "message": sentence}},
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
 async def authenticate(request: web.Request, *, allow_x_api_key: bool = False) -> KeyRecord:
     services = request.app[SERVICES]
     token = bearer_token(request, allow_x_api_key=allow_x_api_key)
-    key = await services.keys.lookup(token)
+    key = services.keys.cached(token)
+    if key is None:
+        # Only keys this process does not hold cost a query; an address spending its failures gets 429 first.
+        address = request.remote or "unknown"
+        retry_after_s = services.keys.failures.retry_after_s(address)
+        if retry_after_s:
+            raise _throttled(retry_after_s)
+        key = await services.keys.lookup(token)
+        if key is None or key.deleted_at_us is not None:
+            services.keys.failures.failed(address)
     if key is None or key.deleted_at_us is not None:
         raise AuthenticationFailed(
             "User not found. The API key is not valid (unknown or deleted); check that it was copied whole.",

@@ -11,6 +11,8 @@ from aiohttp import web
 from tollway.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge, TollwayError
 
 JSON_TYPE = "application/json"
+# Deeper JSON is refused before anything walks or re-encodes it (orjson cannot encode past 254 levels).
+MAX_JSON_DEPTH = 64
 
 
 def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -33,9 +35,25 @@ async def read_json(request: web.Request, limit_bytes: int) -> Any:
     if not raw.strip():
         raise InvalidRequest("The request body is empty; send a JSON object")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:  # only then can it be too deep
+        check_depth(body, MAX_JSON_DEPTH)
+    return body
+
+
+def check_depth(value: Any, limit: int) -> None:
+    """Refuse JSON nested deeper than `limit` levels; iterative, so no recursion limit is ever near."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            raise InvalidRequest(f"The request body is nested deeper than {limit} levels; send flatter JSON.")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def too_large(limit_bytes: int) -> PayloadTooLarge:

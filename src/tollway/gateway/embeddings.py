@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 import time
@@ -13,12 +14,13 @@ from tollway.errors import InvalidRequest, NotFound, ProviderError
 from tollway.gateway.chat import ChatGateway
 from tollway.ids import generation_id
 from tollway.ledger.admission import CostPlan
+from tollway.ledger.book import Hold
 from tollway.ledger.records import AttemptRecord, GenerationRecord
 from tollway.ledger.service import Ledger
-from tollway.limits.service import RateLimiter
+from tollway.limits.service import RateLimiter, Ticket
 from tollway.money import nanos_to_usd
 from tollway.providers.base import Embedder
-from tollway.routing.catalog import Catalog
+from tollway.routing.catalog import Catalog, CatalogModel, Endpoint
 
 
 def encode_base64(vector: list[float]) -> str:
@@ -26,9 +28,14 @@ def encode_base64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
+_MAX_INPUTS = 2048  # OpenAI's own bound on one request's inputs
+
+
 def parse_inputs(raw: Any) -> list[str]:
     if isinstance(raw, str) and raw:
         return [raw]
+    if isinstance(raw, list) and len(raw) > _MAX_INPUTS:
+        raise InvalidRequest(f"input has more than {_MAX_INPUTS} items", metadata={"field": "input"})
     if isinstance(raw, list) and raw and all(isinstance(item, str) for item in raw):
         return raw
     if isinstance(raw, list) and raw and all(isinstance(item, int) for item in raw):
@@ -51,6 +58,7 @@ class EmbeddingsGateway:
         if not isinstance(model_id, str) or not model_id:
             raise InvalidRequest("model is required", metadata={"field": "model"})
         inputs = parse_inputs(body.get("input"))
+        _check_options(body)
         model = self._catalog.resolve(model_id)
         if model is None:
             raise InvalidRequest(f"{model_id} is not a valid model ID.", metadata={"model": model_id})
@@ -74,6 +82,33 @@ class EmbeddingsGateway:
         except BaseException:
             await self._limiter.give_back(ticket)
             raise
+        # Every exit that does not settle gives the hold and the rate-limit slot back (errors, cancellation).
+        settled = False
+        try:
+            answer = await self._attempt(key, model, endpoints, inputs, body, reservation.hold, ticket)
+            settled = True
+            return answer
+        finally:
+            if not settled:
+                await asyncio.shield(self._give_back(reservation.hold, ticket))
+
+    async def _give_back(self, hold: Hold, ticket: Ticket | None) -> None:
+        try:
+            await self._ledger.release(hold)
+        finally:
+            await self._limiter.finish(ticket, 0)
+
+    async def _attempt(
+        self,
+        key: KeyRecord,
+        model: CatalogModel,
+        endpoints: list[Endpoint],
+        inputs: list[str],
+        body: dict[str, Any],
+        hold: Hold,
+        ticket: Ticket | None,
+    ) -> dict[str, Any]:
+        """Try the endpoints in order; the answer once settled, or the last provider error raised."""
         started_us = self._clock.now_us()
         started = time.monotonic()
         # Upstreams are always asked for floats; base64 (the openai SDK's default) is encoded here.
@@ -123,7 +158,7 @@ class EmbeddingsGateway:
                 latency_ms=int((time.monotonic() - started) * 1000),
                 provider_responses=attempts,
             )
-            await self._ledger.settle(reservation.hold, generation)
+            await self._ledger.settle(hold, generation)
             await self._limiter.finish(ticket, result.prompt_tokens)
             return {
                 "object": "list",
@@ -140,7 +175,18 @@ class EmbeddingsGateway:
                     "cost": nanos_to_usd(cost),
                 },
             }
-        await self._ledger.release(reservation.hold)
-        await self._limiter.finish(ticket, 0)
         assert last_error is not None
         raise last_error
+
+
+def _check_options(body: dict[str, Any]) -> None:
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (
+        isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= 65536
+    ):
+        raise InvalidRequest("dimensions must be an integer between 1 and 65536", metadata={"field": "dimensions"})
+    if body.get("encoding_format") not in (None, "float", "base64"):
+        raise InvalidRequest("encoding_format must be float or base64", metadata={"field": "encoding_format"})
+    user = body.get("user")
+    if user is not None and (not isinstance(user, str) or len(user) > 256):
+        raise InvalidRequest("user must be a string of at most 256 characters", metadata={"field": "user"})
