@@ -12,7 +12,6 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import asyncpg
 import httpx

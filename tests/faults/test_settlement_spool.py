@@ -1,0 +1,132 @@
+"""A response the client sees is billed, durably: a settlement the database does not confirm in time
+is fsynced to the spool before the answer, and replayed exactly once (at the next start, or by
+`tollway reconcile --fix`) after the process died with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.support import GatewayServer, nanos, run_cli, start_gateway
+
+pytestmark = pytest.mark.slow
+
+ECHO = {
+    "model": "tollway/offline-small",
+    "max_tokens": 20,
+    "messages": [{"role": "user", "content": "/echo " + " ".join(f"w{i}" for i in range(30))}],
+}
+
+
+def gateway_for(database_path: Path, spool: Path, directory: Path) -> GatewayServer:
+    env = {"TOLLWAY_SPOOL_PATH": str(spool), "TOLLWAY_LEDGER_FLUSH_TIMEOUT_SECONDS": "0.5"}
+    return start_gateway(f"sqlite:///{database_path}", None, directory, env=env)
+
+
+@contextmanager
+def database_locked(database_path: Path) -> Iterator[None]:
+    """Another process holds the write lock: commits wait and time out (readers go on)."""
+    connection = sqlite3.connect(database_path, isolation_level=None)
+    connection.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        connection.execute("ROLLBACK")
+        connection.close()
+
+
+def usage_entries(database_path: Path, generation_id: str) -> int:
+    with sqlite3.connect(database_path) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM ledger_entries WHERE generation_id = ? AND kind = 'usage'", (generation_id,)
+        ).fetchone()
+    return int(row[0])
+
+
+def answered_then_killed(database_path: Path, spool: Path, directory: Path) -> tuple[str, str, str, int]:
+    """Serve one request while the database cannot commit, then kill -9 the gateway before it can."""
+    gateway = gateway_for(database_path, spool, directory)
+    account = gateway.new_account("1")
+    warm = gateway.post("/chat/completions", account.key, ECHO)
+    assert warm.status_code == 200
+    with database_locked(database_path):
+        started = time.monotonic()
+        response = gateway.post("/chat/completions", account.key, ECHO)
+        waited_s = time.monotonic() - started
+        assert response.status_code == 200, response.text
+        assert waited_s < 5  # bounded by the flush timeout, not by the database
+        generation_id = response.json()["id"]
+        # Durable before the answer: the spool file holds the settlement.
+        lines = [json.loads(line) for f in spool.glob("*.spool") for line in f.read_text().splitlines()]
+        assert [line["generation"]["id"] for line in lines] == [generation_id]
+        assert lines[0]["entry"]["amount_nanos"] == nanos(response.json()["usage"]["cost"])
+        os.kill(gateway.process.pid, signal.SIGKILL)
+        gateway.process.wait(10)
+    assert usage_entries(database_path, generation_id) == 0  # the database never got it
+    cost = nanos(response.json()["usage"]["cost"]) + nanos(warm.json()["usage"]["cost"])
+    return account.id, account.key, generation_id, cost
+
+
+def test_a_dead_process_spool_is_replayed_once_at_start_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    database_path, spool = tmp_path / "spool.db", tmp_path / "spool"
+    monkeypatch.setenv("TOLLWAY_SPOOL_PATH", str(spool))
+    account_id, key, generation_id, billed = answered_then_killed(database_path, spool, tmp_path)
+    report = run_cli("reconcile", "--json", database_url=f"sqlite:///{database_path}", check=False)
+    assert report.returncode == 1
+    assert "spooled_settlement_not_in_ledger" in report.stdout
+    for _ in range(2):  # a second start finds nothing left to replay
+        gateway = gateway_for(database_path, spool, tmp_path)
+        try:
+            assert usage_entries(database_path, generation_id) == 1
+            assert list(spool.glob("*.spool")) == []
+            figures = gateway.get("/credits", key).json()["data"]
+            assert nanos(figures["total_usage"]) == billed
+            assert gateway.balance(account_id)["total_usage"] == figures["total_usage"]
+        finally:
+            gateway.stop()
+    report = run_cli("reconcile", database_url=f"sqlite:///{database_path}", check=False)
+    assert report.returncode == 0, report.stdout
+
+
+def test_reconcile_fix_replays_the_spool_exactly_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    database_path, spool = tmp_path / "fix.db", tmp_path / "spool"
+    monkeypatch.setenv("TOLLWAY_SPOOL_PATH", str(spool))
+    _account_id, key, generation_id, billed = answered_then_killed(database_path, spool, tmp_path)
+    url = f"sqlite:///{database_path}"
+    assert run_cli("reconcile", database_url=url, check=False).returncode == 1
+    fixed = run_cli("reconcile", "--fix", "--json", database_url=url, check=False)
+    assert json.loads(fixed.stdout)["spool_replayed"] == 1
+    assert usage_entries(database_path, generation_id) == 1
+    assert run_cli("reconcile", database_url=url, check=False).returncode == 0
+    gateway = gateway_for(database_path, spool, tmp_path)
+    try:
+        assert usage_entries(database_path, generation_id) == 1
+        assert nanos(gateway.get("/credits", key).json()["data"]["total_usage"]) == billed
+    finally:
+        gateway.stop()
+
+
+def test_a_clean_shutdown_leaves_no_spool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    database_path, spool = tmp_path / "clean.db", tmp_path / "spool"
+    monkeypatch.setenv("TOLLWAY_SPOOL_PATH", str(spool))
+    gateway = gateway_for(database_path, spool, tmp_path)
+    account = gateway.new_account("1")
+    with database_locked(database_path):
+        assert gateway.post("/chat/completions", account.key, ECHO).status_code == 200
+        assert len(list(spool.glob("*.spool"))) == 1
+    # The database is back: the writer commits the queued settlement and empties the spool.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(f.stat().st_size for f in spool.glob("*.spool")):
+        time.sleep(0.1)
+    assert all(f.stat().st_size == 0 for f in spool.glob("*.spool"))
+    gateway.stop()
+    assert list(spool.glob("*.spool")) == []
+    assert run_cli("reconcile", database_url=f"sqlite:///{database_path}", check=False).returncode == 0
