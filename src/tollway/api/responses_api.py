@@ -1,0 +1,71 @@
+"""POST /api/v1/responses: the OpenAI Responses API (stateless), served by the chat gateway.
+
+The request becomes a chat request (gateway/responses_api.py), is admitted, held and billed exactly
+like /chat/completions, and the result or stream is translated back (gateway/responses_stream.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tollway.api.chat import remember_refusal, send_stream
+from tollway.api.context import authenticate, services_of
+from tollway.api.http import json_response, read_json
+from tollway.errors import TollwayError
+from tollway.gateway.responses_api import chat_result_to_response, responses_request_to_chat
+from tollway.gateway.responses_stream import ResponsesEvents
+from tollway.gateway.stream import KEEPALIVE, StreamRelay
+from tollway.gateway.validation import parse_chat_body
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    kind: str = event["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+async def create_response(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    key = await authenticate(request)
+    body = await read_json(request, services.settings.max_body_bytes)
+    chat_body = parse_chat_body(responses_request_to_chat(body), services.settings.models_fallback_limit)
+    try:
+        context = await services.gateway.admit(
+            key, chat_body, user_agent=request.headers.get("User-Agent"), referer=request.headers.get("HTTP-Referer")
+        )
+    except TollwayError as exc:
+        remember_refusal(services, key, exc)
+        raise
+    headers = {"X-Generation-Id": context.generation_id}
+    if context.reservation.max_tokens_capped:
+        headers["X-Tollway-Max-Tokens-Capped"] = str(context.max_tokens)
+    if not chat_body.stream:
+        result = await services.gateway.complete(context)
+        return json_response(chat_result_to_response(result, body), headers=headers)
+    candidate, upstream, first = await services.gateway.open_stream(context)
+    relay = StreamRelay(services.gateway, context, candidate, upstream, first)
+    translator = ResponsesEvents(
+        generation_id=context.generation_id,
+        created_at=context.started_us // 1_000_000,
+        model=candidate.model.id,
+        body=body,
+    )
+    return await send_stream(request, relay, _events(relay, translator), headers)
+
+
+async def _events(relay: StreamRelay, translator: ResponsesEvents) -> AsyncIterator[bytes]:
+    yield KEEPALIVE
+    for event in translator.start():
+        yield _sse(event)
+    async for payload in relay.payloads():
+        if "error" in payload:
+            events = translator.fail(payload["error"])
+        elif "usage" in payload:
+            events = translator.complete(payload, relay.finish_reason)
+        else:
+            events = translator.chunk(payload)
+        for event in events:
+            yield _sse(event)
