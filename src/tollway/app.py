@@ -12,6 +12,7 @@ from tollway.api import (
     audit,
     balance,
     chat,
+    completions,
     embeddings,
     health,
     keys,
@@ -19,6 +20,7 @@ from tollway.api import (
     metrics,
     models,
     payments,
+    responses_api,
 )
 from tollway.api.context import SERVICES
 from tollway.api.middleware import MAX_BODY_KEY, error_middleware
@@ -33,6 +35,8 @@ def _routes(prefix: str) -> list[web.RouteDef]:
     return [
         web.post(f"{prefix}/chat/completions", chat.chat_completions),
         web.post(f"{prefix}/messages", messages.messages),
+        web.post(f"{prefix}/responses", responses_api.create_response),
+        web.post(f"{prefix}/completions", completions.completions),
         web.post(f"{prefix}/embeddings", embeddings.embeddings),
         web.get(f"{prefix}/models", models.list_models),
         web.get(f"{prefix}/models/count", models.count_models),
