@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -329,3 +330,43 @@ def test_cli_reads_passwords_from_stdin_never_argv(guarded: GatewayServer) -> No
     assert short.returncode == 1 and "at least 8 characters" in short.stderr
     create_user(guarded, "stdin@example.com", "from standard input")
     assert _login(_client(guarded, "127.0.0.9"), "stdin@example.com", "from standard input").status_code == 303
+
+
+def test_hostile_form_and_path_values_never_make_a_5xx(gateway: GatewayServer) -> None:
+    """NUL and control characters (which PostgreSQL text refuses), huge and odd values, on every form and path."""
+    nasty = [
+        "\x00",
+        "a\x00b@example.com",
+        "\x1b[31m",
+        "\ud800".encode("utf-8", "surrogatepass").decode("latin-1"),
+        "x" * 4000,
+        "%00",
+        "../../etc/passwd",
+        "<script>alert(1)</script>",
+        "' OR 1=1 --",
+    ]
+    create_user(gateway, f"hostile-{gateway.base_url[-5:]}@example.com", "hostile password", "--admin")
+    client = signed_in(gateway, f"hostile-{gateway.base_url[-5:]}@example.com", "hostile password")
+    anonymous = _client(gateway, "127.0.0.10")
+    for value in nasty:
+        token = csrf(client.get("/keys"))
+        anon_token = csrf(anonymous.get("/login"))
+        answers = [
+            anonymous.post("/login", data={"csrf_token": anon_token, "email": value, "password": value, "next": value}),
+            anonymous.post(
+                "/signup", data={"csrf_token": anon_token, "email": value, "password": value, "invite": value}
+            ),
+            anonymous.get("/signup", params={"invite": value}),
+            anonymous.get("/login", params={"next": value}),
+            client.post("/keys", data={"csrf_token": token, "name": value, "limit": value, "limit_reset": value}),
+            client.post("/keys/" + quote(value, safe="") + "/disable", data={"csrf_token": token}),
+            client.post("/credits/auto-recharge", data={"csrf_token": token, "threshold": value, "amount": value}),
+            client.post("/credits/buy", data={"csrf_token": token, "amount": value}),
+            client.get("/activity", params={"model": value, "offset": value, "by": value}),
+            client.get("/admin/accounts/" + quote(value, safe="")),
+            client.get("/admin/audit", params={"account": value, "offset": value}),
+            client.post("/admin/grant", data={"csrf_token": token, "account_id": value, "amount": value}),
+            client.post("/admin/invites", data={"csrf_token": token, "email": value}),
+        ]
+        for answer in answers:
+            assert answer.status_code < 500, (value[:20], answer.request.url, answer.status_code, answer.text[:300])

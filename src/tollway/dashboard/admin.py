@@ -8,7 +8,7 @@ from tollway.accounts import check_email
 from tollway.api.context import services_of
 from tollway.audit import Actor, entry_state
 from tollway.dashboard.users import User
-from tollway.dashboard.web import Visitor, form, render, require_user
+from tollway.dashboard.web import Visitor, form, has_control_characters, render, require_user
 from tollway.errors import InvalidRequest, NotFound
 
 _AUDIT_PAGE = 50
@@ -55,7 +55,8 @@ async def admin_page(
 async def admin_account(request: web.Request) -> web.Response:
     services = services_of(request)
     await _admin(request)
-    account = await services.accounts.store.account(request.match_info["account_id"])
+    account_id = request.match_info["account_id"]
+    account = None if has_control_characters(account_id) else await services.accounts.store.account(account_id)
     if account is None:
         raise web.HTTPNotFound(text="No such account")
     return await admin_page(request, ledger_account=account.id)
@@ -67,6 +68,8 @@ async def admin_grant(request: web.Request) -> web.Response:
     fields = await form(request, who)
     account_id = fields.get("account_id", "").strip()
     try:
+        if has_control_characters(account_id):
+            raise NotFound(f"No account {account_id!r}")
         entry = await services.accounts.grant(
             account_id, fields.get("amount", ""), fields.get("reason") or "dashboard grant"
         )
@@ -87,6 +90,8 @@ async def admin_invite(request: web.Request) -> web.Response:
     email = fields.get("email", "").strip()
     try:
         check_email(email)
+        if has_control_characters(email):
+            raise InvalidRequest("An email address has no control characters.")
     except InvalidRequest as exc:
         return await admin_page(request, errors={"invite_email": exc.message})
     ttl_us = int(services.settings.invite_ttl_hours * 3600 * 1_000_000)
@@ -102,6 +107,8 @@ async def audit_page(request: web.Request) -> web.Response:
     services = services_of(request)
     who, _user = await _admin(request)
     account = request.query.get("account") or None
+    if account is not None and has_control_characters(account):
+        raise web.HTTPNotFound(text="No such account")
     try:
         offset = max(0, int(request.query.get("offset", "0")))
     except ValueError:

@@ -19,6 +19,7 @@ from tollway.dashboard.web import (
     Visitor,
     client_address,
     form,
+    has_control_characters,
     render,
     safe_next,
     see_other,
@@ -110,7 +111,11 @@ async def login(request: web.Request) -> web.Response:
     if wait_s:
         return _too_many(request, who, wait_s, email, next_path)
     try:
-        user = await services.users.check_password(email, fields.get("password", "")[:1024])
+        user = (
+            None
+            if has_control_characters(email)
+            else await services.users.check_password(email, fields.get("password", "")[:1024])
+        )
     except HashingBusy:
         return _too_many(request, who, 1, email, next_path)
     if user is None:
@@ -148,6 +153,8 @@ async def signup(request: web.Request) -> web.Response:
     errors: dict[str, str] = {}
     try:
         check_email(email)
+        if has_control_characters(email):
+            raise InvalidRequest("An email address has no control characters.")
     except InvalidRequest as exc:
         errors["email"] = exc.message
     if len(password) < MIN_PASSWORD:

@@ -19,7 +19,7 @@ from tollway.clock import us_to_iso
 from tollway.dashboard import admin, signin
 from tollway.dashboard.activity import DAY_US
 from tollway.dashboard.users import User
-from tollway.dashboard.web import Visitor, form, render, require_user, see_other, visitor
+from tollway.dashboard.web import Visitor, form, has_control_characters, render, require_user, see_other, visitor
 from tollway.errors import InvalidRequest, TollwayError
 from tollway.money import femtos_to_price_string, format_usd, usd_to_nanos
 
@@ -180,7 +180,10 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 async def _own_key(request: web.Request, account_id: str) -> KeyRecord:
-    record = await services_of(request).accounts.store.key_by_hash(request.match_info["hash"])
+    key_hash = request.match_info["hash"]
+    record = (
+        None if has_control_characters(key_hash) else await services_of(request).accounts.store.key_by_hash(key_hash)
+    )
     if record is None or record.account_id != account_id or record.deleted_at_us is not None:
         raise web.HTTPNotFound(text="No such key")
     return record
@@ -235,6 +238,8 @@ async def activity_page(request: web.Request) -> web.Response:
     since = services.clock.now_us() - _THIRTY_DAYS_US
     by = "key" if request.query.get("by") == "key" else "model"
     model = request.query.get("model") or None
+    if model is not None and has_control_characters(model):
+        model = None
     try:
         offset = max(0, int(request.query.get("offset", "0")))
     except ValueError:

@@ -88,6 +88,11 @@ def safe_next(target: str | None) -> str:
     return target if _plain_path(decoded) else DEFAULT_PAGE
 
 
+def has_control_characters(value: str) -> bool:
+    """True for NUL and other control characters, which no email or id has (and PostgreSQL text refuses)."""
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value)
+
+
 def client_address(request: web.Request) -> str:
     """The peer's address (a proxy in front makes every client one address: see the README)."""
     return request.remote or "unknown"
