@@ -39,7 +39,8 @@ def completion_request_to_chat(body: Any) -> dict[str, Any]:
         raise bad(f"prompt is longer than {MAX_STRING_CHARS} characters", "prompt")
     for name, sentence in _UNSUPPORTED.items():
         value = body.get(name)
-        if value not in (None, False, 1, ""):
+        harmless = value is None or value is False or value == "" or (type(value) is int and value == 1)
+        if not harmless:
             raise bad(f"{sentence} by this gateway; leave {name} out.", name)
     logprobs = body.get("logprobs")
     if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)):
