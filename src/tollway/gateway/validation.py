@@ -139,7 +139,7 @@ def _validate_messages(raw: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise _bad(f"messages[{index}] must be an object with role and content", f"messages[{index}]")
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise _bad(
                 f"messages[{index}].role must be one of {', '.join(sorted(_ROLES))}, got {role!r}",
                 f"messages[{index}].role",
