@@ -300,3 +300,58 @@ def test_no_input_makes_a_5xx_or_moves_money(target: tuple[GatewayServer, str, s
 
     print("statuses", dict(sorted(seen.items())))
     assert ledger_state(server, account_id, key) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": ["hi"]}]}, "messages[0].content[0]"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": 7}]}]},
+            "messages[0].content[0].content",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [3]}]}]},
+            "messages[0].content[0].content[0]",
+        ),
+        ({"system": {"text": "be brief"}}, "system"),
+        ({"system": [5]}, "system[0]"),
+        ({"tools": {"name": "x"}}, "tools"),
+        ({"tools": ["x"]}, "tools[0]"),
+        ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"max_tokens": 2**70}, "max_tokens"),
+    ],
+)
+def test_malformed_messages_shapes_are_400s_naming_the_field(
+    target: tuple[GatewayServer, str, str, str, str], change: dict[str, Any], field: str
+) -> None:
+    server, _account_id, key, _owner, _spare = target
+    body = {"model": MODEL, "max_tokens": 5, "messages": [MESSAGE], **change}
+    response = httpx.post(
+        server.api + "/messages", content=encode(body), headers={"x-api-key": key, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["metadata"]["field"] == field
+
+
+@pytest.mark.parametrize("depth", [65, 255, 1000])
+def test_deep_json_is_a_400_on_every_json_endpoint(
+    target: tuple[GatewayServer, str, str, str, str], depth: int
+) -> None:
+    server, _account_id, key, owner, _spare = target
+    deep = "[" * depth + "]" * depth
+    for method, path, who in [
+        ("POST", "/chat/completions", key),
+        ("POST", "/messages", key),
+        ("POST", "/embeddings", key),
+        ("POST", "/keys", owner),
+        ("POST", "/credits/checkout", owner),
+        ("PUT", "/credits/auto-recharge", owner),
+    ]:
+        content = ('{"model": "tollway/offline-small", "max_tokens": 5, "x": ' + deep + "}").encode()
+        response = httpx.request(
+            method, server.api + path, content=content, headers={"Authorization": f"Bearer {who}"}, timeout=30
+        )
+        assert response.status_code == 400, (path, response.text)
