@@ -1,20 +1,26 @@
-"""One answer to "do I have a balance, and why was I refused?", the same from the API and the CLI.
+"""One answer to "do I have a balance, and why was I refused?", the same from the API, the CLI and the assistant.
 
 Every figure comes from the same services the request path uses: the ledger's account and key
-figures, the limiter's states, the refusal log and (when payments exist) pending payments.
+figures, the limiter's states, the refusal log and (when payments exist) pending payments. What money
+allows is not re-derived here: the request path's own `decide_refusal` is asked about a default request
+on the dearest paid model, so the codes /balance shows are the codes the next request can get, and
+"nothing limits this key" is said only when no cap, balance or rate limit can refuse such a request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tollway import explanations as explain
 from tollway.accounts import MoneyView
 from tollway.auth.records import KeyRecord
 from tollway.clock import Clock, us_to_iso
-from tollway.ledger.admission import period_name
+from tollway.errors import TollwayError
+from tollway.ledger.admission import CostPlan, LowerMaxTokens, decide_refusal, period_name
+from tollway.ledger.book import AccountSnapshot, KeySnapshot
+from tollway.ledger.pricing import Price
 from tollway.limits.rules import LimitState, next_midnight_us
 from tollway.limits.service import RateLimiter, explanation_for
 from tollway.money import format_usd, nanos_to_usd
@@ -43,6 +49,11 @@ class PendingPayment:
 
 PendingSource = Callable[[str], Awaitable[list[PendingPayment]]]
 
+# The prompt of the "default request" /balance asks the request path about: "nothing limits" needs a
+# question of this size to fit whole; below that, what is lowered or refused is judged for the shortest
+# prompt (one token), so a limit is named whenever any request can meet it.
+DEFAULT_PROMPT_TOKENS = 256
+
 
 async def no_pending(_account_id: str) -> list[PendingPayment]:
     return []
@@ -57,6 +68,9 @@ class BalanceService:
         catalog: Catalog,
         clock: Clock,
         pending: PendingSource = no_pending,
+        *,
+        min_affordable_tokens: int = 16,
+        live_limits: bool = True,
     ) -> None:
         self._money = money
         self._limiter = limiter
@@ -64,14 +78,29 @@ class BalanceService:
         self._catalog = catalog
         self._clock = clock
         self.pending = pending
+        self._min_tokens = min_affordable_tokens
+        # False where limit usage lives in another process (the CLI without Redis): then no rate limit
+        # is ever reported as "not reached", since this process cannot know.
+        self._live_limits = live_limits
 
-    def _cheapest_paid(self) -> tuple[str, int, int] | None:
-        """(model id, completion femtos per token, max completion tokens) of the cheapest paid model."""
-        paid = [m for m in self._catalog.models() if m.cheapest.price.completion_femtos > 0]
-        if not paid:
+    def _default_plan(self, prompt_tokens: int) -> tuple[str, CostPlan] | None:
+        """A request that leaves max_tokens open, on the paid model whose such request holds the most."""
+        plans = [
+            (
+                model.id,
+                CostPlan(
+                    price=Price.most_expensive([e.price for e in model.endpoints]),
+                    prompt_tokens_estimate=prompt_tokens,
+                    max_tokens=max(e.max_completion_tokens for e in model.endpoints),
+                    max_tokens_requested=False,
+                ),
+            )
+            for model in self._catalog.models()
+            if not model.is_free
+        ]
+        if not plans:
             return None
-        model = min(paid, key=lambda m: m.cheapest.price.completion_femtos + m.cheapest.price.prompt_femtos)
-        return model.id, model.cheapest.price.completion_femtos, model.max_completion_tokens
+        return max(plans, key=lambda item: item[1].hold_nanos)
 
     async def report(self, key: KeyRecord) -> dict[str, Any]:
         now_us = self._clock.now_us()
@@ -90,9 +119,9 @@ class BalanceService:
         key_spendable = key_figures.spendable_nanos
         spendable = account_spendable if key_spendable is None else max(0, min(account_spendable, key_spendable))
 
-        explanations = self._explanations(
-            key, account.balance_nanos, key_figures, pending, free_states, limit_states, spendable
-        )
+        explanations = self._explanations(key, account, key_figures, pending, free_states, limit_states, spendable)
+        if not self._live_limits and (configured or free_checks):
+            explanations.append(explain.limits_not_visible([c.limit_id for c in free_checks + configured]))
         unlock = self._limiter.free_tier.unlock_purchased_nanos
         daily = free_states[1] if len(free_states) > 1 else None
         balance_text = format_usd(account.balance_nanos)
@@ -143,16 +172,19 @@ class BalanceService:
     def _explanations(
         self,
         key: KeyRecord,
-        balance_nanos: int,
-        key_figures: Any,
+        account: AccountSnapshot,
+        key_figures: KeySnapshot,
         pending: list[PendingPayment],
         free_states: list[LimitState],
         limit_states: list[LimitState],
         spendable: int,
     ) -> list[explain.Explanation]:
         found: list[explain.Explanation] = []
+        balance_nanos = account.balance_nanos
         if key.disabled:
             found.append(explain.key_disabled())
+        if key.is_management:
+            found.append(explain.management_key())
         if balance_nanos < 0:
             found.append(explain.balance_negative(balance_nanos))
         remaining = key_figures.limit_remaining_nanos
@@ -168,10 +200,43 @@ class BalanceService:
         for state in free_states + limit_states:
             if state.remaining <= 0:
                 found.append(explanation_for(state))
-        cheapest = self._cheapest_paid()
-        if cheapest is not None and spendable > 0 and not found:
-            model_id, completion_femtos, max_tokens = cheapest
-            affordable = spendable * 1_000_000 // max(completion_femtos, 1)
-            if affordable < max_tokens:
-                found.append(explain.max_tokens_lowered(spendable, int(affordable), model_id))
-        return found
+        found += self._money_limits(account, key_figures, spendable)
+        if remaining is not None and remaining > 0 and key.limit_nanos is not None:
+            found.append(
+                explain.key_cap(period_name(key.limit_reset), key.limit_nanos, remaining, key_figures.resets_at_us)
+            )
+        unique: dict[str, explain.Explanation] = {}
+        for explanation in found:
+            unique.setdefault(explanation.code, explanation)
+        return list(unique.values())
+
+    def _money_limits(
+        self, account: AccountSnapshot, key_figures: KeySnapshot, spendable: int
+    ) -> list[explain.Explanation]:
+        """What the request path does with a default request that does not fit: lower max_tokens or refuse."""
+        default = self._default_plan(DEFAULT_PROMPT_TOKENS)
+        shortest = self._default_plan(1)
+        if default is None or shortest is None:
+            return []
+        model_id, plan = default
+        if plan.hold_nanos <= spendable:
+            return []
+        if shortest[1].hold_nanos > spendable:
+            model_id, plan = shortest
+        decision = decide_refusal(plan, account, key_figures, self._min_tokens)
+        if isinstance(decision, LowerMaxTokens):
+            lowered = explain.max_tokens_lowered(spendable, decision.max_tokens, model_id)
+            # The same request with max_tokens set above what is affordable is refused, not lowered.
+            asked = decide_refusal(replace(plan, max_tokens_requested=True), account, key_figures, self._min_tokens)
+            return [lowered] + ([_from_error(asked, plan, model_id)] if isinstance(asked, TollwayError) else [])
+        return [_from_error(decision, plan, model_id)]
+
+
+def _from_error(error: TollwayError, plan: CostPlan, model_id: str) -> explain.Explanation:
+    """The explanation a refusal of `plan` carries, as an object again, naming the request it is about."""
+    carried = dict(error.metadata.get("explanation") or {})
+    code = str(carried.pop("code", error.error_type))
+    message = str(carried.pop("message", error.message))
+    if message.startswith("This request"):
+        message = f"A request for {plan.max_tokens} output tokens on {model_id}" + message.removeprefix("This request")
+    return explain.Explanation(code, message, carried)

@@ -129,3 +129,36 @@ def key_disabled() -> Explanation:
     return Explanation(
         "key_disabled", "This API key is disabled, so its requests are refused; enable it or use another key."
     )
+
+
+def key_cap(period: str, limit_nanos: int, left_nanos: int, resets_at_us: int | None) -> Explanation:
+    until = f" until {when(resets_at_us)}" if resets_at_us is not None else ""
+    return Explanation(
+        "key_cap",
+        f"This key has a {period} cap of {format_usd(limit_nanos)} USD with {format_usd(max(left_nanos, 0))} USD "
+        f"left{until}; a request that may cost more than what is left is refused (402 key_cap_insufficient), and "
+        "once it is used up every request with this key is (403 key_cap_exhausted), whatever your balance.",
+        {
+            "limit": nanos_to_usd(limit_nanos),
+            "limit_remaining": nanos_to_usd(max(left_nanos, 0)),
+            "limit_reset": None if period == "total" else period,
+            "resets_at": us_to_iso(resets_at_us),
+        },
+    )
+
+
+def management_key() -> Explanation:
+    return Explanation(
+        "management_key",
+        "This is a management key: it reads figures and manages keys but cannot make completions (403); "
+        "use an inference key (sk-tw-v1-...).",
+    )
+
+
+def limits_not_visible(limit_ids: list[str]) -> Explanation:
+    return Explanation(
+        "limits_not_visible",
+        f"Rate limits apply ({', '.join(limit_ids)}) but their live usage is kept inside the server process, "
+        "so this command cannot tell whether one is reached now; GET /api/v1/balance with the key can.",
+        {"limits": limit_ids},
+    )

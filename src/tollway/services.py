@@ -269,6 +269,14 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         metrics=metrics,
         limiter=limiter,
         refusals=refusals,
-        balance=BalanceService(ledger, limiter, refusals, catalog, clock, pending=payments.pending),
+        balance=BalanceService(
+            ledger,
+            limiter,
+            refusals,
+            catalog,
+            clock,
+            pending=payments.pending,
+            min_affordable_tokens=settings.min_affordable_tokens,
+        ),
         sink=sink,
     )

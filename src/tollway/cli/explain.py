@@ -26,7 +26,15 @@ async def balance_reports(context: AdminContext, keys: list[KeyRecord]) -> list[
     limiter = build_limiter(context.settings, engine, clock)
     await limiter.rules.refresh()
     catalog, _providers = build_catalog(context.settings, UpstreamPool())  # prices only: nothing is sent
-    service = BalanceService(context.ledger, limiter, RefusalLog(engine), catalog, clock)
+    service = BalanceService(
+        context.ledger,
+        limiter,
+        RefusalLog(engine),
+        catalog,
+        clock,
+        min_affordable_tokens=context.settings.min_affordable_tokens,
+        live_limits=context.settings.redis_url is not None,
+    )
     try:
         return [{"key_hash": key.hash, **await service.report(key)} for key in keys]
     finally:
