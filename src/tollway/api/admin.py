@@ -44,6 +44,7 @@ async def create_account(request: web.Request) -> web.Response:
     if not isinstance(email, str):
         raise InvalidRequest("email is required", metadata={"field": "email"})
     account = await services.accounts.create_account(email)
+    await services.audit.record(ADMIN_API, "account.create", account.id, account.id, None, {"email": account.email})
     return json_response({"data": account_object(account)}, status=201)
 
 

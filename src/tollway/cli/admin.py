@@ -27,7 +27,9 @@ def accounts_create(
     """Create an account; prints its id."""
 
     async def action(context: AdminContext) -> dict[str, Any]:
-        return account_object(await context.accounts.create_account(email))
+        account = await context.accounts.create_account(email)
+        await _audit(context).record(CLI, "account.create", account.id, account.id, None, {"email": account.email})
+        return account_object(account)
 
     account = run_admin(database_url, as_json, action)
     emit(account, as_json, account["id"])

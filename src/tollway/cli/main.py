@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from tollway.audit import CLI, AuditLog, entry_state
 from tollway.cli import admin
 from tollway.cli.audit import audit
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
@@ -88,7 +89,10 @@ def demo(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) ->
         created_now = not existing
         account = existing[0] if existing else await context.accounts.create_account(DEMO_EMAIL)
         if created_now:
-            await context.accounts.grant(account.id, DEMO_CREDITS_USD, "demo credits")
+            entry = await context.accounts.grant(account.id, DEMO_CREDITS_USD, "demo credits")
+            await AuditLog(context.accounts.store.engine).record(
+                CLI, "credits.grant", account.id, account.id, None, entry_state(entry)
+            )
         key = await context.accounts.create_key(account.id, name="demo key")
         figures = await context.ledger.account_figures(account.id)
         return {
