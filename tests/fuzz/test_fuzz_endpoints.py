@@ -9,6 +9,7 @@ fuzzed request could do may legitimately change its balance or its entries.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import STRIPE_WEBHOOK_SECRET
+from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
+from tests.fakes.gemini_upstream import FakeGeminiUpstream
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.fakes.payment_servers import FakePayments
-from tests.support import GatewayServer, start_gateway, write_config
+from tests.support import GatewayServer, nanos, start_gateway, write_config
 
 
 class Raw(str):
@@ -355,3 +358,102 @@ def test_deep_json_is_a_400_on_every_json_endpoint(
             method, server.api + path, content=content, headers={"Authorization": f"Bearer {who}"}, timeout=30
         )
         assert response.status_code == 400, (path, response.text)
+
+
+FUNDED_MODELS = ["tollway/offline-small", "fake/chat", "fake/failover", "claude/fuzz", "gemini/fuzz"]
+
+
+@pytest.fixture(scope="module")
+def funded(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    claude = FakeAnthropicUpstream().start()
+    gemini = FakeGeminiUpstream().start()
+    directory: Path = tmp_path_factory.mktemp("fuzz-funded")
+    price = {"prompt": "0.000001", "completion": "0.000002"}
+    extra = {
+        "providers": [
+            {"name": "fakeup", "kind": "openai", "base_url": upstream.base_url, "display_name": "FakeUp"},
+            {"name": "deadup", "kind": "openai", "base_url": "http://127.0.0.1:9/v1"},
+            {"name": "claude", "kind": "anthropic", "base_url": claude.base_url, "api_key_env": "CLAUDE_KEY"},
+            {"name": "gem", "kind": "gemini", "base_url": gemini.base_url, "api_key_env": "GEMINI_KEY"},
+        ],
+        "models": [
+            {
+                "id": "fake/chat",
+                "endpoints": [{"provider": "fakeup", "upstream_model": "fake-chat-1", "pricing": price}],
+            },
+            {
+                "id": "fake/failover",
+                "endpoints": [
+                    {"provider": "deadup", "upstream_model": "dead-1", "pricing": price},
+                    {"provider": "fakeup", "upstream_model": "fake-chat-1", "pricing": price},
+                ],
+            },
+            {
+                "id": "claude/fuzz",
+                "endpoints": [{"provider": "claude", "upstream_model": "claude-x", "pricing": price}],
+            },
+            {"id": "gemini/fuzz", "endpoints": [{"provider": "gem", "upstream_model": "gemini-x", "pricing": price}]},
+        ],
+    }
+    config = write_config(directory / "funded.yaml", upstream.base_url, extra)
+    server = start_gateway(
+        f"sqlite:///{directory / 'funded.db'}", config, directory, env={"CLAUDE_KEY": "k", "GEMINI_KEY": "k"}
+    )
+    yield server
+    server.stop()
+    claude.stop()
+    gemini.stop()
+
+
+def test_funded_fuzz_bills_exactly_what_generations_report(funded: GatewayServer) -> None:
+    """With credits, fuzzed requests reach every kind of upstream: still no 500, a 502 only for an upstream's
+    failure, no hold left behind, and the balance falls by exactly the sum of the generations' costs."""
+    account = funded.new_account("50")
+    generations: list[str] = []
+    seen: dict[int, int] = {}
+
+    with httpx.Client(timeout=30) as client:
+
+        @settings(max_examples=250, suppress_health_check=list(HealthCheck), database=None)
+        @given(
+            kind=st.sampled_from(["chat", "messages", "embeddings"]),
+            model=st.sampled_from(FUNDED_MODELS),
+            detail=st.integers(0, 2**16),
+            value=values,
+            mode=st.integers(1, 4),
+            stream=st.booleans(),
+        )
+        def fuzz(kind: str, model: str, detail: int, value: Any, mode: int, stream: bool) -> None:
+            method, path, template, paths = TEMPLATES[kind]
+            body = orjson.loads(orjson.dumps(template))
+            if kind != "embeddings":
+                body["model"], body["stream"] = model, stream
+            if mode == 1 and paths:
+                body = set_path(body, paths[detail % len(paths)], value)
+            elif mode == 2:
+                body[FIELD_NAMES[detail % len(FIELD_NAMES)]] = value
+            response = client.request(
+                method,
+                funded.api + path,
+                content=encode(body),
+                headers={"Authorization": f"Bearer {account.key}", "Content-Type": "application/json"},
+            )
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+            assert response.status_code != 500, (body, response.text[:500])
+            if response.status_code >= 500:
+                assert response.json()["error"]["metadata"].get("provider_name"), response.text[:500]
+            if "X-Generation-Id" in response.headers:
+                generations.append(response.headers["X-Generation-Id"])
+
+        fuzz()
+
+    print("statuses", dict(sorted(seen.items())), "generations", len(generations))
+    time.sleep(0.3)
+    balance = funded.balance(account.id)
+    assert nanos(balance["held_in_flight"]) == 0
+    billed = 0
+    for generation_id in generations:
+        found = funded.get("/generation", account.key, id=generation_id)
+        if found.status_code == 200:
+            billed += nanos(found.json()["data"]["total_cost"])
+    assert nanos("50") - nanos(balance["balance"]) == billed
