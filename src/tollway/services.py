@@ -201,7 +201,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         skip_auto_headers=("User-Agent",),
     )
     origin = uuid.uuid4().hex
-    sink = sink_for(settings.database_url)
+    sink = sink_for(settings.database_url, settings.sqlite_synchronous)
     ledger_store = LedgerStore(engine, sink)
     book: Book = (
         RedisBook(ledger_store, origin, settings.redis_url, settings.hold_ttl_seconds)

@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     # Settlements the database did not confirm in time are fsynced here before the answer goes out
     # (a directory; default: beside the SQLite file, else ./tollway-spool).
     spool_path: Path | None = None
+    # SQLite settlements: "normal" survives a process crash, "full" also a power loss (an fsync per commit).
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
 
     # Rate limits (free models are account-wide; purchases, not grants, unlock the higher daily cap).
     free_requests_per_minute: int = 20

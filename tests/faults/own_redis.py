@@ -12,9 +12,10 @@ from tests.support import free_port
 
 
 class OwnRedis:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *options: str) -> None:
         self.port = free_port()
         self.directory = directory
+        self.options = list(options)  # extra redis-server flags, e.g. "--maxmemory-policy", "allkeys-lru"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -26,7 +27,7 @@ class OwnRedis:
 
     def start(self) -> OwnRedis:
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        command += ["--dir", str(self.directory)]
+        command += ["--dir", str(self.directory), *self.options]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -12,6 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -245,3 +246,17 @@ def test_redis_restart_without_persistence(cluster: Cluster, monkeypatch: pytest
     monkeypatch.setenv("TOLLWAY_REDIS_URL", cluster.redis.url)
     report = run_cli("reconcile", "--json", database_url=cluster.database_url, check=False)
     assert report.returncode == 0, report.stdout
+
+
+def test_start_up_warns_when_redis_may_evict_the_figures(tmp_path: Path) -> None:
+    evicting = OwnRedis(tmp_path, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru").start()
+    env = {"TOLLWAY_REDIS_URL": evicting.url, "TOLLWAY_SQLITE_SYNCHRONOUS": "full"}
+    gateway = start_gateway(f"sqlite:///{tmp_path / 'evict.db'}", None, tmp_path, env=env)
+    try:
+        account = gateway.new_account("1")
+        assert gateway.post("/chat/completions", account.key, ECHO).status_code == 200
+        log = gateway.log_path.read_text()
+        assert "maxmemory-policy noeviction" in log and '"maxmemory_policy":"allkeys-lru"' in log
+    finally:
+        gateway.stop()
+        evicting.stop()

@@ -51,8 +51,11 @@ class SqliteSink:
     checkpoint), the batch moves to a helper thread that waits for the lock instead of the loop.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, synchronous: str = "NORMAL") -> None:
         self._path = path
+        # NORMAL: a commit survives a crash of the process, not of the machine (the last commits before a
+        # power loss may roll back). FULL: also a power loss, at one fsync per commit (see the README).
+        self._synchronous = "FULL" if synchronous.upper() == "FULL" else "NORMAL"
         self._inline: sqlite3.Connection | None = None
         self._data_version: int | None = None
         self._waiting: sqlite3.Connection | None = None
@@ -64,7 +67,7 @@ class SqliteSink:
     def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute(f"PRAGMA synchronous={self._synchronous}")
         connection.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         # Checkpoints copy pages and fsync: tens of milliseconds that must not stall the loop.
         # They run on the helper thread instead (`checkpoint`).
@@ -176,9 +179,9 @@ class PostgresSink:
             await self._pool.close()
 
 
-def sink_for(database_url: str) -> BatchSink:
+def sink_for(database_url: str, sqlite_synchronous: str = "normal") -> BatchSink:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        return SqliteSink(url.database or "")
+        return SqliteSink(url.database or "", sqlite_synchronous)
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     return PostgresSink(dsn)
