@@ -7,7 +7,6 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -46,7 +45,7 @@ from tollway.metrics import Metrics
 from tollway.money import usd_to_nanos
 from tollway.payments.auto_recharge import AutoRechargeStore
 from tollway.payments.crypto_provider import CryptoProvider
-from tollway.payments.model import FeeRule
+from tollway.payments.model import fee_rules
 from tollway.payments.provider import PaymentProvider
 from tollway.payments.service import CheckoutLimits, PaymentsService
 from tollway.payments.store import PaymentStore
@@ -184,10 +183,7 @@ def build_payments(
         refund_window_us=int(settings.refund_window_hours * 3600 * 1_000_000),
         auto_recharge_interval_us=int(settings.auto_recharge_min_interval_seconds * 1_000_000),
         auto_recharge_claim_timeout_us=int(settings.auto_recharge_claim_timeout_seconds * 1_000_000),
-        fees={
-            "stripe": FeeRule(Decimal(settings.card_fee_percent), usd_to_nanos(settings.card_fee_min_usd)),
-            "crypto": FeeRule(Decimal(settings.crypto_fee_percent), 0),
-        },
+        fees=fee_rules(settings),
     )
     return PaymentsService(PaymentStore(engine), AutoRechargeStore(engine), providers, ledger, clock, limits, metrics)
 

@@ -513,7 +513,8 @@ def test_concurrent_refunds_and_disputes_never_over_debit(
         assert debits(site, owner.id) - before == 10 * NANOS, (trial, entries(site, owner.id))
         row = payment_row(site, payment_id)
         assert row["refunded"] == total_cents and row["status"] == "refunded"
-    assert nanos(site.gateway.balance(owner.id)["balance"]) == 0
+    # The other process's entries reach this one's figures within a poll.
+    wait_for(lambda: nanos(site.gateway.balance(owner.id)["balance"]) == 0, 5, "the balance back to 0")
     assert_reconciles(site, owner.id)
 
 
@@ -530,3 +531,22 @@ def test_fee_settings_are_the_ones_charged(site: Site, fake: FakePayments) -> No
         assert response.status_code == 200, response.text
         data = response.json()["data"]
         assert (data["amount"], data["fee"], data["total"]) == (amount, fee, total), (provider, data)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TOLLWAY_CARD_FEE_PERCENT", "five"), ("TOLLWAY_CRYPTO_FEE_PERCENT", "-1"), ("TOLLWAY_CARD_FEE_MIN_USD", "x")],
+)
+def test_a_fee_setting_that_is_not_a_number_stops_serve_with_its_name(tmp_path: Path, name: str, value: str) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tollway", "serve", "--database-url", f"sqlite:///{tmp_path / 'fees.db'}"],
+        env={**os.environ, name: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert name.removeprefix("TOLLWAY_").lower() in result.stderr, result.stderr

@@ -17,6 +17,7 @@ from tollway.cli.payments import auto_app, payments_app
 from tollway.cli.users import users_app
 from tollway.db.engine import create_engine
 from tollway.db.migrations import migrate as apply_migrations
+from tollway.payments.model import fee_rules
 from tollway.presenters import account_object
 from tollway.settings import SettingsError, load_settings
 
@@ -54,6 +55,11 @@ def serve(
     try:
         settings = load_settings(host=host, port=port, config=config, database_url=database_url, workers=workers)
     except SettingsError as exc:
+        fail(str(exc), False, code=2)
+        return
+    try:
+        fee_rules(settings)
+    except ValueError as exc:
         fail(str(exc), False, code=2)
         return
     if settings.workers > 1 and not settings.redis_url:

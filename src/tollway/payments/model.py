@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tollway.clock import us_to_iso
-from tollway.money import NANOS_PER_USD, nanos_to_usd
+from tollway.money import NANOS_PER_USD, nanos_to_usd, usd_to_nanos
+
+if TYPE_CHECKING:
+    from tollway.settings import Settings
 
 NANOS_PER_CENT = NANOS_PER_USD // 100
 
@@ -42,6 +45,18 @@ class FeeRule:
     @classmethod
     def zero(cls) -> FeeRule:
         return cls(Decimal(0), 0)
+
+    @classmethod
+    def from_settings(cls, percent: str, minimum_usd: str, names: str) -> FeeRule:
+        """The rule from its two settings; a value that is not a non-negative decimal stops start-up, named."""
+        try:
+            parsed = Decimal(percent)
+            minimum_nanos = usd_to_nanos(minimum_usd, names)
+        except (InvalidOperation, ValueError) as exc:
+            raise ValueError(f"{names}: not decimal numbers ({percent!r}, {minimum_usd!r}); e.g. 5.5, 0.80") from exc
+        if not parsed.is_finite() or parsed < 0 or minimum_nanos < 0:
+            raise ValueError(f"{names} must be zero or more, got {percent!r} and {minimum_usd!r}")
+        return cls(parsed, minimum_nanos)
 
     def fee_nanos(self, amount_nanos: int) -> int:
         """max(minimum, amount × percent rounded half-up to cents): the fee is added on top."""
@@ -105,3 +120,13 @@ class ProviderEvent:
     dispute_id: str | None = None
     customer_id: str | None = None
     payment_method_id: str | None = None
+
+
+def fee_rules(settings: Settings) -> dict[str, FeeRule]:
+    """The fee of each provider, from card_fee_percent, card_fee_min_usd and crypto_fee_percent."""
+    return {
+        "stripe": FeeRule.from_settings(
+            settings.card_fee_percent, settings.card_fee_min_usd, "card_fee_percent, card_fee_min_usd"
+        ),
+        "crypto": FeeRule.from_settings(settings.crypto_fee_percent, "0", "crypto_fee_percent"),
+    }

@@ -326,7 +326,8 @@ class PaymentStore:
                 return Outcome("ignored", "dispute state unchanged", payment)
             before = debited_nanos(payment.amount_nanos, payment.total_cents, payment.refunded_cents, payment.disputed)
             after = debited_nanos(payment.amount_nanos, payment.total_cents, payment.refunded_cents, opened)
-            reference = f"dispute:{event.dispute_id or payment.id}:{'opened' if opened else 'won'}"
+            # One entry per dispute event (the event row dedups deliveries); a dispute id may open again.
+            reference = f"dispute:{payment.id}:{event.dispute_id or ''}:{event.event_id}"[:128]
             entry = None
             if after != before:
                 entry = await self._entry(
