@@ -50,9 +50,9 @@ class HostileUpstream(LoopbackServer):
         response: web.StreamResponse = await handler(request)
         return response
 
-    async def _huge(self, request: web.Request) -> web.StreamResponse:
+    async def _huge(self, request: web.Request, status: int = 200) -> web.StreamResponse:
         """A 1.5 GB JSON answer, written in 1 MiB pieces until the reader hangs up."""
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
         response.content_length = HUGE
         await response.prepare(request)
         piece = b" " * MIB
@@ -64,6 +64,9 @@ class HostileUpstream(LoopbackServer):
         except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
             pass
         return response
+
+    async def _huge_error(self, request: web.Request) -> web.StreamResponse:
+        return await self._huge(request, status=500)
 
     async def _stream(self, request: web.Request, lines: list[tuple[float, bytes]]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -109,7 +112,16 @@ class HostileUpstream(LoopbackServer):
         )
 
 
-MODELS = ["huge", "long-line", "too-long-line", "slow-live", "goes-silent", "never-answers", "secret-error"]
+MODELS = [
+    "huge",
+    "huge-error",
+    "long-line",
+    "too-long-line",
+    "slow-live",
+    "goes-silent",
+    "never-answers",
+    "secret-error",
+]
 
 
 @pytest.fixture(scope="module")
@@ -269,4 +281,14 @@ def test_an_upstream_error_body_and_address_stay_out_of_the_answer(
         assert secret not in response.text
     # The operator still sees what the upstream said, in the log.
     assert "internal-db.corp.example" in bounded_gateway.log_path.read_text()
+    assert_nothing_held_or_charged(bounded_gateway, account.id)
+
+
+def test_a_huge_error_body_is_read_only_a_little(bounded_gateway: GatewayServer, hostile: HostileUpstream) -> None:
+    account = bounded_gateway.new_account("10")
+    hostile.bytes_sent = 0
+    response = ask(bounded_gateway, account.key, "huge-error")
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["metadata"]["provider_name"] == "Hostile"
+    assert hostile.bytes_sent < 64 * MIB
     assert_nothing_held_or_charged(bounded_gateway, account.id)

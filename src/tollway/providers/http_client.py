@@ -222,9 +222,12 @@ class UpstreamResponse:
             self._connection.resume()
         return data
 
-    async def read(self) -> bytes:
-        """The whole body, at most `max_response_bytes` (the socket is not paused for it below that)."""
+    async def read(self, limit_bytes: int | None = None) -> bytes:
+        """The whole body, at most `max_response_bytes` or `limit_bytes` if smaller (an error body needs
+        little); the socket is not paused for it below that."""
         self._reading_whole = True
+        if limit_bytes is not None and limit_bytes < self._max_body:
+            self._max_body = limit_bytes
         self._pause_at = self._max_body
         if len(self._buffer) > self._max_body:
             self._buffer.clear()

@@ -18,6 +18,7 @@ from tollway.providers.http_client import UpstreamHTTPError, UpstreamPool, Upstr
 from tollway.usage import estimate_text_tokens
 
 RAW_LIMIT = 2000
+ERROR_BODY_LIMIT = 64 * 1024  # an upstream's error body is read this far at most (only RAW_LIMIT is kept)
 
 log = logging.getLogger("tollway.providers")
 
@@ -57,7 +58,7 @@ class UpstreamTransport:
             raise self.error(0, "Provider connection failed", raw=str(exc)) from exc
         if response.status >= 400:
             try:
-                raw = await response.read()
+                raw = await response.read(ERROR_BODY_LIMIT)
             except (TimeoutError, UpstreamHTTPError) as exc:
                 raw = str(exc).encode()
             finally:
