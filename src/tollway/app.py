@@ -19,6 +19,7 @@ from tollway.api import (
     messages,
     metrics,
     models,
+    openapi,
     payments,
     responses_api,
 )
@@ -37,6 +38,7 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.post(f"{prefix}/messages", messages.messages),
         web.post(f"{prefix}/responses", responses_api.create_response),
         web.post(f"{prefix}/completions", completions.completions),
+        web.get(f"{prefix}/openapi.json", openapi.openapi_json),
         web.post(f"{prefix}/embeddings", embeddings.embeddings),
         web.get(f"{prefix}/models", models.list_models),
         web.get(f"{prefix}/models/count", models.count_models),
@@ -85,7 +87,12 @@ def build_app(services: Services) -> web.Application:
     app.add_routes(_routes("/v1"))
     app.add_routes(dashboard_routes())
     app.add_routes(
-        [web.get("/health", health.health), web.get("/ready", health.ready), web.get("/metrics", metrics.metrics)]
+        [
+            web.get("/health", health.health),
+            web.get("/ready", health.ready),
+            web.get("/metrics", metrics.metrics),
+            web.get("/docs/api", openapi.docs_page),
+        ]
     )
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

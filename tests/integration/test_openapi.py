@@ -1,0 +1,212 @@
+"""GET /api/v1/openapi.json documents every public route, /docs/api shows it to people, and every body the
+gateway sends (answers, stream events and errors) holds against the document's schemas."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import pytest
+
+from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.support import GatewayServer, start_gateway, write_config
+from tollway.app import _routes
+
+
+@pytest.fixture(scope="module")
+def server(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    directory = tmp_path_factory.mktemp("openapi")
+    config = write_config(directory / "config.yaml", upstream.base_url)
+    gateway = start_gateway(f"sqlite:///{directory / 'openapi.db'}", config, directory)
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def document(server: GatewayServer) -> dict[str, Any]:
+    response = httpx.get(server.api + "/openapi.json", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+class Checker:
+    """Validates a response against what the document says of that operation and status."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.checked: set[tuple[str, str]] = set()
+
+    def schema(self, method: str, path: str, status: int, media: str = "application/json") -> dict[str, Any]:
+        responses = self.document["paths"][path][method]["responses"]
+        spec = responses.get(str(status)) or responses["default"]
+        content = spec["content"][media]
+        schema: dict[str, Any] = content.get("x-event-schema") or content["schema"]
+        return schema
+
+    def validate(self, schema: dict[str, Any], value: Any, where: str) -> None:
+        root = {**schema, "components": self.document["components"]}
+        errors = [error.message for error in jsonschema_rs.validator_for(root).iter_errors(value)]
+        assert not errors, (where, errors[:3], json.dumps(value)[:500])
+
+    def check(self, method: str, path: str, response: httpx.Response) -> Any:
+        assert response.status_code < 500, response.text
+        body = response.json()
+        self.validate(self.schema(method, path, response.status_code), body, f"{method} {path}")
+        self.checked.add((method, path))
+        return body
+
+    def check_stream(self, method: str, path: str, response: httpx.Response) -> list[dict[str, Any]]:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        schema = self.schema(method, path, 200, "text/event-stream")
+        events = [
+            json.loads(line[6:])
+            for line in response.text.splitlines()
+            if line.startswith("data: ") and line != "data: [DONE]"
+        ]
+        assert events
+        for event in events:
+            self.validate(schema, event, f"{method} {path} stream")
+        return events
+
+
+def test_the_document_is_openapi_3_1_and_names_every_route(server: GatewayServer, document: dict[str, Any]) -> None:
+    assert document["openapi"] == "3.1.0"
+    documented = {(method, path) for path, methods in document["paths"].items() for method in methods}
+    for route in _routes("/api/v1"):
+        path = re.sub(r"\{(\w+)[^}]*\}", r"{\1}", route.path)
+        assert (route.method.lower(), path) in documented, path
+    ids = [op["operationId"] for methods in document["paths"].values() for op in methods.values()]
+    assert len(ids) == len(set(ids))
+    for methods in document["paths"].values():
+        for operation in methods.values():
+            refs = re.findall(r'"#/components/schemas/(\w+)"', json.dumps(operation))
+            assert all(ref in document["components"]["schemas"] for ref in refs)
+    # Every schema is valid JSON Schema (2020-12, as OpenAPI 3.1 uses).
+    for name, schema in document["components"]["schemas"].items():
+        jsonschema_rs.validator_for({**schema, "components": document["components"]})
+        assert schema.get("type") == "object", name
+    assert httpx.get(server.base_url + "/v1/openapi.json", timeout=10).json() == document
+
+
+def test_the_reference_page_shows_every_endpoint_without_javascript(
+    server: GatewayServer, document: dict[str, Any]
+) -> None:
+    page = httpx.get(server.base_url + "/docs/api", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "<script" not in html.lower()
+    for path, methods in document["paths"].items():
+        assert path.replace("{", "{") in html
+        for operation in methods.values():
+            assert f'id="{operation["operationId"]}"' in html
+    assert "curl -X POST http://localhost:8080/api/v1/responses" in html
+    assert 'id="schema-ResponsesRequest"' in html and "max_output_tokens" in html
+
+
+def test_every_answer_holds_against_the_document(
+    server: GatewayServer, document: dict[str, Any], upstream: FakeOpenAIUpstream
+) -> None:
+    checker = Checker(document)
+    owner = server.new_account("10", management=True)
+    user_key, user_hash = server.new_key(owner.id)
+    auth = {"Authorization": f"Bearer {user_key}"}
+    manage = {"Authorization": f"Bearer {owner.key}"}
+    api = server.api
+
+    def call(method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, server.base_url + path, headers=headers, timeout=30, **kwargs)
+
+    # Inference, answered and streamed.
+    for model in ("fake/chat", "tollway/offline-small"):
+        chat_body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        done = checker.check(
+            "post", "/api/v1/chat/completions", call("POST", "/api/v1/chat/completions", auth, json=chat_body)
+        )
+        streamed = call("POST", "/api/v1/chat/completions", auth, json={**chat_body, "stream": True})
+        checker.check_stream("post", "/api/v1/chat/completions", streamed)
+        responses_body = {"model": model, "input": "hi", "instructions": "Be brief."}
+        checker.check("post", "/api/v1/responses", call("POST", "/api/v1/responses", auth, json=responses_body))
+        events = checker.check_stream(
+            "post",
+            "/api/v1/responses",
+            call("POST", "/api/v1/responses", auth, json={**responses_body, "stream": True}),
+        )
+        assert events[-1]["type"] == "response.completed"
+        legacy = {"model": model, "prompt": "hi", "max_tokens": 5}
+        checker.check("post", "/api/v1/completions", call("POST", "/api/v1/completions", auth, json=legacy))
+        checker.check_stream(
+            "post", "/api/v1/completions", call("POST", "/api/v1/completions", auth, json={**legacy, "stream": True})
+        )
+        anthropic = {"model": model, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}
+        checker.check("post", "/api/v1/messages", call("POST", "/api/v1/messages", auth, json=anthropic))
+    upstream.behaviour.tool_call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    tool = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+    checker.check(
+        "post",
+        "/api/v1/responses",
+        call("POST", "/api/v1/responses", auth, json={"model": "fake/chat", "input": "x", "tools": [tool]}),
+    )
+    upstream.behaviour.tool_call = None
+    embedded = call("POST", "/api/v1/embeddings", auth, json={"model": "fake/embed", "input": ["a", "b"]})
+    checker.check("post", "/api/v1/embeddings", embedded)
+
+    # Models (public), the caller's figures, keys, payments, audit.
+    for path in ("/api/v1/models", "/api/v1/models/count", "/api/v1/model/fake/chat"):
+        checker.check("get", path.replace("fake/chat", "{author}/{slug}"), call("GET", path))
+    checker.check("get", "/api/v1/models/{author}/{slug}/endpoints", call("GET", "/api/v1/models/fake/chat/endpoints"))
+    for path in ("/key", "/auth/key", "/credits", "/balance", "/credits/purchases", "/credits/auto-recharge"):
+        checker.check("get", "/api/v1" + path, call("GET", "/api/v1" + path, auth))
+    generation = checker.check(
+        "get", "/api/v1/generation", call("GET", "/api/v1/generation", auth, params={"id": done["id"]})
+    )
+    assert generation["data"]["id"] == done["id"]
+    checker.check("get", "/api/v1/keys", call("GET", "/api/v1/keys", manage))
+    created = checker.check("post", "/api/v1/keys", call("POST", "/api/v1/keys", manage, json={"name": "doc"}))
+    one = "/api/v1/keys/" + created["data"]["hash"]
+    checker.check("get", "/api/v1/keys/{hash}", call("GET", one, manage))
+    checker.check("patch", "/api/v1/keys/{hash}", call("PATCH", one, manage, json={"disabled": True}))
+    checker.check("delete", "/api/v1/keys/{hash}", call("DELETE", one, manage))
+    checker.check("get", "/api/v1/audit", call("GET", "/api/v1/audit", manage))
+
+    # The operator's admin API.
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+    base = "/api/v1/admin/accounts/{account_id}"
+    checker.check("get", "/api/v1/admin/accounts", call("GET", "/api/v1/admin/accounts", admin))
+    for tail in ("/balance", "/keys", "/ledger", "/limits"):
+        checker.check("get", base + tail, call("GET", f"/api/v1/admin/accounts/{owner.id}{tail}", admin))
+    checker.check(
+        "get", "/api/v1/admin/keys/{hash}/limits", call("GET", f"/api/v1/admin/keys/{user_hash}/limits", admin)
+    )
+    checker.check("get", "/health", call("GET", "/health"))
+    checker.check("get", "/ready", call("GET", "/ready"))
+
+    # Errors, in the documented error shape.
+    errors = [
+        ("post", "/api/v1/responses", call("POST", "/api/v1/responses", auth, json={"input": "x", "store": True})),
+        ("post", "/api/v1/responses", call("POST", "/api/v1/responses", json={"input": "x"})),
+        ("post", "/api/v1/completions", call("POST", "/api/v1/completions", auth, content=b"{")),
+        (
+            "post",
+            "/api/v1/chat/completions",
+            call(
+                "POST",
+                "/api/v1/chat/completions",
+                manage,
+                json={"model": "fake/chat", "messages": [{"role": "user", "content": "hi"}]},
+            ),
+        ),
+        ("get", "/api/v1/model/{author}/{slug}", call("GET", "/api/v1/model/no/such")),
+        ("get", "/api/v1/keys", call("GET", "/api/v1/keys", auth)),
+        ("get", "/api/v1/generation", call("GET", "/api/v1/generation", auth)),
+    ]
+    for method, path, response in errors:
+        assert response.status_code >= 400
+        checker.check(method, path, response)
+    assert len(checker.checked) >= 25
+    assert api == server.base_url + "/api/v1"
