@@ -7,6 +7,8 @@ and per email, and password hashes run off the event loop (see `guard.py`).
 
 from __future__ import annotations
 
+import hashlib
+
 from aiohttp import web
 
 from tollway.accounts import check_email
@@ -106,7 +108,11 @@ async def login(request: web.Request) -> web.Response:
     fields = await form(request, who)
     email, next_path = fields.get("email", "").strip()[:320], fields.get("next")
     throttle = services.users.throttle
-    subjects = (f"address:{client_address(request)}", f"email:{email.lower()}")
+    # Fixed-size subjects keep the bucket table's memory bounded whatever the emails tried.
+    subjects = (
+        f"address:{client_address(request)}",
+        "email:" + hashlib.sha256(email.lower().encode()).hexdigest()[:32],
+    )
     wait_s = throttle.retry_after_s(*subjects)
     if wait_s:
         return _too_many(request, who, wait_s, email, next_path)
