@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from typing import Any
 
 import httpx
@@ -261,3 +262,41 @@ def test_the_database_refuses_to_rewrite_the_audit_log(gateway: GatewayServer) -
         asyncio.run(tamper())
     manager, _ = gateway.new_key(account.id, management=True)
     assert only(audit(gateway, manager), "credits.grant")["action"] == "credits.grant"
+
+
+def test_a_declined_auto_recharge_turned_off_is_audited_as_the_system(
+    paying_gateway: GatewayServer, fake_payments: FakePayments
+) -> None:
+    account = paying_gateway.new_account("0.002")
+    manager = owner(paying_gateway, account)
+    run_cli(
+        "auto-recharge",
+        "set",
+        account.id,
+        "--enabled",
+        "--threshold",
+        "5",
+        "--amount",
+        "10",
+        "--customer",
+        "cus_declined",
+        "--payment-method",
+        "pm_declined",
+        database_url=paying_gateway.database_url,
+    )
+    body = {"model": "tollway/offline-small", "max_tokens": 5, "messages": [{"role": "user", "content": "/echo hi"}]}
+    fake_payments.behaviour.decline_payment_intents = True
+    try:
+        deadline = time.monotonic() + 10
+        turned_off: list[dict[str, Any]] = []
+        while not turned_off and time.monotonic() < deadline:
+            assert paying_gateway.post("/chat/completions", account.key, body).status_code == 200
+            turned_off = [e for e in audit(paying_gateway, manager) if e["action"] == "auto_recharge.disable"]
+            time.sleep(0.2)
+    finally:
+        fake_payments.behaviour.decline_payment_intents = False
+    assert len(turned_off) == 1
+    entry = turned_off[0]
+    assert entry["actor"] == {"type": "system"}
+    assert entry["before"]["enabled"] is True and entry["after"]["enabled"] is False
+    assert entry["before"]["disabled_reason"] is None and "failed" in entry["after"]["disabled_reason"]

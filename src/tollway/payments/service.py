@@ -172,9 +172,21 @@ class PaymentsService:
         payment = outcome.payment
         if payment is not None and payment.method == "auto_recharge" and outcome.result in ("credited", "failed"):
             failure = None if outcome.result == "credited" else "the saved card was declined"
-            await self.auto.finish(payment.account_id, payment.id, self._clock.now_us(), failure)
+            await self._finish_charge(payment.account_id, payment.id, failure)
             await self.refresh_auto_recharge()
         return outcome
+
+    async def _finish_charge(self, account_id: str, payment_id: str, failure: str | None) -> None:
+        """End an auto-recharge charge; a failure turns auto-recharge off, which the audit log records."""
+        before = await self.auto.get(account_id) if failure is not None and self.audit is not None else None
+        await self.auto.finish(account_id, payment_id, self._clock.now_us(), failure)
+        if before is not None and self.audit is not None:
+            after = await self.auto.get(account_id)
+            states = (
+                {**auto_recharge_state(before), "disabled_reason": before.disabled_reason},
+                {**auto_recharge_state(after), "disabled_reason": after.disabled_reason},
+            )
+            await self.audit.record(Actor("system"), "auto_recharge.disable", account_id, None, *states)
 
     async def _setup_completed(
         self, provider: PaymentProvider, account_id: str | None, customer: str | None, setup_intent: str | None
@@ -290,9 +302,7 @@ class PaymentsService:
                 return
             self._metrics.auto_recharges.labels("failed").inc()
             await self.store.mark(payment.id, PaymentStatus.FAILED, str(exc), self._clock.now_us())
-            await self.auto.finish(
-                config.account_id, payment.id, self._clock.now_us(), f"auto-recharge charge failed: {exc}"
-            )
+            await self._finish_charge(config.account_id, payment.id, f"auto-recharge charge failed: {exc}")
             await self.refresh_auto_recharge()
             return
         self._metrics.auto_recharges.labels("started").inc()
