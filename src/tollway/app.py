@@ -23,8 +23,11 @@ from tollway.api import (
     payments,
     responses_api,
 )
+from tollway.api.assistant import ASSISTANT
+from tollway.api.assistant import assistant as ask_assistant
 from tollway.api.context import SERVICES
 from tollway.api.middleware import MAX_BODY_KEY, error_middleware
+from tollway.assistant.build import build_assistant
 from tollway.dashboard.views import routes as dashboard_routes
 from tollway.services import Services
 
@@ -48,6 +51,7 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.get(f"{prefix}/auth/key", account.current_key_info),
         web.get(f"{prefix}/credits", account.credits),
         web.get(f"{prefix}/balance", balance.balance),
+        web.post(f"{prefix}/assistant", ask_assistant),
         web.post(f"{prefix}/credits/checkout", payments.checkout),
         web.get(f"{prefix}/credits/purchases", payments.purchases),
         web.get(f"{prefix}/credits/auto-recharge", payments.get_auto_recharge),
@@ -83,6 +87,7 @@ def build_app(services: Services) -> web.Application:
     )
     app[SERVICES] = services
     app[MAX_BODY_KEY] = services.settings.max_body_bytes
+    app[ASSISTANT] = build_assistant(services)
     app.add_routes(_routes("/api/v1"))
     app.add_routes(_routes("/v1"))
     app.add_routes(dashboard_routes())

@@ -60,6 +60,12 @@ class Metrics:
         self.auto_recharges = Counter(
             "tollway_auto_recharges", "Auto-recharge charges by outcome", ["outcome"], registry=self.registry
         )
+        # Named as the assistant's documentation names it (exported as assistant_rejected_answers_total).
+        self.assistant_rejected_answers = Counter(
+            "assistant_rejected_answers",
+            "Model-written assistant answers replaced by the grounded answer (a USD figure not in the facts)",
+            registry=self.registry,
+        )
 
         # Labelled children by label values: `labels()` validates and locks on every call, and the
         # settlement of every request would pay that six times over.

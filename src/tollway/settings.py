@@ -163,6 +163,22 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     refusal_history_per_account: int = Field(default=100, ge=1)
 
+    # The support assistant (POST /api/v1/assistant, the dashboard's Help page, `tollway ask`, Discord).
+    # With assistant_model set, that model writes the answers from the facts (billed to the house key's
+    # account or to the asker); every USD figure it writes must be a fact's, else the grounded answer is sent.
+    assistant_model: str | None = None
+    assistant_billing: Literal["house", "asker"] = "house"
+    assistant_house_key: SecretStr | None = None
+    assistant_max_message_chars: int = Field(default=2000, ge=1)
+    assistant_max_messages: int = Field(default=20, ge=1)
+    assistant_requests_per_minute: int = Field(default=20, ge=1)
+    assistant_docs_dir: Path | None = None  # README.md and docs/*.md to cite; default: the source tree's
+    discord_public_key: str | None = None  # hex Ed25519 key of the Discord application
+    discord_application_id: str | None = None
+    discord_bot_token: SecretStr | None = None
+    discord_api_base: str = "https://discord.com/api/v10"
+    discord_link_code_ttl_seconds: int = Field(default=600, ge=1)
+
     # Compatibility.
     models_fallback_limit: int = 3
     keepalive_interval_seconds: float = 10.0

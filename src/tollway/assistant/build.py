@@ -1,0 +1,48 @@
+"""Builds the assistant once at start-up from the server's services (docs indexed here, not per question)."""
+
+from __future__ import annotations
+
+import logging
+
+from tollway.assistant.docs import DocIndex, default_doc_paths
+from tollway.assistant.model_mode import ModelWriter
+from tollway.assistant.service import AccountSources, AnswerWriter, AssistantService
+from tollway.auth.records import KeyRecord
+from tollway.services import Services
+
+log = logging.getLogger("tollway.assistant")
+
+
+def build_assistant(services: Services) -> AssistantService:
+    settings = services.settings
+    paths, root = default_doc_paths(settings.assistant_docs_dir)
+    docs = DocIndex.from_paths(paths, root)
+    log.info("assistant documentation", extra={"passages": len(docs.passages), "files": len(paths)})
+    sources = AccountSources(
+        balance=services.balance,
+        accounts=services.accounts.store,
+        payments=services.payments.store,
+        auto_recharge=services.payments.auto,
+        catalog=services.catalog,
+        generation=services.ledger.generation,
+        key_figures=services.ledger.key_figures,
+    )
+    writer: AnswerWriter | None = None
+    if settings.assistant_model:
+        house_token = settings.assistant_house_key
+
+        async def house_key() -> KeyRecord | None:
+            if house_token is None:
+                return None
+            record = await services.keys.lookup(house_token.get_secret_value())
+            return None if record is None or not record.usable_at(services.clock.now_us()) else record
+
+        writer = ModelWriter(
+            services.gateway,
+            settings.assistant_model,
+            settings.assistant_billing,
+            house_key,
+            services.metrics,
+            settings.models_fallback_limit,
+        )
+    return AssistantService(sources, settings, docs, writer, tuple(sorted(services.payments.configured)))
