@@ -14,13 +14,16 @@ from tollway.balance import BalanceService
 from tollway.cli.common import AdminContext
 from tollway.clock import SystemClock
 from tollway.errors import NotFound
+from tollway.limits.service import RateLimiter
 from tollway.providers.http_client import UpstreamPool
 from tollway.refusals import RefusalLog
 from tollway.routing.build import build_catalog
+from tollway.routing.catalog import Catalog
 from tollway.services import build_limiter
 
 
-async def balance_reports(context: AdminContext, keys: list[KeyRecord]) -> list[dict[str, Any]]:
+async def balance_service(context: AdminContext) -> tuple[BalanceService, RateLimiter, Catalog]:
+    """The server's balance report over the database (and Redis when set); close the limiter's backend after."""
     clock = SystemClock()
     engine = context.accounts.store.engine
     limiter = build_limiter(context.settings, engine, clock)
@@ -35,6 +38,11 @@ async def balance_reports(context: AdminContext, keys: list[KeyRecord]) -> list[
         min_affordable_tokens=context.settings.min_affordable_tokens,
         live_limits=context.settings.redis_url is not None,
     )
+    return service, limiter, catalog
+
+
+async def balance_reports(context: AdminContext, keys: list[KeyRecord]) -> list[dict[str, Any]]:
+    service, limiter, _catalog = await balance_service(context)
     try:
         return [{"key_hash": key.hash, **await service.report(key)} for key in keys]
     finally:

@@ -10,6 +10,7 @@ import typer
 
 from tollway.audit import CLI, AuditLog, entry_state
 from tollway.cli import admin
+from tollway.cli.ask import ask
 from tollway.cli.audit import audit
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
 from tollway.cli.limits import limits_app
@@ -35,6 +36,7 @@ app.add_typer(auto_app, name="auto-recharge")
 app.add_typer(users_app, name="users")
 app.command("balance")(admin.balance)
 app.command("whoami")(admin.whoami)
+app.command("ask")(ask)
 app.command("audit")(audit)
 
 DEMO_EMAIL = "demo@tollway.local"
