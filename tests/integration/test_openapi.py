@@ -183,6 +183,11 @@ def test_every_answer_holds_against_the_document(
     checker.check(
         "get", "/api/v1/admin/keys/{hash}/limits", call("GET", f"/api/v1/admin/keys/{user_hash}/limits", admin)
     )
+    question = {"messages": [{"role": "user", "content": "What is my balance?"}]}
+    checker.check("post", "/api/v1/assistant", call("POST", "/api/v1/assistant", auth, json=question))
+    checker.check_stream(
+        "post", "/api/v1/assistant", call("POST", "/api/v1/assistant", auth, json={**question, "stream": True})
+    )
     checker.check("get", "/health", call("GET", "/health"))
     checker.check("get", "/ready", call("GET", "/ready"))
 

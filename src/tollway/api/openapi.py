@@ -163,6 +163,10 @@ OPERATIONS: tuple[Operation, ...] = (
               account.DataObject, auth="admin", params=_HASH),
     Operation("put", API + "/admin/keys/{hash}/limits", "adminPutKeyLimits", "Set a key's limits", "Admin",
               account.DataObject, account.DataObject, auth="admin", params=_HASH),
+    Operation("post", f"{API}/assistant", "askAssistant", "Ask the support assistant about this account", "Account",
+              account.DataObject, account.AssistantRequest, event=account.AssistantStreamEvent,
+              example={"messages": [{"role": "user", "content": "Why was my request refused?"}]},
+              description="Answers from the account's live figures, citing the README; see docs/support.md."),
     Operation("get", f"{API}/openapi.json", "getOpenApi", "This document", "Meta", None, auth="none"),
     Operation("get", "/health", "health", "The process answers", "Meta", account.Health, auth="none"),
     Operation("get", "/ready", "ready", "The database is reachable and the ledger writes (503 if not)", "Meta",
@@ -183,10 +187,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     else:
         success["content"] = {"application/json": {"schema": {"type": "object"}}}
     if op.event is not None:
-        success["content"]["text/event-stream"] = {
-            "schema": {"type": "string"},
-            "x-event-schema": {"$ref": _REF.format(model=op.event.__name__)},
-        }
+        success["content"]["text/event-stream"] = _event_stream(op.event)
     body: dict[str, Any] = {
         "operationId": op.operation_id,
         "summary": op.summary,
@@ -222,6 +223,21 @@ def _operation(op: Operation) -> dict[str, Any]:
             media["example"] = op.example
         body["requestBody"] = {"required": True, "content": {"application/json": media}}
     return body
+
+
+def _event_stream(event: type[BaseModel]) -> dict[str, Any]:
+    """Server-sent events: `schema` describes one event (the OpenAPI 3.1 reading, 3.2's itemSchema), whose
+    `data` is JSON of the event model, or OpenAI's closing `[DONE]`."""
+    payload = {"$ref": _REF.format(model=event.__name__)}
+    data = {"type": "string", "contentMediaType": "application/json", "contentSchema": payload}
+    return {
+        "schema": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {"event": {"type": "string"}, "data": {"anyOf": [{"const": "[DONE]"}, data]}},
+        },
+        "x-event-schema": payload,
+    }
 
 
 def _models() -> list[type[BaseModel]]:

@@ -98,7 +98,7 @@ def _operation(path: str, method: str, operation: dict[str, Any]) -> str:
     for status, response in operation["responses"].items():
         content = response.get("content") or {}
         kinds = ", ".join(
-            f"{escape(media)} {_type(spec.get('x-event-schema', spec['schema']))}" for media, spec in content.items()
+            f"{escape(media)} {_type(spec.get('x-event-schema') or spec['schema'])}" for media, spec in content.items()
         )
         html.append(f"<div>Response <b>{escape(status)}</b>: {kinds}</div>")
     html.append(f"<pre>{escape(_curl(path, method, operation))}</pre></div>")

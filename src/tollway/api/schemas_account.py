@@ -170,3 +170,20 @@ class AccountCreateRequest(Shape):
 class GrantRequest(Shape):
     amount: float | str
     reason: str | None = None
+
+
+class AssistantTurn(Shape):
+    role: Literal["user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class AssistantRequest(Shape):
+    messages: list[AssistantTurn] = Field(min_length=1, description="The conversation; the last turn is the question")
+    stream: bool | None = False
+
+
+class AssistantStreamEvent(Shape):
+    """Pieces of the answer as {"delta": "..."}, then {"data": <the whole answer object>}, then [DONE]."""
+
+    delta: str | None = None
+    data: JsonObject | None = None

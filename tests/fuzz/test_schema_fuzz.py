@@ -1,0 +1,66 @@
+"""Schema-driven fuzzing: schemathesis generates requests from GET /api/v1/openapi.json for every documented
+operation and sends them to a running gateway with a funded key; no answer may be a 5xx, and every answer
+must be what the document says (status, content type and body schema). Bounded: a few examples per
+operation, the whole file well under a minute."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.conftest import CRYPTO_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
+from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.fakes.payment_servers import FakePayments
+from tests.support import GatewayServer, start_gateway, write_config
+from tollway.api.openapi import document
+
+schema = schemathesis.openapi.from_dict(document())
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@pytest.fixture(scope="module")
+def fuzzed(
+    upstream: FakeOpenAIUpstream, fake_payments: FakePayments, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayServer]:
+    directory = tmp_path_factory.mktemp("fuzz")
+    config = write_config(directory / "config.yaml", upstream.base_url)
+    server = start_gateway(
+        f"sqlite:///{directory / 'fuzz.db'}",
+        config,
+        directory,
+        # Payments configured (against the fake Stripe and crypto servers), so their endpoints answer.
+        env={
+            "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
+            "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+            "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
+            "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
+            "TOLLWAY_CRYPTO_WEBHOOK_SECRET": CRYPTO_WEBHOOK_SECRET,
+            "TOLLWAY_CRYPTO_API_BASE": fake_payments.crypto_base,
+        },
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def fuzz_key(fuzzed: GatewayServer) -> str:
+    return fuzzed.new_account("1000", management=False).key
+
+
+@schema.parametrize()
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_no_generated_request_gets_a_5xx_or_an_undocumented_answer(
+    case: schemathesis.Case[Any], fuzzed: GatewayServer, fuzz_key: str
+) -> None:
+    headers = {"Authorization": f"Bearer {fuzz_key}"}
+    case.call_and_validate(base_url=fuzzed.base_url, headers=headers, checks=CHECKS, timeout=30)
