@@ -84,15 +84,19 @@ class KeyCache:
         return record
 
     def put(self, record: KeyRecord) -> None:
-        """Take a change made by this process at once, without waiting for the next refresh."""
+        """Take a change made by this process at once, without waiting for the next refresh.
+
+        The watermark does not move here: changes other processes committed just before this one
+        (smaller revisions) are still to be read by `refresh`.
+        """
         current = self._by_hash.get(record.hash)
         if current is None or current.revision <= record.revision:
             self._by_hash[record.hash] = record
         self._unknown.pop(record.hash, None)
-        self._revision = max(self._revision, record.revision)
 
     async def refresh(self) -> int:
         changed = await self._store.keys_changed_after(self._revision)
         for record in changed:
             self.put(record)
+            self._revision = max(self._revision, record.revision)
         return len(changed)
