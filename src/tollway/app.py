@@ -23,11 +23,14 @@ from tollway.api import (
     payments,
     responses_api,
 )
-from tollway.api.assistant import ASSISTANT
+from tollway.api.assistant import ASSISTANT, DISCORD_LINKS
 from tollway.api.assistant import assistant as ask_assistant
 from tollway.api.context import SERVICES
+from tollway.api.discord import interactions as discord_interactions
 from tollway.api.middleware import MAX_BODY_KEY, error_middleware
 from tollway.assistant.build import build_assistant
+from tollway.assistant.links import DiscordLinks
+from tollway.dashboard.help import routes as help_routes
 from tollway.dashboard.views import routes as dashboard_routes
 from tollway.services import Services
 
@@ -88,9 +91,12 @@ def build_app(services: Services) -> web.Application:
     app[SERVICES] = services
     app[MAX_BODY_KEY] = services.settings.max_body_bytes
     app[ASSISTANT] = build_assistant(services)
+    app[DISCORD_LINKS] = DiscordLinks(services.engine, services.clock, services.settings.discord_link_code_ttl_seconds)
     app.add_routes(_routes("/api/v1"))
     app.add_routes(_routes("/v1"))
     app.add_routes(dashboard_routes())
+    app.add_routes(help_routes())
+    app.add_routes([web.post("/integrations/discord/interactions", discord_interactions)])
     app.add_routes(
         [
             web.get("/health", health.health),

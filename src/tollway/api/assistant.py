@@ -11,18 +11,24 @@ from aiohttp import web
 from tollway.api.chat import remember_refusal
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
+from tollway.assistant.links import DiscordLinks
 from tollway.assistant.service import Asker, AssistantService, parse_turns
 from tollway.errors import InvalidRequest, TollwayError
 from tollway.limits.rules import LimitCheck, LimitKind
 from tollway.services import Services
 
 ASSISTANT: web.AppKey[AssistantService] = web.AppKey("assistant", AssistantService)
+DISCORD_LINKS: web.AppKey[DiscordLinks] = web.AppKey("discord_links", DiscordLinks)
 _MINUTE_US = 60_000_000
 _PIECES = re.compile(r"[^\n.!?]*[.!?\n]+|[^\n.!?]+$")
 
 
 def assistant_of(request: web.Request) -> AssistantService:
     return request.app[ASSISTANT]
+
+
+def discord_links_of(request: web.Request) -> DiscordLinks:
+    return request.app[DISCORD_LINKS]
 
 
 async def admit_question(services: Services, account_id: str) -> None:

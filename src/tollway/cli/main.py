@@ -13,6 +13,7 @@ from tollway.cli import admin
 from tollway.cli.ask import ask
 from tollway.cli.audit import audit
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
+from tollway.cli.discord import discord_app
 from tollway.cli.limits import limits_app
 from tollway.cli.payments import auto_app, payments_app
 from tollway.cli.users import users_app
@@ -37,6 +38,7 @@ app.add_typer(users_app, name="users")
 app.command("balance")(admin.balance)
 app.command("whoami")(admin.whoami)
 app.command("ask")(ask)
+app.add_typer(discord_app, name="discord")
 app.command("audit")(audit)
 
 DEMO_EMAIL = "demo@tollway.local"

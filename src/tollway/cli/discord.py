@@ -1,0 +1,65 @@
+"""`tollway discord register`: create or update the slash commands of the Discord application."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import aiohttp
+import typer
+
+from tollway.assistant.discord import COMMANDS
+from tollway.cli.common import DatabaseUrlOption, JsonOption, emit, fail
+from tollway.settings import SettingsError, load_settings
+
+discord_app = typer.Typer(
+    help="The Discord integration (POST /integrations/discord/interactions).", no_args_is_help=True
+)
+
+
+async def _put_commands(api_base: str, application_id: str, bot_token: str) -> tuple[int, Any]:
+    url = f"{api_base.rstrip('/')}/applications/{application_id}/commands"
+    timeout = aiohttp.ClientTimeout(total=30)
+    headers = {"Authorization": f"Bot {bot_token}"}
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.put(url, json=COMMANDS, headers=headers) as response,
+    ):
+        try:
+            body = await response.json(content_type=None)
+        except ValueError:
+            body = (await response.text())[:500]
+        return response.status, body
+
+
+@discord_app.command("register")
+def register(
+    application_id: Annotated[
+        str | None, typer.Option("--application-id", help="Default: TOLLWAY_DISCORD_APPLICATION_ID.")
+    ] = None,
+    api_base: Annotated[str | None, typer.Option("--api-base", help="Default: TOLLWAY_DISCORD_API_BASE.")] = None,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register /balance, /ask, /link and /unlink (the bot token is read from TOLLWAY_DISCORD_BOT_TOKEN)."""
+    try:
+        settings = load_settings(database_url=database_url)  # accepted like every command; unused
+    except SettingsError as exc:
+        fail(str(exc), as_json, code=2)
+        return
+    application = application_id or settings.discord_application_id
+    token = settings.discord_bot_token
+    if not application or token is None:
+        fail("set TOLLWAY_DISCORD_APPLICATION_ID (or --application-id) and TOLLWAY_DISCORD_BOT_TOKEN", as_json, code=2)
+        return
+    base = api_base or settings.discord_api_base
+    try:
+        status, body = asyncio.run(_put_commands(base, application, token.get_secret_value()))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        fail(f"could not reach Discord at {base}: {type(exc).__name__}: {exc}", as_json)
+        return
+    if status >= 300:
+        fail(f"Discord refused the commands ({status}): {body}", as_json)
+        return
+    names = [c.get("name") for c in body] if isinstance(body, list) else [c["name"] for c in COMMANDS]
+    emit({"registered": names}, as_json, "registered: " + ", ".join(f"/{n}" for n in names))
