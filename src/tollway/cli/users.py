@@ -105,8 +105,9 @@ def users_invite(
         float | None, typer.Option("--hours", help="Valid this long (default: invite_ttl_hours, 72).")
     ] = None,
     base_url: Annotated[
-        str, typer.Option("--base-url", help="The dashboard's public address, for the link.")
-    ] = "http://127.0.0.1:8080",
+        str | None,
+        typer.Option("--base-url", help="The dashboard's public address, for the link (default: host and port)."),
+    ] = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -121,7 +122,9 @@ def users_invite(
         now_us = SystemClock().now_us()
         token = await users.create_invite(email, "cli", now_us, int(ttl_hours * 3600 * 1_000_000))
         await AuditLog(users.engine).record(CLI, "user.invite", None, email.lower(), None, {"email": email.lower()})
-        return {"email": email.lower(), "token": token, "url": f"{base_url.rstrip('/')}/signup?invite={token}"}
+        host = "127.0.0.1" if context.settings.host in ("0.0.0.0", "::") else context.settings.host
+        base = base_url or f"http://{host}:{context.settings.port}"
+        return {"email": email.lower(), "token": token, "url": f"{base.rstrip('/')}/signup?invite={token}"}
 
     result = run_admin(database_url, as_json, action)
     emit(result, as_json, f"invitation for {result['email']} (single use, shown once):\n{result['url']}")
