@@ -8,8 +8,10 @@ key" is said only when the request is served.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.support import GatewayServer, start_gateway, write_config
+from tests.support import GatewayServer, run_cli, start_gateway, write_config
 
 FREE_PER_DAY = 3
+REDIS_URL = "redis://127.0.0.1:6379/0"
 HELLO = [{"role": "user", "content": "hello"}]
 
 
@@ -32,7 +35,11 @@ def agreeing_gateway(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.Temp
         f"sqlite:///{directory / 'agree.db'}",
         config,
         directory,
-        env={"TOLLWAY_FREE_REQUESTS_PER_MINUTE": "1000", "TOLLWAY_FREE_REQUESTS_PER_DAY": str(FREE_PER_DAY)},
+        env={
+            "TOLLWAY_FREE_REQUESTS_PER_MINUTE": "1000",
+            "TOLLWAY_FREE_REQUESTS_PER_DAY": str(FREE_PER_DAY),
+            "TOLLWAY_ASSISTANT_REQUESTS_PER_MINUTE": "100000",
+        },
     )
     yield server
     server.stop()
@@ -122,8 +129,51 @@ def test_balance_never_contradicts_the_next_request(
         return
     data = report.json()["data"]
     codes = [e["code"] for e in data["explanations"]]
+    # The assistant stands on the same explanations, in the same order, and says the same about them.
+    answer = gateway.post("/assistant", key, {"messages": [{"role": "user", "content": "do I have a balance?"}]})
+    assert answer.status_code == 200, answer.text
+    said = answer.json()["data"]
+    assert [f["code"] for f in said["facts"] if f["code"] in codes] == codes
+    assert ("Nothing limits this key." in said["answer"]) == (codes == [])
     if served.status_code == 200:
         return
     assert served.status_code in (402, 403, 429), served.text
     assert explanation_code(served) in codes, (state, codes, served.text)
     assert "nothing limits" not in data["summary"]
+    assert f"[{explanation_code(served)}]" in said["answer"]
+
+
+def test_whoami_never_says_nothing_limits_while_the_server_refuses(agreeing_gateway: GatewayServer) -> None:
+    """Without Redis the CLI cannot see the server's limit counters: it says so instead of "nothing limits"."""
+    gateway = agreeing_gateway
+    account = gateway.new_account("5")
+    limited = gateway.admin("PUT", f"/keys/{account.key_hash}/limits", {"requests": 1, "per": "minute"})
+    assert limited.status_code == 200
+    assert gateway.post("/chat/completions", account.key, request_body("free")).status_code == 200
+    refused = gateway.post("/chat/completions", account.key, request_body("free"))
+    assert refused.status_code == 429 and explanation_code(refused) == "rate_limited"
+    assert "rate_limited" in [e["code"] for e in gateway.get("/balance", account.key).json()["data"]["explanations"]]
+    whoami = json.loads(run_cli("whoami", "--key", account.key, "--json", database_url=gateway.database_url).stdout)
+    assert "nothing limits" not in whoami["summary"]
+    codes = [e["code"] for e in whoami["explanations"]]
+    assert codes == ["limits_not_visible"]
+    assert "key-requests" in whoami["explanations"][0]["limits"]
+
+
+def test_whoami_with_redis_sees_the_limit_the_server_refuses_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With Redis the CLI reads the same limit counters as the server: whoami names the 429's code."""
+    monkeypatch.setenv("TOLLWAY_REDIS_URL", REDIS_URL)
+    gateway = start_gateway(f"sqlite:///{tmp_path / 'redis.db'}", None, tmp_path)
+    try:
+        account = gateway.new_account("5")
+        assert gateway.admin("PUT", f"/keys/{account.key_hash}/limits", {"requests": 1, "per": "minute"}).is_success
+        assert gateway.post("/chat/completions", account.key, request_body("max16")).status_code == 200
+        refused = gateway.post("/chat/completions", account.key, request_body("max16"))
+        assert refused.status_code == 429
+        whoami = json.loads(run_cli("whoami", "--key", account.key, "--json", database_url=gateway.database_url).stdout)
+        assert explanation_code(refused) in [e["code"] for e in whoami["explanations"]]
+        assert "nothing limits" not in whoami["summary"]
+    finally:
+        gateway.stop()
