@@ -181,15 +181,25 @@ class FakeDiscordApi(LoopbackServer):
         super().__init__()
         self.calls: list[tuple[str, str, Any]] = []
 
+        self.bulk = True  # False: like an API without the bulk overwrite, one POST per command
+
     def routes(self, app: web.Application) -> None:
         app.router.add_put("/api/v10/applications/{app_id}/commands", self._put)
+        app.router.add_post("/api/v10/applications/{app_id}/commands", self._post)
 
     async def _put(self, request: web.Request) -> web.Response:
+        if not self.bulk:
+            return web.json_response({"message": "405: Method Not Allowed", "code": 0}, status=405)
         body = await request.json()
         self.calls.append((request.match_info["app_id"], request.headers.get("Authorization", ""), body))
         if request.headers.get("Authorization") != "Bot good-token":
             return web.json_response({"message": "401: Unauthorized", "code": 0}, status=401)
         return web.json_response([{**c, "id": str(i)} for i, c in enumerate(body)])
+
+    async def _post(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.calls.append((request.match_info["app_id"], request.headers.get("Authorization", ""), [body]))
+        return web.json_response({**body, "id": "1"}, status=201)
 
 
 def test_discord_register_puts_the_four_commands(
@@ -209,5 +219,9 @@ def test_discord_register_puts_the_four_commands(
         monkeypatch.setenv("TOLLWAY_DISCORD_BOT_TOKEN", "bad-token")
         refused = run_cli("discord", "register", database_url=linked_gateway.database_url, check=False)
         assert refused.returncode == 1 and "401" in refused.stderr
+        fake.bulk = False
+        fake.calls.clear()
+        run_cli("discord", "register", database_url=linked_gateway.database_url)
+        assert [call[2][0]["name"] for call in fake.calls] == ["balance", "ask", "link", "unlink"]
     finally:
         fake.stop()

@@ -17,19 +17,29 @@ discord_app = typer.Typer(
 )
 
 
-async def _put_commands(api_base: str, application_id: str, bot_token: str) -> tuple[int, Any]:
-    url = f"{api_base.rstrip('/')}/applications/{application_id}/commands"
-    timeout = aiohttp.ClientTimeout(total=30)
-    headers = {"Authorization": f"Bot {bot_token}"}
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.put(url, json=COMMANDS, headers=headers) as response,
-    ):
+async def _send(session: aiohttp.ClientSession, method: str, url: str, payload: Any, token: str) -> tuple[int, Any]:
+    async with session.request(method, url, json=payload, headers={"Authorization": f"Bot {token}"}) as response:
         try:
             body = await response.json(content_type=None)
         except ValueError:
             body = (await response.text())[:500]
         return response.status, body
+
+
+async def _put_commands(api_base: str, application_id: str, bot_token: str) -> tuple[int, Any]:
+    """Overwrite the application's global commands in one PUT; where that is not offered, create each one."""
+    url = f"{api_base.rstrip('/')}/applications/{application_id}/commands"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        status, body = await _send(session, "PUT", url, COMMANDS, bot_token)
+        if status not in (404, 405):
+            return status, body
+        created = []
+        for command in COMMANDS:
+            status, body = await _send(session, "POST", url, command, bot_token)
+            if status >= 300:
+                return status, body
+            created.append(body)
+        return 200, created
 
 
 @discord_app.command("register")
@@ -61,5 +71,5 @@ def register(
     if status >= 300:
         fail(f"Discord refused the commands ({status}): {body}", as_json)
         return
-    names = [c.get("name") for c in body] if isinstance(body, list) else [c["name"] for c in COMMANDS]
+    names = [c["name"] for c in COMMANDS]
     emit({"registered": names}, as_json, "registered: " + ", ".join(f"/{n}" for n in names))
