@@ -139,7 +139,7 @@ def _input_messages(value: Any) -> list[dict[str, Any]]:
         elif kind == "function_call":
             call = _function_call(item, where)
             last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant" and not isinstance(last["content"], list):
+            if last is not None and last["role"] == "assistant":
                 last.setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
