@@ -155,6 +155,10 @@ def test_valid_clients_keep_their_latency_while_bogus_keys_flood_in(guarded: Gat
     account = guarded.new_account("1")
     script = tmp_path / "flood.py"
     script.write_text(FLOOD)
+    # The gateway's background work (change polls) per second, taken out of the per-request figures.
+    idle_started, idle_cpu = time.monotonic(), cpu_s(guarded.process.pid)
+    time.sleep(1.0)
+    idle_ms_per_s = (cpu_s(guarded.process.pid) - idle_cpu) * 1000 / (time.monotonic() - idle_started)
     with client_from("127.0.0.9") as client:
         latencies_ms(client, guarded.api + "/key", account.key, 0.5)  # warm-up
         baseline = latencies_ms(client, guarded.api + "/key", account.key, 3.0)
@@ -163,30 +167,32 @@ def test_valid_clients_keep_their_latency_while_bogus_keys_flood_in(guarded: Gat
             stdout=subprocess.PIPE,
             text=True,
         )
-        cpu_before = cpu_s(guarded.process.pid)
+        cpu_before, started = cpu_s(guarded.process.pid), time.monotonic()
         try:
             during = latencies_ms(client, guarded.api + "/key", account.key, 4.0)
             out, _ = flood.communicate(timeout=60)
             cpu_flood_ms = (cpu_s(guarded.process.pid) - cpu_before) * 1000
+            cpu_flood_ms -= idle_ms_per_s * (time.monotonic() - started)
         finally:
             if flood.poll() is None:
                 flood.kill()
     # The same client alone: the gateway's CPU for as many valid requests as the flood sent bogus ones.
     with client_from("127.0.0.9") as client:
-        cpu_before = cpu_s(guarded.process.pid)
+        cpu_before, started = cpu_s(guarded.process.pid), time.monotonic()
         for _ in range(1000):
             client.get(guarded.api + "/key", headers={"Authorization": f"Bearer {account.key}"})
         cpu_valid_ms = (cpu_s(guarded.process.pid) - cpu_before) * 1000
+        cpu_valid_ms -= idle_ms_per_s * (time.monotonic() - started)
     print(
         f"gateway CPU: {cpu_flood_ms / (1000 + len(during)):.3f} ms a request during the flood,"
-        f" {cpu_valid_ms / 1000:.3f} ms a valid request alone"
+        f" {cpu_valid_ms / 1000:.3f} ms a valid request alone (background {idle_ms_per_s:.1f} ms/s taken out)"
     )
     print(
         f"valid p99 {p99(baseline):.2f} ms before, {p99(during):.2f} ms during the flood; flood answers {out.strip()}"
     )
     assert "401" in out and "429" in out
     assert p99(during) <= 3 * p99(baseline) + 5.0
-    assert cpu_flood_ms / (1000 + len(during)) <= 3 * cpu_valid_ms / 1000
+    assert cpu_flood_ms / (1000 + len(during)) <= 3 * max(cpu_valid_ms / 1000, 0.05)
 
 
 def test_metrics_need_their_token(guarded: GatewayServer) -> None:
