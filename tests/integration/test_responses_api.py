@@ -404,3 +404,55 @@ def test_an_upstream_breaking_mid_stream_ends_with_response_failed_and_bills_wha
     assert kinds[-2:] == ["error", "response.failed"]
     figures = gateway_of_kinds.balance(account.id)
     assert nanos(figures["held_in_flight"]) == 0 and nanos(figures["total_usage"]) > 0
+
+
+PDF = "data:application/pdf;base64,JVBERi0xLjQK"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_input_shape_reaches_every_provider_kind_without_a_server_error(
+    gateway_of_kinds: GatewayServer, kind: str
+) -> None:
+    account = gateway_of_kinds.new_account("10")
+    body = {
+        "model": f"kinds/{kind}",
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "developer", "content": "Answer in French."},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "Look:"},
+                    {"type": "input_image", "image_url": "https://example.com/a.png"},
+                    {"type": "input_file", "filename": "a.pdf", "file_data": PDF},
+                ],
+            },
+            {
+                "type": "message",
+                "role": "assistant",
+                "id": "msg_1",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "Let me check.", "annotations": []}],
+            },
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque"},
+            {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_text", "text": "sunny"}]},
+            {"role": "user", "content": "And tomorrow?"},
+        ],
+        "tools": [WEATHER],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+        "max_output_tokens": 64,
+        "store": False,
+        "metadata": {"ticket": "42"},
+        "include": ["reasoning.encrypted_content"],
+        "truncation": "disabled",
+    }
+    response = gateway_of_kinds.post("/responses", account.key, body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["object"] == "response" and data["usage"]["cost"] > 0
+    assert data["metadata"] == {"ticket": "42"} and data["max_output_tokens"] == 64
+    figures = gateway_of_kinds.balance(account.id)
+    assert nanos(figures["total_usage"]) == nanos(data["usage"]["cost"])
