@@ -9,18 +9,31 @@ figures are gone is counted once, and a key's spending cap keeps binding.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_database_url
 from tests.faults.own_redis import OwnRedis
 from tests.support import GatewayServer, nanos, run_cli, start_gateway
+from tollway.auth.records import KeyRecord
+from tollway.db.engine import create_engine
+from tollway.db.migrations import migrate
+from tollway.ledger.book import Hold
+from tollway.ledger.records import EntryKind, LedgerEntry
+from tollway.ledger.redis_book import RedisBook
+from tollway.ledger.store import LedgerStore
 
 pytestmark = pytest.mark.slow
 
@@ -260,3 +273,130 @@ def test_start_up_warns_when_redis_may_evict_the_figures(tmp_path: Path) -> None
     finally:
         gateway.stop()
         evicting.stop()
+
+
+# Property: whatever the order of holds, commits, settlements, grants, applications and Redis flushes,
+# the figures Redis ends with are the ledger's (real Redis, real SQLite ledger, the book the gateway uses).
+
+Step = tuple[str, int]
+STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("reserve"), st.integers(0, 50_000)),
+        st.tuples(st.sampled_from(["commit", "settle", "release", "apply", "apply_again"]), st.integers(0, 7)),
+        st.tuples(st.just("grant"), st.integers(-20_000, 400_000)),
+        st.tuples(st.sampled_from(["flush", "read"]), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+def key_record(account_id: str) -> KeyRecord:
+    return KeyRecord(
+        id="key-" + account_id,
+        hash="h" + account_id,
+        account_id=account_id,
+        name="k",
+        label="k",
+        is_management=False,
+        disabled=False,
+        limit_nanos=None,
+        limit_reset=None,
+        include_byok_in_limit=False,
+        creator_user_id=None,
+        created_at_us=0,
+        updated_at_us=None,
+        expires_at_us=None,
+        deleted_at_us=None,
+        revision=0,
+    )
+
+
+async def run_steps(book: RedisBook, store: LedgerStore, redis_server: OwnRedis, steps: list[Step]) -> None:
+    account_id = uuid.uuid4().hex
+    key = key_record(account_id)
+    now = lambda: int(time.time() * 1_000_000)  # noqa: E731
+    grant = LedgerEntry(account_id, EntryKind.GRANT, 10_000_000, now())
+    opening = replace(grant, id=await store.append(grant, origin="prop"))
+    await book.apply_local(opening)
+    open_holds: list[Hold] = []
+    committed: list[tuple[Hold, int, str]] = []
+    unapplied: list[LedgerEntry] = []
+    applied: list[LedgerEntry] = [opening]
+
+    async def commit(hold: Hold) -> None:
+        cost = hold.amount_nanos * 3 // 4
+        generation_id = "gen-" + uuid.uuid4().hex
+        if cost:
+            entry = LedgerEntry(account_id, EntryKind.USAGE, cost, now(), key_id=key.id, generation_id=generation_id)
+            await store.write_batch([entry], [], "prop")
+        committed.append((hold, cost, generation_id))
+
+    for action, value in steps:
+        if action == "reserve":
+            outcome = await book.try_reserve(key, value, now())
+            if outcome.hold is not None:
+                open_holds.append(outcome.hold)
+        elif action == "commit" and open_holds:
+            await commit(open_holds.pop(value % len(open_holds)))
+        elif action == "settle" and committed:
+            hold, cost, generation_id = committed.pop(value % len(committed))
+            await book.settle(hold, cost, now(), generation_id)
+        elif action == "release" and open_holds:
+            await book.release(open_holds.pop(value % len(open_holds)))
+        elif action == "grant":
+            entry = LedgerEntry(account_id, EntryKind.GRANT, value, now())
+            unapplied.append(replace(entry, id=await store.append(entry, origin="prop")))
+        elif action == "apply" and unapplied:
+            entry = unapplied.pop(value % len(unapplied))
+            await book.apply_local(entry)
+            applied.append(entry)
+        elif action == "apply_again" and applied:
+            await book.apply_local(applied[value % len(applied)])  # a poller reading an entry twice
+        elif action == "flush":
+            redis_server.flushall()
+        elif action == "read":
+            await book.account_snapshot(account_id)
+    while open_holds:
+        await commit(open_holds.pop())
+    for hold, cost, generation_id in committed:
+        await book.settle(hold, cost, now(), generation_id)
+    for entry in unapplied + applied:
+        await book.apply_local(entry)
+
+    totals = await store.account_totals(account_id)
+    figures = await book.account_snapshot(account_id)
+    assert (figures.credits_nanos, figures.usage_nanos, figures.granted_nanos, figures.held_nanos) == (
+        totals.credits_nanos,
+        totals.usage_nanos,
+        totals.granted_nanos,
+        0,
+    )
+    key_figures = await book.key_snapshot(key, now())
+    assert key_figures.usage_nanos == (await store.key_usage(key.id, now())).total_nanos
+    assert key_figures.held_nanos == 0
+
+
+def test_redis_figures_equal_the_ledger_whatever_redis_forgets_and_when(tmp_path: Path) -> None:
+    redis_server = OwnRedis(tmp_path).start()
+
+    async def prepare() -> tuple[AsyncEngine, LedgerStore, RedisBook]:
+        engine = create_engine(f"sqlite:///{tmp_path / 'property.db'}")
+        await migrate(engine)
+        store = LedgerStore(engine)
+        return engine, store, RedisBook(store, "prop-book", redis_server.url, hold_ttl_s=60)
+
+    loop = asyncio.new_event_loop()
+    engine, store, book = loop.run_until_complete(prepare())
+    try:
+
+        @settings(max_examples=int(os.environ.get("TOLLWAY_PROPERTY_EXAMPLES", "60")))
+        @given(STEPS)
+        def check(steps: list[Step]) -> None:
+            loop.run_until_complete(run_steps(book, store, redis_server, steps))
+
+        check()
+    finally:
+        loop.run_until_complete(book.close())
+        loop.run_until_complete(engine.dispose())
+        loop.close()
+        redis_server.stop()

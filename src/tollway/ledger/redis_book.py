@@ -178,8 +178,14 @@ class RedisBook:
                 parked = [_text(f) for f in await self._client.hkeys(pending_key)]
                 generation_ids = [f[2:] for f in parked if f.startswith("g:")]
                 entry_ids = [int(f[2:]) for f in parked if f.startswith("e:")]
-                since_us = int(time.time() * 1_000_000) - _RECENT_CREDITS_US
-                load = await self._store.account_load(account_id, generation_ids, entry_ids, since_us)
+                now_us = int(time.time() * 1_000_000)
+                load = await self._store.account_load(
+                    account_id,
+                    generation_ids,
+                    entry_ids,
+                    recent_credits_since_us=now_us - _RECENT_CREDITS_US,
+                    recent_usage_since_us=now_us - scripts.RECENT_USAGE_S * 1_000_000,
+                )
                 included = [f"g:{g}" for g in load.included_generation_ids]
                 included += [f"e:{i}" for i in load.included_entry_ids]
                 totals = load.totals
@@ -195,7 +201,9 @@ class RedisBook:
                         totals.usage_nanos,
                         totals.purchased_nanos,
                         totals.granted_nanos,
+                        len(load.recent_credit_ids),
                         *load.recent_credit_ids,
+                        *load.recent_generation_ids,
                     ],
                 )
                 if int(outcome[0]) != scripts.PENDING_CHANGED:
@@ -213,7 +221,8 @@ class RedisBook:
                 if await self._client.hexists(key_key, "loaded"):
                     return
                 parked = [_text(f) for f in await self._client.hkeys(pending_key)]
-                load = await self._store.key_load(key_id, now_us, parked)
+                since_us = int(time.time() * 1_000_000) - scripts.RECENT_USAGE_S * 1_000_000
+                load = await self._store.key_load(key_id, now_us, parked, since_us)
                 fields: list[Any] = ["total", load.totals.total_nanos]
                 for reset, (start, used) in load.totals.by_window.items():
                     fields += [f"{reset.value[0]}:{start}", used]
@@ -225,6 +234,8 @@ class RedisBook:
                         *parked,
                         len(load.included_generation_ids),
                         *load.included_generation_ids,
+                        len(load.recent_generation_ids),
+                        *load.recent_generation_ids,
                         *fields,
                     ],
                 )
@@ -313,6 +324,7 @@ class RedisBook:
             return
         member = opened[0]
         key_id = hold.key_id or ""
+        counted_id = generation_id or member
         await self._settle(
             keys=[
                 self.account_key(hold.account_id),
@@ -320,6 +332,8 @@ class RedisBook:
                 self.holds_key(hold.account_id),
                 self.pending_account_key(hold.account_id),
                 self.pending_key_key(key_id),
+                f"{PREFIX}counted:a:{counted_id}",
+                f"{PREFIX}counted:k:{counted_id}",
             ],
             args=[
                 member,
@@ -327,7 +341,7 @@ class RedisBook:
                 cost_nanos,
                 *[_window_field(r, at_us) for r in LimitReset],
                 "1" if count_usage else "0",
-                generation_id or member,
+                counted_id,
                 "1" if key_id else "0",
             ],
         )

@@ -20,22 +20,36 @@ PREFIX = "tw:book:"
 HOLD_INDEX = PREFIX + "hold-expiries"
 EPOCH = PREFIX + "epoch"
 MARKER_TTL_S = 7 * 24 * 3600
+# A reload marks the usage entries settled in the last RECENT_USAGE_S as counted, so their settlement
+# script (which runs right after the commit, within the flush timeout) does not count them again.
+RECENT_USAGE_S = 120
+COUNTED_TTL_S = 300
 NOT_LOADED_ACCOUNT = -1
 NOT_LOADED_KEY = -2
 PENDING_CHANGED = -1
 
-# Drop holds whose expiry passed, giving their amounts back to the account and the key.
+# Drop holds whose expiry passed, giving their amounts back to the account and the key. A hold expires
+# when its process died (or stalled past the TTL): that process may have committed a settlement it never
+# counted here, so the account and the keys concerned are unloaded and reload from the ledger.
 PURGE = """
+local function unload(hash)
+  for _, field in ipairs(redis.call('HKEYS', hash)) do
+    if field ~= 'held' then redis.call('HDEL', hash, field) end
+  end
+end
 local function purge(prefix, acct, holds, now)
   local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
   for _, member in ipairs(expired) do
     local _, _, amount, key_id = string.find(member, '^[^|]*|([^|]*)|(.*)$')
-    if amount ~= '0' then
-      redis.call('HINCRBY', acct, 'held', '-' .. amount)
-      if key_id ~= '' then redis.call('HINCRBY', prefix .. 'key:' .. key_id, 'held', '-' .. amount) end
+    if amount ~= '0' then redis.call('HINCRBY', acct, 'held', '-' .. amount) end
+    if key_id ~= '' then
+      local key_hash = prefix .. 'key:' .. key_id
+      if amount ~= '0' then redis.call('HINCRBY', key_hash, 'held', '-' .. amount) end
+      unload(key_hash)
     end
     redis.call('ZREM', holds, member)
   end
+  if #expired > 0 then unload(acct) end
   return #expired
 end
 """
@@ -48,7 +62,7 @@ RESERVE = (
 if redis.call('HEXISTS', KEYS[1], 'loaded') == 0 then return {-1} end
 if redis.call('HEXISTS', KEYS[2], 'loaded') == 0 then return {-2} end
 local now = tonumber(ARGV[2])
-purge(ARGV[1], KEYS[1], KEYS[3], now)
+if purge(ARGV[1], KEYS[1], KEYS[3], now) > 0 then return {-1} end
 local amount = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
 local a = redis.call('HMGET', KEYS[1], 'credits', 'usage', 'held')
@@ -80,8 +94,9 @@ return {ok and 1 or 0, credits, usage, held, tonumber(extra[1] or '0'), tonumber
 )
 
 SETTLE = """
--- KEYS: account hash, key hash, holds zset, account pending, key pending.
--- ARGV: member, amount, cost, day field, week field, month field, count usage (1/0), generation id, has key (1/0)
+-- KEYS: account hash, key hash, holds zset, account pending, key pending, account counted marker, key counted
+--       marker. ARGV: member, amount, cost, day field, week field, month field, count usage (1/0), generation id,
+--       has key (1/0). A counted marker means a reload already counted this settlement from the ledger.
 local has_key = ARGV[9] == '1'
 if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 and ARGV[2] ~= '0' then
   redis.call('HINCRBY', KEYS[1], 'held', '-' .. ARGV[2])
@@ -89,17 +104,17 @@ if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 and ARGV[2] ~= '0' then
 end
 if ARGV[3] ~= '0' and ARGV[7] == '1' then
   if redis.call('HEXISTS', KEYS[1], 'loaded') == 1 then
-    redis.call('HINCRBY', KEYS[1], 'usage', ARGV[3])
+    if redis.call('DEL', KEYS[6]) == 0 then redis.call('HINCRBY', KEYS[1], 'usage', ARGV[3]) end
   else
     redis.call('HSET', KEYS[4], 'g:' .. ARGV[8], 'u|' .. ARGV[3])
   end
   if has_key then
-    if redis.call('HEXISTS', KEYS[2], 'loaded') == 1 then
+    if redis.call('HEXISTS', KEYS[2], 'loaded') == 1 and redis.call('DEL', KEYS[7]) == 0 then
       redis.call('HINCRBY', KEYS[2], 'total', ARGV[3])
       redis.call('HINCRBY', KEYS[2], ARGV[4], ARGV[3])
       redis.call('HINCRBY', KEYS[2], ARGV[5], ARGV[3])
       redis.call('HINCRBY', KEYS[2], ARGV[6], ARGV[3])
-    else
+    elseif redis.call('HEXISTS', KEYS[2], 'loaded') == 0 then
       redis.call('HSET', KEYS[5], ARGV[8], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. ARGV[6])
     end
   end
@@ -170,7 +185,8 @@ end
 LOAD_ACCOUNT = (
     """
 -- KEYS: account hash, account pending, epoch. ARGV: prefix, n seen, seen..., n included, included...,
---       credits, usage, purchased, granted, ids of recent credit entries the sums include...
+--       credits, usage, purchased, granted, n, ids of recent credit entries the sums include...,
+--       generation ids of recent usage entries the sums include (their settlement may not have reached Redis)
 if redis.call('HEXISTS', KEYS[1], 'loaded') == 1 then return {0} end
 """
     + _READ_SETS
@@ -196,25 +212,33 @@ for j = 1, #parked, 2 do
     end
   end
 end
-for j = i + 4, #ARGV do
+local n_credits = tonumber(ARGV[i + 4])
+for j = i + 5, i + 4 + n_credits do
   redis.call('SET', prefix .. 'applied:' .. ARGV[j], '1', 'NX', 'EX', MARKER_TTL)
+end
+for j = i + 5 + n_credits, #ARGV do
+  redis.call('SET', prefix .. 'counted:a:' .. ARGV[j], '1', 'EX', COUNTED_TTL)
 end
 redis.call('HSET', KEYS[1], 'loaded', '1')
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[3], '1', 'NX')
 return {1}
-""".replace("MARKER_TTL", str(MARKER_TTL_S))
+""".replace("MARKER_TTL", str(MARKER_TTL_S)).replace("COUNTED_TTL", str(COUNTED_TTL_S))
 )
 
 LOAD_KEY = (
     """
--- KEYS: key hash, key pending, epoch. ARGV: unused, n seen, seen..., n included, included...,
---       field, value, field, value, ... (total and the current windows)
+-- KEYS: key hash, key pending, epoch. ARGV: prefix, n seen, seen..., n included, included..., n, generation ids
+--       of recent usage entries the sums include..., field, value, ... (total and the current windows)
 if redis.call('HEXISTS', KEYS[1], 'loaded') == 1 then return {0} end
 """
     + _READ_SETS
     + """
-for j = i, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[j], ARGV[j + 1]) end
+local n_recent = tonumber(ARGV[i])
+for j = i + 1, i + n_recent do
+  redis.call('SET', ARGV[1] .. 'counted:k:' .. ARGV[j], '1', 'EX', COUNTED_TTL)
+end
+for j = i + n_recent + 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[j], ARGV[j + 1]) end
 for j = 1, #parked, 2 do
   if not included[parked[j]] then
     local _, _, cost, day, week, month = string.find(parked[j + 1], '^([^|]*)|([^|]*)|([^|]*)|(.*)$')
@@ -228,7 +252,7 @@ redis.call('HSET', KEYS[1], 'loaded', '1')
 redis.call('DEL', KEYS[2])
 redis.call('SET', KEYS[3], '1', 'NX')
 return {1}
-"""
+""".replace("COUNTED_TTL", str(COUNTED_TTL_S))
 )
 
 # reconcile --fix: held becomes the sum of the live holds, and the other figures are dropped so the
@@ -245,11 +269,6 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   local _, _, amount, key_id = string.find(member, '^[^|]*|([^|]*)|(.*)$')
   total = total + tonumber(amount)
   by_key[key_id] = (by_key[key_id] or 0) + tonumber(amount)
-end
-local function unload(hash)
-  for _, field in ipairs(redis.call('HKEYS', hash)) do
-    if field ~= 'held' then redis.call('HDEL', hash, field) end
-  end
 end
 redis.call('HSET', KEYS[1], 'held', string.format('%.0f', total))
 if ARGV[3] == '1' then unload(KEYS[1]) end

@@ -30,6 +30,7 @@ from tollway.ledger.sink import ENTRY_COLUMNS, GENERATION_COLUMNS, BatchSink, Ro
 from tollway.ledger.windows import window_start_us
 
 _E = tables.ledger_entries
+_RECENT_SCAN = 20_000  # newest entries of an account a reload looks through for recent ones
 _G = tables.generations
 
 
@@ -55,12 +56,14 @@ class AccountLoad:
     included_generation_ids: frozenset[str]
     included_entry_ids: frozenset[int]
     recent_credit_ids: list[int]
+    recent_generation_ids: list[str]  # usage entries settled lately (their Redis step may still be coming)
 
 
 @dataclass(frozen=True, slots=True)
 class KeyLoad:
     totals: KeyUsageTotals
     included_generation_ids: frozenset[str]
+    recent_generation_ids: list[str]
 
 
 def _tagged(tag: int, numbers: list[Any], text: Any = None) -> Any:
@@ -356,7 +359,8 @@ class LedgerStore:
         account_id: str,
         parked_generation_ids: list[str],
         parked_entry_ids: list[int],
-        recent_since_us: int,
+        recent_credits_since_us: int,
+        recent_usage_since_us: int,
     ) -> AccountLoad:
         """Sums for (re)loading a cached account, with the parked items and recent credits they include.
 
@@ -368,8 +372,19 @@ class LedgerStore:
             parts.append(_tagged(1, [], _E.c.generation_id).where(mine, _E.c.generation_id.in_(parked_generation_ids)))
         if parked_entry_ids:
             parts.append(_tagged(2, [_E.c.id]).where(mine, _E.c.id.in_(parked_entry_ids)))
-        recent = and_(mine, _E.c.kind != EntryKind.USAGE.value, _E.c.created_at_us >= recent_since_us)
-        parts.append(_tagged(3, [_E.c.id]).where(recent))
+        # The account's latest entries (bounded, through its index), for the ones settled or credited lately.
+        latest = (
+            select(_E.c.id, _E.c.kind, _E.c.generation_id, _E.c.created_at_us)
+            .where(mine)
+            .order_by(_E.c.id.desc())
+            .limit(_RECENT_SCAN)
+            .subquery()
+        )
+        is_usage = latest.c.kind == EntryKind.USAGE.value
+        credits = and_(~is_usage, latest.c.created_at_us >= recent_credits_since_us)
+        parts.append(_tagged(3, [latest.c.id]).select_from(latest).where(credits))
+        usage = and_(is_usage, latest.c.created_at_us >= recent_usage_since_us)
+        parts.append(_tagged(4, [], latest.c.generation_id).select_from(latest).where(usage))
         async with self._engine.connect() as connection:
             rows = (await connection.execute(union_all(*parts))).all()
         totals = next(r for r in rows if r[0] == 0)
@@ -378,9 +393,12 @@ class LedgerStore:
             included_generation_ids=frozenset(str(r[5]) for r in rows if r[0] == 1),
             included_entry_ids=frozenset(int(r[1]) for r in rows if r[0] == 2),
             recent_credit_ids=[int(r[1]) for r in rows if r[0] == 3],
+            recent_generation_ids=[str(r[5]) for r in rows if r[0] == 4],
         )
 
-    async def key_load(self, key_id: str, now_us: int, parked_generation_ids: list[str]) -> KeyLoad:
+    async def key_load(
+        self, key_id: str, now_us: int, parked_generation_ids: list[str], recent_usage_since_us: int
+    ) -> KeyLoad:
         """A key's usage sums for (re)loading it, with the parked settlements they include (one statement)."""
         starts = {reset: window_start_us(reset, now_us) for reset in LimitReset}
         mine = and_(_E.c.key_id == key_id, _E.c.kind == EntryKind.USAGE.value)
@@ -392,6 +410,7 @@ class LedgerStore:
         parts = [_tagged(0, sums).where(mine)]
         if parked_generation_ids:
             parts.append(_tagged(1, [], _E.c.generation_id).where(mine, _E.c.generation_id.in_(parked_generation_ids)))
+        parts.append(_tagged(4, [], _E.c.generation_id).where(mine, _E.c.created_at_us >= recent_usage_since_us))
         async with self._engine.connect() as connection:
             rows = (await connection.execute(union_all(*parts))).all()
         row = next(r for r in rows if r[0] == 0)
@@ -399,6 +418,7 @@ class LedgerStore:
         return KeyLoad(
             KeyUsageTotals(total_nanos=int(row[1]), by_window=by_window),
             frozenset(str(r[5]) for r in rows if r[0] == 1),
+            [str(r[5]) for r in rows if r[0] == 4],
         )
 
     async def key_usage(
