@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tollway.audit import CLI, AuditLog, entry_state
+from tollway.audit import CLI, AuditLog, entry_state, key_state
 from tollway.cli import admin
 from tollway.cli.ask import ask
 from tollway.cli.audit import audit
@@ -98,12 +98,13 @@ def demo(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) ->
         existing = await context.accounts.store.accounts(email=DEMO_EMAIL)
         created_now = not existing
         account = existing[0] if existing else await context.accounts.create_account(DEMO_EMAIL)
+        audit = AuditLog(context.accounts.store.engine)
         if created_now:
+            await audit.record(CLI, "account.create", account.id, account.id, None, {"email": account.email})
             entry = await context.accounts.grant(account.id, DEMO_CREDITS_USD, "demo credits")
-            await AuditLog(context.accounts.store.engine).record(
-                CLI, "credits.grant", account.id, account.id, None, entry_state(entry)
-            )
+            await audit.record(CLI, "credits.grant", account.id, account.id, None, entry_state(entry))
         key = await context.accounts.create_key(account.id, name="demo key")
+        await audit.record(CLI, "key.create", account.id, key.record.hash, None, key_state(key.record))
         figures = await context.ledger.account_figures(account.id)
         return {
             "account": account_object(account),
