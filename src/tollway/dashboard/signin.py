@@ -111,7 +111,7 @@ async def login(request: web.Request) -> web.Response:
     # Fixed-size subjects keep the bucket table's memory bounded whatever the emails tried.
     subjects = (
         f"address:{client_address(request)}",
-        "email:" + hashlib.sha256(email.lower().encode()).hexdigest()[:32],
+        "email:" + hashlib.sha256(email.lower().encode("utf-8", "surrogatepass")).hexdigest()[:32],
     )
     wait_s = throttle.retry_after_s(*subjects)
     if wait_s:
