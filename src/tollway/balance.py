@@ -200,14 +200,21 @@ class BalanceService:
         for state in free_states + limit_states:
             if state.remaining <= 0:
                 found.append(explanation_for(state))
+            elif state.check.limit_id.endswith("tokens-per-minute") and state.remaining < state.check.limit:
+                # A request counts its prompt against this limit: one larger than what is left is refused.
+                found.append(
+                    explain.tokens_left(state.check.limit_id, state.check.limit, state.remaining, state.reset_at_us)
+                )
         found += self._money_limits(account, key_figures, spendable)
         if remaining is not None and remaining > 0 and key.limit_nanos is not None:
             found.append(
                 explain.key_cap(period_name(key.limit_reset), key.limit_nanos, remaining, key_figures.resets_at_us)
             )
-        unique: dict[str, explain.Explanation] = {}
+        unique: dict[tuple[str, object], explain.Explanation] = {}
         for explanation in found:
-            unique.setdefault(explanation.code, explanation)
+            # One entry per code; rate limits one per limit id, since several can bind at once.
+            limit_id = explanation.figures.get("limit") if explanation.code == "rate_limited" else None
+            unique.setdefault((explanation.code, limit_id), explanation)
         return list(unique.values())
 
     def _money_limits(

@@ -162,3 +162,13 @@ def limits_not_visible(limit_ids: list[str]) -> Explanation:
         "so this command cannot tell whether one is reached now; GET /api/v1/balance with the key can.",
         {"limits": limit_ids},
     )
+
+
+def tokens_left(limit_id: str, limit: int, remaining: int, reset_at_us: int) -> Explanation:
+    """A tokens-per-minute limit partly used: a request whose prompt counts more than what is left gets a 429."""
+    return Explanation(
+        "rate_limited",
+        f"The {limit_id} limit of {limit} has {remaining} tokens left now; a request whose prompt counts more is "
+        "refused until they free up.",
+        {"limit": limit_id, "limit_value": limit, "remaining": remaining, "reset_at": us_to_iso(reset_at_us)},
+    )

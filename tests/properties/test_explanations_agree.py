@@ -51,9 +51,9 @@ class State:
     cap: str | None  # the key's cap in USD
     cap_reset: str | None
     negative: bool  # an upstream overrun leaves the balance below zero
-    limits: str  # "none" | "free_daily" (all free requests of today used) | "key_rate" (1 a minute, used)
+    limits: str  # "none" | "free_daily" (today's free requests used) | "key_rate" (1 a minute, used) | "key_tpm"
     disabled: bool
-    request: str  # "open" | "max16" | "max1000" | "free"
+    request: str  # "open" | "max16" | "max1000" | "free" | "long" (a free request with a long prompt)
 
 
 states = st.builds(
@@ -62,15 +62,18 @@ states = st.builds(
     cap=st.sampled_from([None, None, "0", "0.00002", "0.0003", "2"]),
     cap_reset=st.sampled_from([None, "daily", "monthly"]),
     negative=st.booleans(),
-    limits=st.sampled_from(["none", "none", "free_daily", "key_rate"]),
+    limits=st.sampled_from(["none", "none", "free_daily", "key_rate", "key_tpm"]),
     disabled=st.sampled_from([False, False, False, True]),
-    request=st.sampled_from(["open", "max16", "max1000", "free"]),
+    request=st.sampled_from(["open", "max16", "max1000", "free", "long"]),
 )
 
 
 def request_body(kind: str) -> dict[str, Any]:
     if kind == "free":
         return {"model": "tollway/offline-small:free", "max_tokens": 5, "messages": HELLO}
+    if kind == "long":
+        long_prompt = [{"role": "user", "content": " ".join(f"word{i}" for i in range(120))}]
+        return {"model": "tollway/offline-small:free", "max_tokens": 5, "messages": long_prompt}
     body: dict[str, Any] = {"model": "tollway/offline-small", "messages": HELLO}
     if kind.startswith("max"):
         body["max_tokens"] = int(kind.removeprefix("max"))
@@ -97,6 +100,10 @@ def build(gateway: GatewayServer, upstream: FakeOpenAIUpstream, state: State) ->
         limited = gateway.admin("PUT", f"/keys/{key_hash}/limits", {"requests": 1, "per": "minute"})
         assert limited.status_code == 200, limited.text
         gateway.post("/chat/completions", key, request_body("free"))
+    elif state.limits == "key_tpm":  # part of a tokens-per-minute allowance used: a long prompt no longer fits
+        limited = gateway.admin("PUT", f"/keys/{key_hash}/limits", {"tokens_per_minute": 200})
+        assert limited.status_code == 200, limited.text
+        gateway.post("/chat/completions", key, request_body("long"))
     if state.disabled:
         manager, _ = gateway.new_key(account.id, management=True)
         patched = httpx.patch(
