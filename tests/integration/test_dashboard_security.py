@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -370,3 +371,24 @@ def test_hostile_form_and_path_values_never_make_a_5xx(gateway: GatewayServer) -
         ]
         for answer in answers:
             assert answer.status_code < 500, (value[:20], answer.request.url, answer.status_code, answer.text[:300])
+
+
+def test_cookies_that_are_not_utf8_are_strangers_not_errors(guarded: GatewayServer) -> None:
+    host, port = guarded.base_url.removeprefix("http://").split(":")
+    for cookie in (b"tw_session=\xff\xfe", b"tw_anon=\xc3\x28; tw_session=\xed\xa0\x80"):
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(
+                b"GET /credits HTTP/1.1\r\nHost: x\r\nCookie: " + cookie + b"\r\nConnection: close\r\n\r\n"
+            )
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 303"), answer[:200]
+        with socket.create_connection((host, int(port)), timeout=10) as connection:
+            connection.sendall(
+                b"GET /login HTTP/1.1\r\nHost: x\r\nCookie: " + cookie + b"\r\nConnection: close\r\n\r\n"
+            )
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]

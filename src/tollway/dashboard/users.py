@@ -181,11 +181,11 @@ class UserStore:
 
 
 def session_hash(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def csrf_token(secret: bytes, session_id: str) -> str:
-    return hmac.new(secret, f"csrf:{session_id}".encode(), hashlib.sha256).hexdigest()
+    return hmac.new(secret, f"csrf:{session_id}".encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def csrf_ok(secret: bytes, session_id: str, token: str | None) -> bool:
