@@ -392,3 +392,13 @@ def test_cookies_that_are_not_utf8_are_strangers_not_errors(guarded: GatewayServ
             while chunk := connection.recv(65536):
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+
+
+def test_pages_are_not_framed_cached_or_referred(guarded: GatewayServer) -> None:
+    create_user(guarded, "headers@example.com", "headers password")
+    client = signed_in(guarded, "headers@example.com", "headers password")
+    for page in (_client(guarded).get("/login"), client.get("/keys"), client.get("/credits")):
+        assert page.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["cache-control"] == "no-store"
+        assert page.headers["referrer-policy"] == "same-origin"

@@ -57,6 +57,16 @@ async def visitor(request: web.Request) -> Visitor:
     return Visitor(None, anon or secrets.token_urlsafe(24), anon is None)
 
 
+# Pages are never framed (clickjacking), never cached (a new key is shown once), and send no Referer off-site
+# (an invitation token sits in the sign-up page's address).
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
 DEFAULT_PAGE = "/credits"
 _MAX_NEXT = 2048
 
@@ -111,7 +121,7 @@ def render(request: web.Request, who: Visitor, template: str, status: int = 200,
     body = _TEMPLATES.get_template(template).render(
         user=who.user, csrf=csrf_token(secret, who.csrf_subject), errors=context.pop("errors", {}), **context
     )
-    response = web.Response(text=body, status=status, content_type="text/html")
+    response = web.Response(text=body, status=status, content_type="text/html", headers=PAGE_HEADERS)
     if who.new_anon_cookie:
         set_cookie(request, response, ANON_COOKIE, who.csrf_subject)
     return response
