@@ -57,10 +57,34 @@ def fuzz_key(fuzzed: GatewayServer) -> str:
     return fuzzed.new_account("1000", management=False).key
 
 
+@pytest.fixture(scope="module")
+def fuzz_management_key(fuzzed: GatewayServer) -> str:
+    return fuzzed.new_account("1000", management=True).key
+
+
+BOUNDED = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+
+
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@BOUNDED
 def test_no_generated_request_gets_a_5xx_or_an_undocumented_answer(
     case: schemathesis.Case[Any], fuzzed: GatewayServer, fuzz_key: str
 ) -> None:
     headers = {"Authorization": f"Bearer {fuzz_key}"}
+    case.call_and_validate(base_url=fuzzed.base_url, headers=headers, checks=CHECKS, timeout=30)
+
+
+@schema.include(tag_regex="^(Keys|Payments|Account)$").parametrize()
+@BOUNDED
+def test_management_operations_under_a_management_key(
+    case: schemathesis.Case[Any], fuzzed: GatewayServer, fuzz_management_key: str
+) -> None:
+    headers = {"Authorization": f"Bearer {fuzz_management_key}"}
+    case.call_and_validate(base_url=fuzzed.base_url, headers=headers, checks=CHECKS, timeout=30)
+
+
+@schema.include(tag="Admin").parametrize()
+@BOUNDED
+def test_admin_operations_under_the_admin_token(case: schemathesis.Case[Any], fuzzed: GatewayServer) -> None:
+    headers = {"Authorization": f"Bearer {fuzzed.admin_token}"}
     case.call_and_validate(base_url=fuzzed.base_url, headers=headers, checks=CHECKS, timeout=30)

@@ -150,7 +150,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", API + "/admin/accounts/{account_id}/credits", "adminGrantCredits", "Grant credits", "Admin",
               account.DataObject, account.GrantRequest, auth="admin", status=201, params=_ACCOUNT),
     Operation("post", API + "/admin/accounts/{account_id}/keys", "adminCreateKey", "Create a key for an account",
-              "Admin", account.KeyCreated, account.KeyCreateRequest, auth="admin", status=201, params=_ACCOUNT),
+              "Admin", account.KeyCreated, account.AdminKeyCreateRequest, auth="admin", status=201, params=_ACCOUNT),
     Operation("get", API + "/admin/accounts/{account_id}/keys", "adminAccountKeys", "An account's keys", "Admin",
               account.DataList, auth="admin", params=_ACCOUNT),
     Operation("get", API + "/admin/accounts/{account_id}/ledger", "adminAccountLedger", "An account's entries",

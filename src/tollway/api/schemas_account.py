@@ -118,6 +118,10 @@ class KeyCreateRequest(Shape):
     expires_at: str | None = Field(default=None, description="ISO 8601 time in the future, or null")
 
 
+class AdminKeyCreateRequest(KeyCreateRequest):
+    management: bool | None = Field(default=False, description="A management key (provisions the account's keys)")
+
+
 class KeyUpdateRequest(Shape):
     name: str | None = Field(default=None, min_length=1, max_length=256)
     disabled: bool | None = None
