@@ -326,6 +326,15 @@ def test_tollway_ask_gives_the_same_answer(helpdesk: GatewayServer) -> None:
         ).stdout
     )
     assert as_json["intent"] == "balance" and as_json["facts"][0]["figures"]["balance"] == 3.5
+    waiting = helpdesk.new_account(None)
+    assert checkout(helpdesk, waiting, 5).status_code == 200
+    question = "I paid 5 dollars where is it"
+    api_text = answer_of(helpdesk, waiting.key, question)["answer"]
+    cli_text = run_cli("ask", "--key", waiting.key, question, database_url=helpdesk.database_url).stdout
+    assert (
+        "Your payment of 5.00 USD (card, started" in api_text and "Your payment of 5.00 USD (card, started" in cli_text
+    )
+    assert "[payment_pending]" in cli_text and "[balance_empty]" in cli_text
     unknown = run_cli("ask", "--key", "sk-tw-v1-nope", "hi", database_url=helpdesk.database_url, check=False)
     assert unknown.returncode == 1 and "key" in unknown.stderr.lower()
 

@@ -10,11 +10,14 @@ from typing import Any
 
 from tollway.auth.keys import hash_key
 from tollway.auth.records import KeyRecord
-from tollway.balance import BalanceService
+from tollway.balance import BalanceService, PendingPayment
 from tollway.cli.common import AdminContext
 from tollway.clock import SystemClock
 from tollway.errors import NotFound
 from tollway.limits.service import RateLimiter
+from tollway.payments.model import PaymentStatus
+from tollway.payments.service import _PENDING_VISIBLE_US as PENDING_VISIBLE_US
+from tollway.payments.store import PaymentStore
 from tollway.providers.http_client import UpstreamPool
 from tollway.refusals import RefusalLog
 from tollway.routing.build import build_catalog
@@ -29,12 +32,24 @@ async def balance_service(context: AdminContext) -> tuple[BalanceService, RateLi
     limiter = build_limiter(context.settings, engine, clock)
     await limiter.rules.refresh()
     catalog, _providers = build_catalog(context.settings, UpstreamPool())  # prices only: nothing is sent
+    payments = PaymentStore(engine)
+
+    async def pending(account_id: str) -> list[PendingPayment]:
+        """Pending payments as the server lists them (PaymentsService.pending, without its providers)."""
+        now_us = clock.now_us()
+        return [
+            PendingPayment(p.id, p.amount_nanos, p.method, p.created_at_us, p.note or "waiting for the payment")
+            for p in await payments.for_account(account_id)
+            if p.status is PaymentStatus.PENDING and now_us - p.created_at_us < PENDING_VISIBLE_US
+        ]
+
     service = BalanceService(
         context.ledger,
         limiter,
         RefusalLog(engine),
         catalog,
         clock,
+        pending=pending,
         min_affordable_tokens=context.settings.min_affordable_tokens,
         live_limits=context.settings.redis_url is not None,
     )
