@@ -4,6 +4,7 @@ is fsynced to the spool before the answer, and replayed exactly once (at the nex
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,8 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from tests.conftest import make_database_url
+from tests.fakes.tcp_proxy import CuttableProxy
 from tests.support import GatewayServer, nanos, run_cli, start_gateway
 
 pytestmark = pytest.mark.slow
@@ -49,6 +53,18 @@ def usage_entries(database_path: Path, generation_id: str) -> int:
             "SELECT count(*) FROM ledger_entries WHERE generation_id = ? AND kind = 'usage'", (generation_id,)
         ).fetchone()
     return int(row[0])
+
+
+def postgres_usage_entries(database_url: str, generation_id: str) -> int:
+    async def count() -> int:
+        connection = await asyncpg.connect(database_url)
+        try:
+            query = "SELECT count(*) FROM ledger_entries WHERE generation_id = $1 AND kind = 'usage'"
+            return int(await connection.fetchval(query, generation_id))
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
 
 
 def answered_then_killed(database_path: Path, spool: Path, directory: Path) -> tuple[str, str, str, int]:
@@ -130,3 +146,45 @@ def test_a_clean_shutdown_leaves_no_spool(tmp_path: Path, monkeypatch: pytest.Mo
     gateway.stop()
     assert list(spool.glob("*.spool")) == []
     assert run_cli("reconcile", database_url=f"sqlite:///{database_path}", check=False).returncode == 0
+
+
+def test_a_failed_postgres_commit_is_spooled_and_replayed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database connection breaks (not just slow): the answer still waits for the fsynced spool line."""
+    urls = make_database_url("postgres", tmp_path)
+    direct_url = next(urls)
+    proxy = CuttableProxy("127.0.0.1", 5432).start()
+    spool = tmp_path / "spool"
+    monkeypatch.setenv("TOLLWAY_SPOOL_PATH", str(spool))
+    env = {"TOLLWAY_SPOOL_PATH": str(spool), "TOLLWAY_LEDGER_FLUSH_TIMEOUT_SECONDS": "0.5"}
+    proxied_url = direct_url.replace(":5432/", f":{proxy.port}/")
+    try:
+        gateway = start_gateway(proxied_url, None, tmp_path, env=env)
+        account = gateway.new_account("1")
+        warm = gateway.post("/chat/completions", account.key, ECHO)
+        assert warm.status_code == 200
+        proxy.cut()
+        response = gateway.post("/chat/completions", account.key, ECHO)
+        assert response.status_code == 200, response.text
+        generation_id = response.json()["id"]
+        lines = [json.loads(line) for f in spool.glob("*.spool") for line in f.read_text().splitlines()]
+        assert [line["generation"]["id"] for line in lines] == [generation_id]
+        os.kill(gateway.process.pid, signal.SIGKILL)
+        gateway.process.wait(10)
+        proxy.restore()
+        assert run_cli("reconcile", database_url=direct_url, check=False).returncode == 1
+        for _ in range(2):
+            restarted = start_gateway(direct_url, None, tmp_path, env=env)
+            try:
+                figures = restarted.get("/credits", account.key).json()["data"]
+                billed = nanos(warm.json()["usage"]["cost"]) + nanos(response.json()["usage"]["cost"])
+                assert nanos(figures["total_usage"]) == billed
+            finally:
+                restarted.stop()
+        assert postgres_usage_entries(direct_url, generation_id) == 1
+        report = run_cli("reconcile", "--json", database_url=direct_url, check=False)
+        assert report.returncode == 0, report.stdout
+        assert list(spool.glob("*.spool")) == []
+    finally:
+        proxy.stop()
+        for _ in urls:
+            pass
