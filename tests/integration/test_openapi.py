@@ -92,7 +92,9 @@ def test_the_document_is_openapi_3_1_and_names_every_route(server: GatewayServer
     documented = {(method, path) for path, methods in document["paths"].items() for method in methods}
     for route in _routes("/api/v1"):
         path = re.sub(r"\{(\w+)[^}]*\}", r"{\1}", route.path)
-        assert (route.method.lower(), path) in documented, path
+        assert (route.method.lower(), path) in documented, (
+            f"{route.method} {path} is not in the OpenAPI document: add an Operation in src/tollway/api/openapi.py"
+        )
     ids = [op["operationId"] for methods in document["paths"].values() for op in methods.values()]
     assert len(ids) == len(set(ids))
     for methods in document["paths"].values():
