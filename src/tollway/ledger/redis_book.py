@@ -44,6 +44,7 @@ _ATTEMPTS = 5
 _LOAD_ATTEMPTS = 50
 _SWEEP_INTERVAL_S = 0.5
 _SWEEP_BATCH = 200
+MAX_HOLD_AGE_S = 3600.0  # no request lives this long; its hold would otherwise be renewed forever
 # Credit entries this recent are marked applied when an account loads, so a poller that reads them
 # again afterwards does not count them twice (pollers trail the newest entries by seconds).
 _RECENT_CREDITS_US = 24 * 3600 * 1_000_000
@@ -115,6 +116,7 @@ class RedisBook:
         self._hold_ttl_us = int(hold_ttl_s * 1_000_000)
         self._hold_ids = itertools.count(1)
         self._open: dict[int, tuple[str, Hold]] = {}
+        self._opened_at: dict[int, float] = {}  # monotonic time each open hold was placed
         # Credit entries written to the ledger but not yet counted in Redis (it was unreachable).
         self._unapplied: list[LedgerEntry] = []
         self._load_locks: dict[str, asyncio.Lock] = {}
@@ -316,10 +318,12 @@ class RedisBook:
             return ReserveOutcome(None, account, figures)
         hold = Hold(id=hold_id, account_id=key.account_id, key_id=key.id, amount_nanos=amount_nanos)
         self._open[hold_id] = (member, hold)
+        self._opened_at[hold_id] = time.monotonic()
         return ReserveOutcome(hold, account, figures)
 
     async def _finish(self, hold: Hold, cost_nanos: int, at_us: int, count_usage: bool, generation_id: str) -> None:
         opened = self._open.pop(hold.id, None)
+        self._opened_at.pop(hold.id, None)
         if opened is None:
             return
         member = opened[0]
@@ -389,6 +393,15 @@ class RedisBook:
             if count < _SWEEP_BATCH:
                 return released
 
+    def _renewable(self) -> list[Hold]:
+        """Open holds to renew; one older than MAX_HOLD_AGE_S was lost by its request (a bug): let it expire."""
+        too_old = time.monotonic() - MAX_HOLD_AGE_S
+        for hold_id in [h for h, at in self._opened_at.items() if at < too_old]:
+            self._opened_at.pop(hold_id, None)
+            _member, hold = self._open.pop(hold_id)
+            log.error("a hold outlived its request; it is left to expire", extra={"account_id": hold.account_id})
+        return [hold for _member, hold in self._open.values()]
+
     async def maintain(self) -> None:
         """Background upkeep: sweep expired holds (every 0.5 s) and renew this process's (every TTL/3)."""
         renew_every_s = max(0.1, self.hold_ttl_s / 3)
@@ -400,7 +413,7 @@ class RedisBook:
             try:
                 if time.monotonic() - last_renew >= renew_every_s:
                     last_renew = time.monotonic()
-                    await self.renew([hold for _member, hold in self._open.values()], now_us)
+                    await self.renew(self._renewable(), now_us)
                 await self.sweep(now_us)
             except RedisError as exc:
                 log.warning("hold upkeep failed, will retry", extra={"error": str(exc)[:300]})

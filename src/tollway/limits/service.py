@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from tollway.limits.store import LimitStore
 log = logging.getLogger("tollway.limits")
 
 _MINUTE_US = 60_000_000
+MAX_TICKET_AGE_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class Ticket:
     id: str = field(default_factory=lambda: random_text(22))  # unique across processes (a Redis member)
     token_keys: dict[str, int] = field(default_factory=dict)  # TPM storage key -> tokens taken
     finished: bool = False
+    opened_at: float = field(default_factory=time.monotonic)
 
 
 class LimitRules:
@@ -222,6 +225,11 @@ class RateLimiter:
         """Renew every open ticket's slots each interval (a third of their expiry), for the process's life."""
         while True:
             await asyncio.sleep(interval_s)
+            # A ticket no request finished within MAX_TICKET_AGE_S was lost (a bug): let its slots expire.
+            too_old = time.monotonic() - MAX_TICKET_AGE_S
+            for ticket_id in [t.id for t in self._open.values() if t.opened_at < too_old]:
+                del self._open[ticket_id]
+                log.error("a concurrency slot outlived its request; it is left to expire")
             slots = self._slots(list(self._open.values()))
             if not slots:
                 continue
