@@ -43,6 +43,8 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.post(f"{prefix}/chat/completions", chat.chat_completions),
         web.post(f"{prefix}/messages", messages.messages),
         web.post(f"{prefix}/responses", responses_api.create_response),
+        web.get(prefix + "/responses/{response_id}", responses_api.stored_response),
+        web.delete(prefix + "/responses/{response_id}", responses_api.stored_response),
         web.post(f"{prefix}/completions", completions.completions),
         web.get(f"{prefix}/openapi.json", openapi.openapi_json),
         web.post(f"{prefix}/embeddings", embeddings.embeddings),

@@ -456,3 +456,16 @@ def test_every_input_shape_reaches_every_provider_kind_without_a_server_error(
     assert data["metadata"] == {"ticket": "42"} and data["max_output_tokens"] == 64
     figures = gateway_of_kinds.balance(account.id)
     assert nanos(figures["total_usage"]) == nanos(data["usage"]["cost"])
+
+
+def test_a_stored_response_cannot_be_fetched_or_deleted(gateway_of_kinds: GatewayServer) -> None:
+    account = gateway_of_kinds.new_account("10")
+    client = client_for(gateway_of_kinds, account.key)
+    made = client.responses.create(model="kinds/oa", input="hi")
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.retrieve(made.id)
+    assert "stateless" in caught.value.message and "/generation" in caught.value.message
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(made.id)
+    anonymous = httpx.get(gateway_of_kinds.api + "/responses/" + made.id, timeout=10)
+    assert anonymous.status_code == 401

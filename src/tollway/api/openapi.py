@@ -63,6 +63,7 @@ _PAGE = (
 )
 _HASH = (Param("hash", "path", {"type": "string"}, "The key's hash", required=True),)
 _ACCOUNT = (Param("account_id", "path", {"type": "string"}, required=True),)
+_RESPONSE_ID = (Param("response_id", "path", {"type": "string"}, required=True),)
 _HELLO = [{"role": "user", "content": "Hello"}]
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -79,6 +80,10 @@ OPERATIONS: tuple[Operation, ...] = (
         description="Stateless: send the whole conversation in `input`; `store: true` and "
         "`previous_response_id` are refused. Billed exactly like chat completions.",
     ),
+    Operation("get", API + "/responses/{response_id}", "getResponse", "Not stored: always 404 (stateless API)",
+              "Inference", inference.ResponseObject, params=_RESPONSE_ID),
+    Operation("delete", API + "/responses/{response_id}", "deleteResponse", "Not stored: always 404 (stateless API)",
+              "Inference", account.Deleted, params=_RESPONSE_ID),
     Operation(
         "post", f"{API}/completions", "createCompletion", "Create a text completion (legacy)", "Inference",
         inference.TextCompletion, inference.CompletionRequest, event=inference.TextCompletion,

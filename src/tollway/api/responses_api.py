@@ -15,8 +15,8 @@ from aiohttp import web
 from tollway.api.chat import remember_refusal, send_stream
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
-from tollway.errors import TollwayError
-from tollway.gateway.responses_api import chat_result_to_response, responses_request_to_chat
+from tollway.errors import NotFound, TollwayError
+from tollway.gateway.responses_api import STATELESS, chat_result_to_response, responses_request_to_chat
 from tollway.gateway.responses_stream import ResponsesEvents
 from tollway.gateway.stream import KEEPALIVE, StreamRelay
 from tollway.gateway.validation import parse_chat_body
@@ -69,3 +69,13 @@ async def _events(relay: StreamRelay, translator: ResponsesEvents) -> AsyncItera
             events = translator.chunk(payload)
         for event in events:
             yield _sse(event)
+
+
+async def stored_response(request: web.Request) -> web.StreamResponse:
+    """GET or DELETE /responses/{id}: nothing is stored, so there is nothing to fetch or delete."""
+    await authenticate(request)
+    raise NotFound(
+        f"Response {request.match_info['response_id'][:100]} is not stored. {STATELESS}; "
+        "its cost and tokens are at GET /api/v1/generation?id=...",
+        metadata={"stateless": True},
+    )

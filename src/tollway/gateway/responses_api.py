@@ -15,7 +15,7 @@ from tollway.gateway.validation import MAX_LIST_ITEMS, MAX_STRING_CHARS, bad
 
 _MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 _TOOL_CHOICES = ("auto", "none", "required")
-_STATELESS = (
+STATELESS = (
     "This gateway's Responses API is stateless (as OpenRouter's): nothing is stored, so send the whole "
     "conversation in input each time"
 )
@@ -148,7 +148,7 @@ def _input_messages(value: Any) -> list[dict[str, Any]]:
         elif kind == "reasoning":
             continue  # earlier reasoning is the model's own; providers do not take it back as input
         elif kind == "item_reference":
-            raise bad(f"{where}: item references need stored items. {_STATELESS}.", f"{where}.type")
+            raise bad(f"{where}: item references need stored items. {STATELESS}.", f"{where}.type")
         else:
             raise bad(
                 f"{where}.type must be message, function_call, function_call_output or reasoning, "
@@ -220,12 +220,12 @@ def _response_format(text: Any) -> dict[str, Any] | None:
 
 def _refuse_state(body: dict[str, Any]) -> None:
     if body.get("store") is True:
-        raise bad(f"store: true is not supported. {_STATELESS}; send store: false or leave it out.", "store")
+        raise bad(f"store: true is not supported. {STATELESS}; send store: false or leave it out.", "store")
     for name in ("previous_response_id", "conversation", "prompt"):
         if body.get(name) is not None:
-            raise bad(f"{name} is not supported. {_STATELESS}.", name)
+            raise bad(f"{name} is not supported. {STATELESS}.", name)
     if body.get("background") is True:
-        raise bad(f"background: true is not supported. {_STATELESS}; stream instead.", "background")
+        raise bad(f"background: true is not supported. {STATELESS}; stream instead.", "background")
 
 
 def _reasoning(value: Any) -> dict[str, Any]:
