@@ -469,3 +469,31 @@ def test_a_stored_response_cannot_be_fetched_or_deleted(gateway_of_kinds: Gatewa
         client.responses.delete(made.id)
     anonymous = httpx.get(gateway_of_kinds.api + "/responses/" + made.id, timeout=10)
     assert anonymous.status_code == 401
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_anthropic_thinking_comes_back_as_a_reasoning_item_and_is_billed(
+    gateway_of_kinds: GatewayServer, claude: FakeAnthropicUpstream, stream: bool
+) -> None:
+    account = gateway_of_kinds.new_account("10")
+    client = client_for(gateway_of_kinds, account.key)
+    claude.thinking = "Weighing it up."
+    claude.thinking_tokens = 120
+    options: Any = {"model": "kinds/cl", "input": "hi", "max_output_tokens": 100, "reasoning": {"max_tokens": 2000}}
+    if stream:
+        with client.responses.stream(**options) as events:
+            kinds = [event.type for event in events]
+            response = events.get_final_response()
+        assert "response.reasoning_text.delta" in kinds
+        assert kinds.index("response.reasoning_text.delta") < kinds.index("response.output_text.delta")
+    else:
+        response = client.responses.create(**options)
+    assert claude.calls[-1]["thinking"] == {"type": "enabled", "budget_tokens": 2000}
+    reasoning = response.output[0]
+    assert reasoning.type == "reasoning" and reasoning.content is not None
+    assert reasoning.content[0].text == "Weighing it up."
+    assert response.output_text == REPLIES["cl"]
+    usage = response.usage
+    assert usage is not None and usage.output_tokens == len(claude.reply_words) + 120
+    assert nanos(usage.model_dump()["cost"]) == expected_nanos(usage.input_tokens, usage.output_tokens)
+    assert_billed(gateway_of_kinds, account.id, account.key, response)
