@@ -52,6 +52,8 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.get(f"{prefix}/models/count", models.count_models),
         web.get(prefix + "/models/{author}/{slug}/endpoints", models.model_endpoints),
         web.get(prefix + "/model/{author}/{slug}", models.one_model),
+        web.get(prefix + "/models/{author}/{slug}", models.retrieve_model),
+        web.get(prefix + "/models/{model_id}", models.retrieve_model),  # the openai SDK sends fake%2Fchat
         web.get(f"{prefix}/key", account.current_key_info),
         web.get(f"{prefix}/auth/key", account.current_key_info),
         web.get(f"{prefix}/credits", account.credits),

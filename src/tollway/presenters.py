@@ -36,7 +36,7 @@ def key_usage_fields(figures: KeySnapshot) -> dict[str, Any]:
     }
 
 
-def key_object(key: KeyRecord, figures: KeySnapshot) -> dict[str, Any]:
+def key_object(key: KeyRecord, figures: KeySnapshot, last_used_us: int | None = None) -> dict[str, Any]:
     """A key as /api/v1/keys lists it."""
     return {
         "hash": key.hash,
@@ -49,7 +49,10 @@ def key_object(key: KeyRecord, figures: KeySnapshot) -> dict[str, Any]:
         "updated_at": us_to_iso(key.updated_at_us),
         "expires_at": us_to_iso(key.expires_at_us),
         "creator_user_id": key.creator_user_id,
-        "workspace_id": None,
+        # Tollway has no workspaces: a key's account plays that part, so the id is the account's.
+        "workspace_id": key.account_id,
+        "external_user": None,
+        "last_used_at": us_to_iso(last_used_us),
         "is_management_key": key.is_management,
     }
 
@@ -59,9 +62,9 @@ def current_key(
     figures: KeySnapshot,
     account: AccountSnapshot,
     rate_limit: dict[str, Any] | None,
-    free_daily: dict[str, int] | None,
+    free_daily: dict[str, int],
 ) -> dict[str, Any]:
-    """GET /api/v1/key: the caller's own key, full current field set."""
+    """GET /api/v1/key: the caller's own key, full current field set (OpenRouter's SDK requires each)."""
     body: dict[str, Any] = {
         "label": key.label,
         "name": key.name,
@@ -74,11 +77,21 @@ def current_key(
         "creator_user_id": key.creator_user_id,
         "expires_at": us_to_iso(key.expires_at_us),
         "disabled": key.disabled,
-        "rate_limit": rate_limit,
+        "rate_limit": {"note": "The tightest request limit of this key or its account.", **rate_limit}
+        if rate_limit
+        else _UNLIMITED,
+        "free_model_daily_requests": free_daily,
+        "allowed_data_regions": [],
+        "budgets": [],
+        "effective_budget": None,
+        "organization_id": None,
+        "workspace_id": key.account_id,
     }
-    if free_daily is not None:
-        body["free_model_daily_requests"] = free_daily
     return body
+
+
+# OpenRouter's own answer for a key no request limit applies to: rate_limit is always an object.
+_UNLIMITED = {"requests": -1, "interval": "10s", "note": "No request rate limit applies to this key."}
 
 
 def credits_body(figures: AccountSnapshot) -> dict[str, Any]:
@@ -240,29 +253,45 @@ def model_object(model: CatalogModel) -> dict[str, Any]:
     }
 
 
+def _tool_choice_support(parameters: frozenset[str]) -> dict[str, bool]:
+    supported = "tool_choice" in parameters
+    return {"auto": supported, "function": supported, "none": supported, "required": supported}
+
+
 def endpoint_objects(model: CatalogModel, health: HealthBoard | None = None) -> list[dict[str, Any]]:
+    """OpenRouter's endpoint objects; latency and throughput are percentiles of the last 30 minutes, or null."""
+
     def live(endpoint_id: str) -> dict[str, Any]:
         if health is None:
             return {"latency_last_30m": None, "throughput_last_30m": None, "circuit": "closed"}
-        stats = health.stats(endpoint_id)
         return {
-            "latency_last_30m": stats.latency_ms,
-            "throughput_last_30m": stats.throughput_tps,
+            "latency_last_30m": health.latency_percentiles(endpoint_id),
+            "throughput_last_30m": health.throughput_percentiles(endpoint_id),
             "circuit": health.state(endpoint_id),
         }
 
     return [
         {
             "name": f"{endpoint.provider_name} | {model.id}",
+            "model_id": model.id,
             "model_name": model.name,
             "provider_name": endpoint.provider_name,
             "tag": endpoint.provider.name,
             "context_length": endpoint.context_length,
             "max_completion_tokens": endpoint.max_completion_tokens,
+            "max_prompt_tokens": None,
             "pricing": pricing_object(endpoint.price),
             "supported_parameters": sorted(supported_parameters(endpoint)),
+            "supports_tool_choice": _tool_choice_support(supported_parameters(endpoint)),
+            "native_tools": {},
+            "quantization": None,
+            "service_tier": None,
+            "supports_implicit_caching": False,
+            "supports_diarization": False,
             "status": 0,
+            "uptime_last_5m": None,
             "uptime_last_30m": None,
+            "uptime_last_1d": None,
             **live(endpoint.endpoint_id),
         }
         for endpoint in model.endpoints

@@ -175,6 +175,7 @@ def test_every_answer_holds_against_the_document(
         checker.check("get", path, call("GET", path))
     for path in [p for p in document["paths"] if "{author}/{slug}" in p]:  # every model route, one model
         checker.check("get", path, call("GET", path.replace("{author}/{slug}", "fake/chat")))
+    checker.check("get", "/api/v1/models/{model_id}", call("GET", "/api/v1/models/fake%2Fchat"))
     for path in ("/key", "/auth/key", "/credits", "/balance", "/credits/purchases", "/credits/auto-recharge"):
         checker.check("get", "/api/v1" + path, call("GET", "/api/v1" + path, auth))
     generation = checker.check(

@@ -16,6 +16,9 @@ async def current_key_info(request: web.Request) -> web.Response:
     figures = await services.ledger.key_figures(key)
     account = await services.ledger.account_figures(key.account_id)
     free_daily = await services.limiter.free_daily(key.account_id, account.purchased_nanos)
+    if free_daily is None:  # the limiter's store is away: the allowance, with nothing counted
+        daily_limit = services.limiter.free_checks(key.account_id, account.purchased_nanos)[1].limit
+        free_daily = {"limit": daily_limit, "used": 0, "remaining": daily_limit}
     rate_limit = services.limiter.tightest_request_limit(key)
     return json_response({"data": current_key(key, figures, account, rate_limit=rate_limit, free_daily=free_daily)})
 

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from tollway.accounts import parse_reset, parse_usd
+from tollway.activity import AccountActivity
 from tollway.api.context import authenticate, require_management, services_of
 from tollway.api.http import json_response, query_int, read_json
 from tollway.audit import Actor, key_state, limit_state
@@ -36,10 +37,15 @@ async def _owned(services: Services, manager: KeyRecord, key_hash: str) -> KeyRe
     return record
 
 
-async def _object(services: Services, record: KeyRecord) -> dict[str, Any]:
-    body = key_object(record, await services.ledger.key_figures(record))
+async def _object(services: Services, record: KeyRecord, last_used_us: int | None = None) -> dict[str, Any]:
+    body = key_object(record, await services.ledger.key_figures(record), last_used_us)
     body["rate_limit"] = spec_object(services.limiter.rules.for_key(record.id))
     return body
+
+
+async def _one(services: Services, record: KeyRecord) -> dict[str, Any]:
+    last_used = await AccountActivity(services.engine).last_used([record.id])
+    return await _object(services, record, last_used.get(record.id))
 
 
 async def _apply_rate_limit(services: Services, actor: Actor, record: KeyRecord, body: dict[str, Any]) -> None:
@@ -61,18 +67,33 @@ def _body(raw: Any) -> dict[str, Any]:
     return raw
 
 
-def _expires_at(value: Any) -> int | None:
+def _expires_at(value: Any, now_us: int) -> int | None:
+    """An ISO-8601 UTC time in the future, or null (never expires)."""
     if value is None:
         return None
+    example = "such as 2027-01-01T00:00:00Z"
     if not isinstance(value, str):
-        raise InvalidRequest("expires_at must be an ISO-8601 UTC time such as 2027-01-01T00:00:00Z")
+        raise InvalidRequest(
+            f"expires_at must be an ISO-8601 UTC time {example}, or null", metadata={"field": "expires_at"}
+        )
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError as exc:
-        raise InvalidRequest(f"expires_at is not an ISO-8601 time: {value!r}") from exc
-    if moment.utcoffset() is None or moment.utcoffset().total_seconds() != 0:  # type: ignore[union-attr]
-        raise InvalidRequest("expires_at must be in UTC (end it with Z or +00:00)")
-    return datetime_to_us(moment)
+        raise InvalidRequest(
+            f"expires_at is not an ISO-8601 time: {value[:64]!r}; send one {example}", metadata={"field": "expires_at"}
+        ) from exc
+    offset = moment.utcoffset()
+    if offset is None or offset.total_seconds() != 0:
+        raise InvalidRequest("expires_at must be in UTC (end it with Z or +00:00)", metadata={"field": "expires_at"})
+    try:
+        expires_at_us = datetime_to_us(moment)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidRequest("expires_at is out of range", metadata={"field": "expires_at"}) from exc
+    if expires_at_us <= now_us:
+        raise InvalidRequest(
+            f"expires_at {value[:64]} is not in the future; send a later time or null", metadata={"field": "expires_at"}
+        )
+    return expires_at_us
 
 
 def _bool(body: dict[str, Any], name: str) -> bool:
@@ -89,7 +110,8 @@ async def list_keys(request: web.Request) -> web.Response:
     records = await services.accounts.store.keys_for_account(
         manager.account_id, include_disabled=include_disabled, limit=_PAGE, offset=offset
     )
-    return json_response({"data": [await _object(services, record) for record in records]})
+    last_used = await AccountActivity(services.engine).last_used([record.id for record in records])
+    return json_response({"data": [await _object(services, record, last_used.get(record.id)) for record in records]})
 
 
 async def create_key(request: web.Request) -> web.Response:
@@ -101,7 +123,7 @@ async def create_key(request: web.Request) -> web.Response:
         limit=body.get("limit"),
         limit_reset=body.get("limit_reset"),
         include_byok_in_limit=bool(body.get("include_byok_in_limit", False)),
-        expires_at_us=_expires_at(body.get("expires_at")),
+        expires_at_us=_expires_at(body.get("expires_at"), services.clock.now_us()),
         creator_user_id=body.get("creator_user_id") if isinstance(body.get("creator_user_id"), str) else None,
     )
     services.keys.put(created.record)
@@ -116,7 +138,7 @@ async def create_key(request: web.Request) -> web.Response:
 async def get_key(request: web.Request) -> web.Response:
     services, manager = await _manager(request)
     record = await _owned(services, manager, request.match_info["hash"])
-    return json_response({"data": await _object(services, record)})
+    return json_response({"data": await _one(services, record)})
 
 
 async def update_key(request: web.Request) -> web.Response:
@@ -138,6 +160,8 @@ async def update_key(request: web.Request) -> web.Response:
         fields["limit_reset"] = parse_reset(body["limit_reset"])
     if "include_byok_in_limit" in body:
         fields["include_byok_in_limit"] = _bool(body, "include_byok_in_limit")
+    if "expires_at" in body:
+        fields["expires_at_us"] = _expires_at(body["expires_at"], services.clock.now_us())
     record = await services.accounts.update_key(request.match_info["hash"], KeyChanges(**fields))
     services.keys.put(record)
     actor = Actor.key(manager)
@@ -145,7 +169,7 @@ async def update_key(request: web.Request) -> web.Response:
         actor, "key.update", record.account_id, record.hash, key_state(before), key_state(record)
     )
     await _apply_rate_limit(services, actor, record, body)
-    return json_response({"data": await _object(services, record)})
+    return json_response({"data": await _one(services, record)})
 
 
 async def delete_key(request: web.Request) -> web.Response:

@@ -28,7 +28,8 @@ async def count_models(request: web.Request) -> web.Response:
 
 
 def _model(request: web.Request) -> CatalogModel:
-    model_id = f"{request.match_info['author']}/{request.match_info['slug']}"
+    info = request.match_info
+    model_id = info["model_id"] if "model_id" in info else f"{info['author']}/{info['slug']}"
     model = services_of(request).catalog.resolve(model_id)
     if model is None:
         raise NotFound(f"No model {model_id!r}. See GET /api/v1/models for the models this gateway serves.")
@@ -37,6 +38,13 @@ def _model(request: web.Request) -> CatalogModel:
 
 async def one_model(request: web.Request) -> web.Response:
     return json_response({"data": model_object(_model(request))})
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """GET /models/{author}/{slug}: one model, bare as OpenAI's models.retrieve reads it (and in `data`)."""
+    model = _model(request)
+    body = model_object(model)
+    return json_response({**body, "object": "model", "owned_by": model.id.split("/", 1)[0], "data": body})
 
 
 async def model_endpoints(request: web.Request) -> web.Response:

@@ -33,6 +33,14 @@ class OneModel(Shape):
     data: ModelObject
 
 
+class RetrievedModel(ModelObject):
+    """The model bare, as OpenAI's models.retrieve reads it, and again under `data`."""
+
+    object: Literal["model"]
+    owned_by: str
+    data: ModelObject
+
+
 class ModelCount(Shape):
     data: dict[str, int]
 
@@ -128,6 +136,7 @@ class KeyUpdateRequest(Shape):
     limit: float | None = Field(default=None, ge=0)
     limit_reset: Literal["daily", "weekly", "monthly"] | None = None
     include_byok_in_limit: bool | None = None
+    expires_at: str | None = Field(default=None, description="ISO 8601 UTC time in the future, or null: never")
 
 
 class Deleted(Shape):

@@ -1,7 +1,8 @@
-"""Per-endpoint health from live traffic: a circuit breaker, and latency and throughput averages."""
+"""Per-endpoint health from live traffic: a circuit breaker, latency and throughput averages and percentiles."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -15,6 +16,31 @@ class EndpointHealth:
     half_open: bool = False
     latency_ms: float | None = None  # time to first token, moving average
     throughput_tps: float | None = None  # tokens per second, moving average
+    # (at_us, value) of recent streamed answers, for the percentiles of the last 30 minutes.
+    latency_samples: deque[tuple[int, float]] = field(default_factory=deque)
+    throughput_samples: deque[tuple[int, float]] = field(default_factory=deque)
+
+
+_PERCENTILE_WINDOW_US = 30 * 60 * 1_000_000
+_MAX_SAMPLES = 2048
+
+
+def _remember(samples: deque[tuple[int, float]], now_us: int, value: float) -> None:
+    samples.append((now_us, value))
+    while len(samples) > _MAX_SAMPLES:
+        samples.popleft()
+
+
+def percentiles(samples: deque[tuple[int, float]], since_us: int) -> dict[str, float] | None:
+    """{p50, p75, p90, p99} of the samples taken since `since_us` (nearest rank), or None without any."""
+    values = sorted(value for at_us, value in samples if at_us >= since_us)
+    if not values:
+        return None
+
+    def rank(fraction: float) -> float:
+        return round(values[max(0, math.ceil(len(values) * fraction) - 1)], 3)
+
+    return {"p50": rank(0.5), "p75": rank(0.75), "p90": rank(0.9), "p99": rank(0.99)}
 
 
 class HealthBoard:
@@ -53,11 +79,14 @@ class HealthBoard:
         state.failures.clear()
         state.open_until_us = 0
         state.half_open = False
+        now_us = self._clock.now_us()
         if first_token_ms is not None:
+            _remember(state.latency_samples, now_us, first_token_ms)
             state.latency_ms = (
                 first_token_ms if state.latency_ms is None else 0.8 * state.latency_ms + 0.2 * first_token_ms
             )
         if tokens_per_second is not None:
+            _remember(state.throughput_samples, now_us, tokens_per_second)
             state.throughput_tps = (
                 tokens_per_second
                 if state.throughput_tps is None
@@ -80,3 +109,16 @@ class HealthBoard:
 
     def stats(self, endpoint_id: str) -> EndpointHealth:
         return self._get(endpoint_id)
+
+    def latency_percentiles(self, endpoint_id: str) -> dict[str, float] | None:
+        """Time to first token (ms) over the last 30 minutes."""
+        state = self._endpoints.get(endpoint_id)
+        return (
+            None if state is None else percentiles(state.latency_samples, self._clock.now_us() - _PERCENTILE_WINDOW_US)
+        )
+
+    def throughput_percentiles(self, endpoint_id: str) -> dict[str, float] | None:
+        """Tokens per second over the last 30 minutes."""
+        state = self._endpoints.get(endpoint_id)
+        window_start = self._clock.now_us() - _PERCENTILE_WINDOW_US
+        return None if state is None else percentiles(state.throughput_samples, window_start)
