@@ -1,0 +1,92 @@
+"""The assistant's model mode and its own rate limit, on a gateway whose answers a fake upstream model writes.
+
+Every USD figure of a model's answer must be a fact's to the cent; an invented one, or a failing model, gives
+the grounded answer and counts in assistant_rejected_answers_total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.integration.test_assistant import ECHO, answer_of, ask
+from tests.support import GatewayServer, start_gateway, write_config
+
+
+@pytest.fixture(scope="module")
+def model_mode(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    directory = tmp_path_factory.mktemp("assistant-model")
+    database_url = f"sqlite:///{directory / 'model.db'}"
+    config = write_config(directory / "config.yaml", upstream.base_url)
+    first = start_gateway(database_url, config, directory)
+    try:
+        house = first.new_account("1")
+    finally:
+        first.stop()
+    server = start_gateway(
+        database_url,
+        config,
+        directory,
+        env={
+            "TOLLWAY_ASSISTANT_MODEL": "fake/chat",
+            "TOLLWAY_ASSISTANT_HOUSE_KEY": house.key,
+            "TOLLWAY_ASSISTANT_REQUESTS_PER_MINUTE": "4",
+        },
+    )
+    server.house = house  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+def rejected_answers(gateway: GatewayServer) -> float:
+    text = httpx.get(gateway.base_url + "/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith("assistant_rejected_answers_total "):
+            return float(line.split()[1])
+    raise AssertionError("assistant_rejected_answers_total is missing from /metrics")
+
+
+def test_model_mode_answers_with_fact_figures_billed_to_the_house(
+    model_mode: GatewayServer, upstream: FakeOpenAIUpstream
+) -> None:
+    account = model_mode.new_account("5")
+    upstream.behaviour.reply_words = ["Yes,", " you", " have", " 5.00", " USD", " to", " spend."]
+    data = answer_of(model_mode, account.key, "do I have a balance?")
+    assert data["mode"] == "model" and data["model"] == "fake/chat"
+    assert data["answer"] == "Yes, you have 5.00 USD to spend."
+    assert data["generation_id"].startswith("gen-")
+    sent = upstream.calls[-1].body
+    assert "5.00" in sent["messages"][0]["content"] or "5.0" in sent["messages"][0]["content"]
+    house = model_mode.house  # type: ignore[attr-defined]
+    assert model_mode.balance(house.id)["total_usage"] > 0
+    assert model_mode.balance(account.id)["total_usage"] == 0
+
+
+def test_model_mode_invented_figure_falls_back_to_the_grounded_answer(
+    model_mode: GatewayServer, upstream: FakeOpenAIUpstream
+) -> None:
+    account = model_mode.new_account("5")
+    before = rejected_answers(model_mode)
+    upstream.behaviour.reply_words = ["You", " have", " $42.17", " left."]
+    data = answer_of(model_mode, account.key, "do I have a balance?")
+    assert data["mode"] == "grounded"
+    assert data["answer"].startswith("Yes: you have 5.00 USD")
+    assert "42.17" not in data["answer"]
+    assert rejected_answers(model_mode) == before + 1
+    upstream.behaviour.status = 500
+    data = answer_of(model_mode, account.key, "do I have a balance?")
+    assert data["mode"] == "grounded" and data["answer"].startswith("Yes: you have 5.00 USD")
+
+
+def test_the_assistant_has_its_own_rate_limit(model_mode: GatewayServer, upstream: FakeOpenAIUpstream) -> None:
+    account = model_mode.new_account("5")
+    statuses = [ask(model_mode, account.key, "balance?").status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 200, 429]
+    refused = ask(model_mode, account.key, "balance?")
+    explanation = refused.json()["error"]["metadata"]["explanation"]
+    assert explanation["code"] == "rate_limited" and explanation["limit"] == "assistant"
+    # Its limit is its own: completions with the same key are not refused by it.
+    assert model_mode.post("/chat/completions", account.key, ECHO).status_code == 200
