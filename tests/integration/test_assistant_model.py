@@ -90,3 +90,28 @@ def test_the_assistant_has_its_own_rate_limit(model_mode: GatewayServer, upstrea
     assert explanation["code"] == "rate_limited" and explanation["limit"] == "assistant"
     # Its limit is its own: completions with the same key are not refused by it.
     assert model_mode.post("/chat/completions", account.key, ECHO).status_code == 200
+
+
+def test_model_mode_billed_to_the_asker(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
+    directory = tmp_path_factory.mktemp("assistant-asker")
+    config = write_config(directory / "config.yaml", upstream.base_url)
+    gateway = start_gateway(
+        f"sqlite:///{directory / 'asker.db'}",
+        config,
+        directory,
+        env={"TOLLWAY_ASSISTANT_MODEL": "fake/chat", "TOLLWAY_ASSISTANT_BILLING": "asker"},
+    )
+    try:
+        account = gateway.new_account("2")
+        upstream.behaviour.reply_words = ["You", " have", " 2.00", " USD."]
+        data = answer_of(gateway, account.key, "do I have a balance?")
+        assert data["mode"] == "model" and data["answer"] == "You have 2.00 USD."
+        generation = gateway.get("/generation", account.key, id=data["generation_id"])
+        assert generation.status_code == 200 and generation.json()["data"]["total_cost"] > 0
+        assert gateway.balance(account.id)["total_usage"] > 0
+        # A management key cannot pay for completions and no house key is set: the grounded answer.
+        manager, _ = gateway.new_key(account.id, management=True)
+        data = answer_of(gateway, manager, "do I have a balance?")
+        assert data["mode"] == "grounded" and data["answer"].startswith("Yes: you have")
+    finally:
+        gateway.stop()
