@@ -245,6 +245,9 @@ def test_management_key_and_earlier_turns(helpdesk: GatewayServer) -> None:
     assert response.status_code == 200, response.text
     data = response.json()["data"]
     assert data["intent"] == "balance" and "2.00 USD" in data["answer"]
+    # An earlier answer sent back whole is fine even when longer than a question may be.
+    long_answer = [{"role": "assistant", "content": "x" * 600}, {"role": "user", "content": "which models?"}]
+    assert helpdesk.post("/assistant", manager, {"messages": long_answer}).status_code == 200
     assert set(data) >= {"answer", "facts", "sources", "mode", "model", "generation_id"}
     for fact in data["facts"]:
         assert set(fact) == {"code", "figures"}

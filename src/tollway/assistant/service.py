@@ -107,10 +107,13 @@ def parse_turns(body: Any, max_chars: int, max_messages: int) -> list[Turn]:
         if not isinstance(content, str) or not content.strip():
             raise InvalidRequest(f"messages[{index}].content must be non-empty text", metadata={"field": "messages"})
         if len(content) > max_chars:
-            raise InvalidRequest(
-                f"messages[{index}].content is longer than {max_chars} characters; ask a shorter question",
-                metadata={"field": "messages", "limit_chars": max_chars},
-            )
+            if message["role"] == "assistant":  # an earlier answer sent back: only its start matters
+                content = content[:max_chars]
+            else:
+                raise InvalidRequest(
+                    f"messages[{index}].content is longer than {max_chars} characters; ask a shorter question",
+                    metadata={"field": "messages", "limit_chars": max_chars},
+                )
         if "\x00" in content:
             raise InvalidRequest(f"messages[{index}].content contains a NUL character", metadata={"field": "messages"})
         turns.append(Turn(message["role"], content))
