@@ -5,6 +5,7 @@ cost, /generation and the ledger agree); stateless requests refused with the led
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
@@ -497,3 +498,34 @@ def test_anthropic_thinking_comes_back_as_a_reasoning_item_and_is_billed(
     assert usage is not None and usage.output_tokens == len(claude.reply_words) + 120
     assert nanos(usage.model_dump()["cost"]) == expected_nanos(usage.input_tokens, usage.output_tokens)
     assert_billed(gateway_of_kinds, account.id, account.key, response)
+
+
+def test_a_client_leaving_mid_stream_is_billed_for_what_was_produced(
+    gateway_of_kinds: GatewayServer, upstream: FakeOpenAIUpstream
+) -> None:
+    account = gateway_of_kinds.new_account("10")
+    upstream.behaviour.reply_words = [f" w{i}" for i in range(200)]
+    upstream.behaviour.chunk_delay_s = 0.02
+    body = {"model": "kinds/oa", "input": "count", "stream": True}
+    headers = {"Authorization": f"Bearer {account.key}"}
+    with httpx.stream("POST", gateway_of_kinds.api + "/responses", json=body, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        generation_id = response.headers["X-Generation-Id"]
+        deltas = 0
+        for line in response.iter_lines():
+            deltas += line.startswith("event: response.output_text.delta")
+            if deltas >= 5:
+                break  # leaving: the connection closes here
+    deadline = time.monotonic() + 10
+    record: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        found = gateway_of_kinds.get("/generation", account.key, id=generation_id)
+        if found.status_code == 200:
+            record = found.json()["data"]
+            break
+        time.sleep(0.05)
+    assert record is not None and record["cancelled"] is True and record["status"] == 499, record
+    assert 5 <= record["tokens_completion"] < 200
+    figures = gateway_of_kinds.balance(account.id)
+    assert nanos(figures["total_usage"]) == nanos(record["total_cost"]) > 0
+    assert nanos(figures["held_in_flight"]) == 0

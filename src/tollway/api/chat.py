@@ -23,6 +23,12 @@ _CLIENT_GONE = (ConnectionResetError, ConnectionError, asyncio.CancelledError)
 _MAX_HELD_EVENTS = 64
 
 
+class _ClientGone(BaseException):
+    """The client went away while held events were written. A BaseException, because the write may happen
+    inside the provider's stream (before it waits): the provider guard and the relay catch Exception and
+    would bill a client leaving as a broken upstream instead of a cancellation."""
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     key = await authenticate(request)
@@ -68,7 +74,10 @@ async def send_stream(
         if pending:
             data = b"".join(pending)
             pending.clear()
-            await response.write(data)
+            try:
+                await response.write(data)
+            except ConnectionError as exc:
+                raise _ClientGone from exc
 
     # Events are held while the provider has more at hand and written when it is about to wait:
     # a burst becomes one write (one system call, one chunk) instead of one per event.
@@ -81,6 +90,9 @@ async def send_stream(
             if len(pending) >= _MAX_HELD_EVENTS:
                 await flush()
         await flush()
+    except _ClientGone:
+        await asyncio.shield(relay.abort())
+        return response
     except BaseException:
         # The client went away (or writing failed): bill what was produced; a settled relay ignores this.
         await asyncio.shield(relay.abort())
