@@ -55,6 +55,10 @@ PendingSource = Callable[[str], Awaitable[list[PendingPayment]]]
 DEFAULT_PROMPT_TOKENS = 256
 
 
+# A key's coming expiry is explained this long before it.
+_EXPIRY_NOTICE_US = 86_400 * 1_000_000
+
+
 async def no_pending(_account_id: str) -> list[PendingPayment]:
     return []
 
@@ -183,6 +187,8 @@ class BalanceService:
         balance_nanos = account.balance_nanos
         if key.disabled:
             found.append(explain.key_disabled())
+        if key.expires_at_us is not None and key.expires_at_us - self._clock.now_us() <= _EXPIRY_NOTICE_US:
+            found.append(explain.key_expires_soon(key.expires_at_us))
         if key.is_management:
             found.append(explain.management_key())
         if balance_nanos < 0:

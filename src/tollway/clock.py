@@ -14,8 +14,13 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The wall clock, shifted by `offset_us` (settings.clock_offset_seconds: tests move a server's time)."""
+
+    def __init__(self, offset_us: int = 0) -> None:
+        self._offset_us = offset_us
+
     def now_us(self) -> int:
-        return time.time_ns() // 1000
+        return time.time_ns() // 1000 + self._offset_us
 
 
 class FixedClock:

@@ -131,6 +131,24 @@ def key_disabled() -> Explanation:
     )
 
 
+def key_expired(expires_at_us: int) -> Explanation:
+    return Explanation(
+        "key_expired",
+        f"This API key expired at {us_to_iso(expires_at_us)}, so its requests are refused (401); "
+        "create a new key, or have a management key set a later expires_at.",
+        {"expires_at": us_to_iso(expires_at_us)},
+    )
+
+
+def key_expires_soon(expires_at_us: int) -> Explanation:
+    return Explanation(
+        "key_expires_soon",
+        f"This API key expires at {us_to_iso(expires_at_us)} ({when(expires_at_us)}); from then on its requests "
+        "are refused (401 key_expired). Create a new key, or have a management key set a later expires_at.",
+        {"expires_at": us_to_iso(expires_at_us)},
+    )
+
+
 def key_cap(period: str, limit_nanos: int, left_nanos: int, resets_at_us: int | None) -> Explanation:
     until = f" until {when(resets_at_us)}" if resets_at_us is not None else ""
     return Explanation(

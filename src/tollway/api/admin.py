@@ -13,6 +13,7 @@ from aiohttp import web
 from tollway.api.context import services_of
 from tollway.api.http import bearer_token, json_response, read_json
 from tollway.audit import ADMIN_API, entry_state, key_state, limit_state
+from tollway.auth.expiry import parse_expires_at
 from tollway.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from tollway.limits.admin import parse_limit_spec, spec_object
 from tollway.presenters import account_object, balance_figures, entry_object, key_object
@@ -138,6 +139,7 @@ async def create_account_key(request: web.Request) -> web.Response:
         limit=body.get("limit"),
         limit_reset=body.get("limit_reset"),
         management=management,
+        expires_at_us=parse_expires_at(body.get("expires_at"), services.clock.now_us()),
     )
     services.keys.put(created.record)
     await services.audit.record(

@@ -6,9 +6,8 @@ from aiohttp import web
 
 from tollway.api.http import bearer_token
 from tollway.auth.records import KeyRecord
-from tollway.clock import us_to_iso
 from tollway.errors import AuthenticationFailed, PermissionDenied, RateLimited
-from tollway.explanations import key_disabled
+from tollway.explanations import key_disabled, key_expired
 from tollway.services import Services
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -51,11 +50,8 @@ async def authenticate(request: web.Request, *, allow_x_api_key: bool = False) -
             f"Key is disabled. {explanation.message}", metadata={"explanation": explanation.as_dict()}
         )
     if key.expires_at_us is not None and key.expires_at_us <= services.clock.now_us():
-        sentence = f"This API key expired at {us_to_iso(key.expires_at_us)}; create a new key."
-        raise AuthenticationFailed(
-            f"Key has expired. {sentence}",
-            metadata={"explanation": {"code": "key_expired", "message": sentence}},
-        )
+        expired = key_expired(key.expires_at_us)
+        raise AuthenticationFailed(f"Key has expired. {expired.message}", metadata={"explanation": expired.as_dict()})
     return key
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -12,9 +11,9 @@ from tollway.activity import AccountActivity
 from tollway.api.context import authenticate, require_management, services_of
 from tollway.api.http import json_response, query_int, read_json
 from tollway.audit import Actor, key_state, limit_state
+from tollway.auth.expiry import parse_expires_at
 from tollway.auth.records import KeyRecord
 from tollway.auth.store import KeyChanges
-from tollway.clock import datetime_to_us
 from tollway.errors import InvalidRequest, NotFound
 from tollway.limits.admin import parse_limit_spec, spec_object
 from tollway.limits.config import LimitSpec
@@ -67,35 +66,6 @@ def _body(raw: Any) -> dict[str, Any]:
     return raw
 
 
-def _expires_at(value: Any, now_us: int) -> int | None:
-    """An ISO-8601 UTC time in the future, or null (never expires)."""
-    if value is None:
-        return None
-    example = "such as 2027-01-01T00:00:00Z"
-    if not isinstance(value, str):
-        raise InvalidRequest(
-            f"expires_at must be an ISO-8601 UTC time {example}, or null", metadata={"field": "expires_at"}
-        )
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidRequest(
-            f"expires_at is not an ISO-8601 time: {value[:64]!r}; send one {example}", metadata={"field": "expires_at"}
-        ) from exc
-    offset = moment.utcoffset()
-    if offset is None or offset.total_seconds() != 0:
-        raise InvalidRequest("expires_at must be in UTC (end it with Z or +00:00)", metadata={"field": "expires_at"})
-    try:
-        expires_at_us = datetime_to_us(moment)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidRequest("expires_at is out of range", metadata={"field": "expires_at"}) from exc
-    if expires_at_us <= now_us:
-        raise InvalidRequest(
-            f"expires_at {value[:64]} is not in the future; send a later time or null", metadata={"field": "expires_at"}
-        )
-    return expires_at_us
-
-
 def _bool(body: dict[str, Any], name: str) -> bool:
     value = body[name]
     if not isinstance(value, bool):
@@ -123,7 +93,7 @@ async def create_key(request: web.Request) -> web.Response:
         limit=body.get("limit"),
         limit_reset=body.get("limit_reset"),
         include_byok_in_limit=bool(body.get("include_byok_in_limit", False)),
-        expires_at_us=_expires_at(body.get("expires_at"), services.clock.now_us()),
+        expires_at_us=parse_expires_at(body.get("expires_at"), services.clock.now_us()),
         creator_user_id=body.get("creator_user_id") if isinstance(body.get("creator_user_id"), str) else None,
     )
     services.keys.put(created.record)
@@ -161,7 +131,7 @@ async def update_key(request: web.Request) -> web.Response:
     if "include_byok_in_limit" in body:
         fields["include_byok_in_limit"] = _bool(body, "include_byok_in_limit")
     if "expires_at" in body:
-        fields["expires_at_us"] = _expires_at(body["expires_at"], services.clock.now_us())
+        fields["expires_at_us"] = parse_expires_at(body["expires_at"], services.clock.now_us())
     record = await services.accounts.update_key(request.match_info["hash"], KeyChanges(**fields))
     services.keys.put(record)
     actor = Actor.key(manager)

@@ -7,9 +7,11 @@ from typing import Annotated, Any
 import typer
 
 from tollway.audit import CLI, AuditLog, entry_state, key_state
+from tollway.auth.expiry import parse_expires_at
 from tollway.auth.store import KeyChanges
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
 from tollway.cli.explain import account_reports, report_text, whoami_report
+from tollway.clock import SystemClock
 from tollway.money import format_usd
 from tollway.presenters import account_object, balance_figures, entry_object, key_object
 
@@ -78,6 +80,10 @@ def keys_create(
         str | None, typer.Option("--limit-reset", help="daily, weekly or monthly (UTC); none = total cap.")
     ] = None,
     management: Annotated[bool, typer.Option("--management", help="A management key (key API only).")] = False,
+    expires_at: Annotated[
+        str | None,
+        typer.Option("--expires-at", help="When the key stops working (ISO-8601 UTC)."),
+    ] = None,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -85,7 +91,12 @@ def keys_create(
 
     async def action(context: AdminContext) -> dict[str, Any]:
         created = await context.accounts.create_key(
-            account_id, name=name, limit=limit, limit_reset=limit_reset, management=management
+            account_id,
+            name=name,
+            limit=limit,
+            limit_reset=limit_reset,
+            management=management,
+            expires_at_us=parse_expires_at(expires_at, SystemClock().now_us()),
         )
         record = created.record
         await _audit(context).record(CLI, "key.create", account_id, record.hash, None, key_state(record))
@@ -140,6 +151,28 @@ def keys_disable(key_hash: str, database_url: DatabaseUrlOption = None, as_json:
 def keys_enable(key_hash: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """Enable a disabled key."""
     _set_disabled(key_hash, False, database_url, as_json)
+
+
+@keys_app.command("expire")
+def keys_expire(
+    key_hash: str,
+    at: Annotated[str, typer.Option("--at", help="ISO-8601 UTC time such as 2027-01-01T00:00:00Z, or 'never'.")],
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set when a key stops working (401 key_expired from then on), or 'never'."""
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        expires_at_us = None if at.strip().lower() == "never" else parse_expires_at(at, SystemClock().now_us())
+        before = await context.accounts.store.key_by_hash(key_hash)
+        record = await context.accounts.update_key(key_hash, KeyChanges(expires_at_us=expires_at_us))
+        await _audit(context).record(
+            CLI, "key.update", record.account_id, key_hash, key_state(before), key_state(record)
+        )
+        return key_object(record, await context.ledger.key_figures(record))
+
+    row = run_admin(database_url, as_json, action)
+    emit(row, as_json, f"{key_hash} expires {row['expires_at'] or 'never'}")
 
 
 @keys_app.command("delete")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -9,8 +10,10 @@ from aiohttp import web
 from tollway.accounts import parse_reset, parse_usd
 from tollway.api.context import services_of
 from tollway.audit import Actor, key_state
+from tollway.auth.expiry import parse_expires_at
 from tollway.auth.records import KeyRecord
 from tollway.auth.store import KeyChanges
+from tollway.clock import us_to_datetime
 from tollway.dashboard.web import Visitor, form, has_control_characters, render, require_user, see_other
 from tollway.errors import InvalidRequest
 
@@ -42,6 +45,7 @@ async def _keys_view(
         form=fields or {},
         errors=errors or {},
         keys=await _keys_context(request, account_id),
+        expires_field=expires_field,
     )
 
 
@@ -63,6 +67,7 @@ async def create_key(request: web.Request) -> web.Response:
             limit=limit,
             limit_reset=fields.get("limit_reset") or None,
             creator_user_id=user.id,
+            expires_at_us=_expires_at(fields.get("expires_at", ""), services.clock.now_us()),
         )
     except InvalidRequest as exc:
         errors[str(exc.metadata.get("field", "name"))] = exc.message
@@ -77,6 +82,21 @@ async def create_key(request: web.Request) -> web.Response:
         key_state(created.record),
     )
     return await _keys_view(request, who, user.account_id, created=created.plain)
+
+
+def expires_field(expires_at_us: int | None) -> str:
+    """A key's expiry as the form's datetime-local input shows it (UTC, to the minute), or empty."""
+    return "" if expires_at_us is None else us_to_datetime(expires_at_us).strftime("%Y-%m-%dT%H:%M")
+
+
+def _expires_at(value: str, now_us: int) -> int | None:
+    """The form's expiry: empty = never; a datetime-local value carries no zone and is read as UTC."""
+    value = value.strip()
+    if not value:
+        return None
+    if not value.endswith(("Z", "z")) and "+" not in value[10:]:
+        value += "Z"
+    return parse_expires_at(value, now_us)
 
 
 async def _own_key(request: web.Request, account_id: str) -> KeyRecord:
@@ -106,8 +126,12 @@ async def key_action(request: web.Request) -> web.Response:
                 limit_nanos=parse_usd(fields.get("limit") or None, "limit", allow_null=True),
                 limit_reset=parse_reset(fields.get("limit_reset") or None),
             )
+            submitted = fields.get("expires_at", "").strip()
+            if submitted != expires_field(record.expires_at_us):  # unchanged: keep it, even when already past
+                changes = replace(changes, expires_at_us=_expires_at(submitted, services.clock.now_us()))
         except InvalidRequest as exc:
-            return await _keys_view(request, who, user.account_id, errors={"limit": exc.message})
+            field = str(exc.metadata.get("field", "limit"))
+            return await _keys_view(request, who, user.account_id, errors={field: exc.message})
         updated = await services.accounts.update_key(record.hash, changes)
     else:
         raise web.HTTPNotFound(text="No such action")
