@@ -196,3 +196,31 @@ def test_a_fee_setting_that_is_not_a_number_stops_serve_with_its_name(tmp_path: 
     )
     assert result.returncode == 2
     assert "card_fee_percent" in result.stderr, result.stderr
+
+
+def test_a_claim_left_by_a_dead_process_expires(tmp_path: Path) -> None:
+    """The charge slot: one holder at a time, taken over once the claim timeout has passed."""
+    import asyncio
+
+    from tollway.db.engine import create_engine
+    from tollway.db.migrations import migrate
+    from tollway.payments.auto_recharge import AutoRechargeStore
+
+    second_us, timeout_us = 1_000_000, 300_000_000
+
+    async def run() -> list[bool]:
+        engine = create_engine(f"sqlite:///{tmp_path / 'claims.db'}")
+        try:
+            await migrate(engine)
+            store = AutoRechargeStore(engine)
+            await store.save("acct_c", 0, enabled=True, threshold_nanos=5, amount_nanos=10)
+            return [
+                await store.claim("acct_c", "pay_dead", 0, 0, timeout_us),
+                await store.claim("acct_c", "pay_early", timeout_us - second_us, 0, timeout_us),
+                await store.claim("acct_c", "pay_next", timeout_us, 0, timeout_us),
+                await store.claim("acct_c", "pay_again", timeout_us + second_us, 0, timeout_us),
+            ]
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(run()) == [True, False, True, False]

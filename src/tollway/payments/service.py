@@ -14,7 +14,6 @@ Only a decline turns auto-recharge off.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -320,9 +319,11 @@ class PaymentsService:
             payment = await self.store.get(payment_id)
             if payment is None or payment.status is not PaymentStatus.PENDING:
                 return
-            with contextlib.suppress(Exception):  # the database or provider is away: the sweep tries later
+            try:
                 if await self.resolve(payment):
                     return
+            except Exception as exc:  # the database is away: try again, then the sweep takes over
+                log.warning("charge resolution failed", extra={"payment": payment_id, "error": repr(exc)[:300]})
 
     async def converge(self) -> None:
         """Settle auto-recharge orders left pending (an ambiguous error, a process that died mid-charge)."""
