@@ -149,3 +149,13 @@ def test_a_broken_stream_ends_failed() -> None:
     raw = events.start() + events.chunk(chunk({"content": "Hel"})) + events.fail({"message": "upstream broke"})
     assert [e["type"] for e in raw][-2:] == ["error", "response.failed"]
     assert raw[-1]["response"]["output"][0]["status"] == "incomplete"
+
+
+def test_interleaved_tool_calls_keep_every_argument_piece() -> None:
+    events = ResponsesEvents(generation_id="gen-1-abc", created_at=5, model="m/x", body={"input": "x"})
+    events.start()
+    events.chunk(chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "w", "arguments": '{"a"'}}]}))
+    events.chunk(chunk({"tool_calls": [{"index": 1, "id": "c2", "function": {"name": "v", "arguments": "{}"}}]}))
+    events.chunk(chunk({"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]}))
+    done = events.complete({"created": 6, "usage": USAGE}, "tool_calls")[-1]
+    assert [item["arguments"] for item in done["response"]["output"]] == ['{"a": 1}', "{}"]

@@ -188,9 +188,13 @@ class ResponsesEvents:
             }
             self._calls[position] = item
             events = self._open_item("function_call", item)
-        elif item is not self._open:
-            return []  # a late piece of a call already closed: its arguments were sent whole before
         arguments = function.get("arguments")
+        if item is not self._open:
+            # A late piece of a call already closed (a provider interleaving calls): its .done event has
+            # gone out, but the final response still carries the whole arguments.
+            if isinstance(arguments, str):
+                item["arguments"] += arguments
+            return []
         if isinstance(arguments, str) and arguments:
             item["arguments"] += arguments
             events.append(
