@@ -168,7 +168,8 @@ class Settings(BaseSettings):
     # account or to the asker); every USD figure it writes must be a fact's, else the grounded answer is sent.
     assistant_model: str | None = None
     assistant_billing: Literal["house", "asker"] = "house"
-    assistant_house_key: SecretStr | None = None
+    assistant_house_key: SecretStr | None = None  # an inference key of the house account, or:
+    assistant_house_account: str | None = None  # the house account's id (its first usable inference key pays)
     assistant_max_message_chars: int = Field(default=2000, ge=1)
     assistant_max_messages: int = Field(default=20, ge=1)
     assistant_requests_per_minute: int = Field(default=20, ge=1)

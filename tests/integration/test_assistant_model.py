@@ -6,6 +6,7 @@ the grounded answer and counts in assistant_rejected_answers_total.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -13,7 +14,7 @@ import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.integration.test_assistant import ECHO, answer_of, ask
-from tests.support import GatewayServer, start_gateway, write_config
+from tests.support import GatewayServer, run_cli, start_gateway, write_config
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +93,23 @@ def test_the_assistant_has_its_own_rate_limit(model_mode: GatewayServer, upstrea
     assert model_mode.post("/chat/completions", account.key, ECHO).status_code == 200
 
 
-def test_model_mode_billed_to_the_asker(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_model_mode_billed_to_the_asker_or_the_house_account(
+    upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     directory = tmp_path_factory.mktemp("assistant-asker")
     config = write_config(directory / "config.yaml", upstream.base_url)
+    database_url = f"sqlite:///{directory / 'asker.db'}"
+    created = run_cli("accounts", "create", "--email", "house@example.com", "--json", database_url=database_url)
+    house_id = json.loads(created.stdout)["id"]
     gateway = start_gateway(
-        f"sqlite:///{directory / 'asker.db'}",
+        database_url,
         config,
         directory,
-        env={"TOLLWAY_ASSISTANT_MODEL": "fake/chat", "TOLLWAY_ASSISTANT_BILLING": "asker"},
+        env={
+            "TOLLWAY_ASSISTANT_MODEL": "fake/chat",
+            "TOLLWAY_ASSISTANT_BILLING": "asker",
+            "TOLLWAY_ASSISTANT_HOUSE_ACCOUNT": house_id,
+        },
     )
     try:
         account = gateway.new_account("2")
@@ -109,9 +119,15 @@ def test_model_mode_billed_to_the_asker(upstream: FakeOpenAIUpstream, tmp_path_f
         generation = gateway.get("/generation", account.key, id=data["generation_id"])
         assert generation.status_code == 200 and generation.json()["data"]["total_cost"] > 0
         assert gateway.balance(account.id)["total_usage"] > 0
-        # A management key cannot pay for completions and no house key is set: the grounded answer.
+        # A management key cannot pay for completions, and the house account has no key yet: grounded.
         manager, _ = gateway.new_key(account.id, management=True)
         data = answer_of(gateway, manager, "do I have a balance?")
         assert data["mode"] == "grounded" and data["answer"].startswith("Yes: you have")
+        # Once the house account has money and a key, it pays for the management key's question.
+        assert gateway.admin("POST", f"/accounts/{house_id}/credits", {"amount": "1"}).status_code == 201
+        gateway.new_key(house_id)
+        data = answer_of(gateway, manager, "do I have a balance?")
+        assert data["mode"] == "model"
+        assert gateway.balance(house_id)["total_usage"] > 0
     finally:
         gateway.stop()

@@ -30,12 +30,17 @@ def build_assistant(services: Services) -> AssistantService:
     writer: AnswerWriter | None = None
     if settings.assistant_model:
         house_token = settings.assistant_house_key
+        house_account = settings.assistant_house_account
 
         async def house_key() -> KeyRecord | None:
-            if house_token is None:
-                return None
-            record = await services.keys.lookup(house_token.get_secret_value())
-            return None if record is None or not record.usable_at(services.clock.now_us()) else record
+            now_us = services.clock.now_us()
+            if house_token is not None:
+                record = await services.keys.lookup(house_token.get_secret_value())
+                return record if record is not None and record.usable_at(now_us) else None
+            if house_account is not None:
+                keys = await services.accounts.store.keys_for_account(house_account, include_disabled=False)
+                return next((k for k in keys if not k.is_management and k.usable_at(now_us)), None)
+            return None
 
         writer = ModelWriter(
             services.gateway,
