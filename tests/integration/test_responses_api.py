@@ -529,3 +529,19 @@ def test_a_client_leaving_mid_stream_is_billed_for_what_was_produced(
     figures = gateway_of_kinds.balance(account.id)
     assert nanos(figures["total_usage"]) == nanos(record["total_cost"]) > 0
     assert nanos(figures["held_in_flight"]) == 0
+
+
+def test_offline_model_makes_the_function_call_it_is_told_to(gateway_of_kinds: GatewayServer) -> None:
+    account = gateway_of_kinds.new_account("10")
+    client = client_for(gateway_of_kinds, account.key)
+    options: Any = {"model": "tollway/offline-small", "input": "Weather in Paris?", "tools": [WEATHER]}
+    made = client.responses.create(**options, tool_choice={"type": "function", "name": "get_weather"})
+    call = made.output[-1]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert isinstance(json.loads(call.arguments)["city"], str)
+    with client.responses.stream(**options, tool_choice="required") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert "response.function_call_arguments.delta" in kinds and "response.function_call_arguments.done" in kinds
+    assert final.output[-1].type == "function_call"
+    assert final.usage is not None and nanos(final.usage.model_dump()["cost"]) > 0
