@@ -16,7 +16,7 @@ import orjson
 
 from tests.conftest import CRYPTO_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET, make_database_url
 from tests.fakes.payment_servers import FakePayments, stripe_signature
-from tests.support import GatewayServer, nanos, start_gateway
+from tests.support import GatewayServer, nanos, run_cli, start_gateway
 
 OFFLINE = {"model": "tollway/offline-small", "max_tokens": 5, "messages": [{"role": "user", "content": "/echo hi"}]}
 _event_ids = iter(range(1, 10**9))
@@ -138,6 +138,12 @@ def assert_reconciles(site: Site, account_id: str) -> None:
         return nanos(site.gateway.balance(account_id)["balance"]) == ledger
 
     wait_for(agree, 5, "the balance to equal the ledger")
+
+
+def assert_reconcile_clean(site: Site) -> None:
+    """`tollway reconcile` finds every cached figure equal to the ledger."""
+    result = run_cli("reconcile", "--json", database_url=site.database_url, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:

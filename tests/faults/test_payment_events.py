@@ -14,6 +14,7 @@ from tests.conftest import STRIPE_WEBHOOK_SECRET
 from tests.fakes.payment_servers import FakePayments, stripe_signature
 from tests.faults.payment_support import (
     Site,
+    assert_reconcile_clean,
     assert_reconciles,
     checkout,
     completed_session,
@@ -182,3 +183,4 @@ def test_concurrent_refunds_and_disputes_never_over_debit(
     # The other process's entries reach this one's figures within a poll.
     wait_for(lambda: nanos(site.gateway.balance(owner.id)["balance"]) == 0, 5, "the balance back to 0")
     assert_reconciles(site, owner.id)
+    assert_reconcile_clean(site)

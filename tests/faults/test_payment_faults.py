@@ -17,6 +17,7 @@ import pytest
 from tests.fakes.payment_servers import FakePayments
 from tests.faults.payment_support import (
     Site,
+    assert_reconcile_clean,
     assert_reconciles,
     auto_payment_ids,
     auto_state,
@@ -166,6 +167,7 @@ def test_worker_killed_mid_charge_the_claim_expires_and_the_charge_is_credited_o
     state = auto_state(site, owner)
     assert state["enabled"] is True and state["charge_in_flight"] is None
     assert_reconciles(site, owner.id)
+    assert_reconcile_clean(site)
 
 
 # Fees are the configured ones -------------------------------------------------------------------------
