@@ -225,3 +225,27 @@ def test_discord_register_puts_the_four_commands(
         assert [call[2][0]["name"] for call in fake.calls] == ["balance", "ask", "link", "unlink"]
     finally:
         fake.stop()
+
+
+def test_hostile_interactions(linked_gateway: GatewayServer) -> None:
+    url = linked_gateway.base_url + INTERACTIONS
+
+    def signed(body: bytes) -> httpx.Response:
+        timestamp = str(int(time.time()))
+        signature = SIGNING_KEY.sign(timestamp.encode() + body).signature.hex()
+        headers = {"X-Signature-Ed25519": signature, "X-Signature-Timestamp": timestamp}
+        return httpx.post(url, content=body, headers=headers, timeout=30)
+
+    assert signed(b"{not json").status_code == 400
+    assert signed(b"[1, 2]").status_code == 400
+    assert signed(orjson.dumps({"type": 3})).status_code == 400  # a component interaction: not handled
+    assert signed(b"x" * (70 * 1024)).status_code == 401  # larger than any interaction: refused unread
+    no_user = command("balance", "5005")
+    del no_user["member"]
+    assert "could not tell who" in message(send(linked_gateway, no_user))
+    forged_id = command("balance", "5005")
+    forged_id["member"]["user"]["id"] = "../../admin"
+    assert "could not tell who" in message(send(linked_gateway, forged_id))
+    assert "Unknown command" in message(send(linked_gateway, command("grant", "5005", amount="100")))
+    too_long = message(send(linked_gateway, command("ask", "5005", question="x" * 5000)))
+    assert "not linked" in too_long  # nothing is read for an unlinked user, however long the question
