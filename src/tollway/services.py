@@ -32,7 +32,6 @@ from tollway.ledger.redis_book import RedisBook
 from tollway.ledger.service import Ledger
 from tollway.ledger.sink import BatchSink, sink_for
 from tollway.ledger.spool import Spool, default_spool_dir
-from tollway.ledger.spool import replay as replay_spool
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.writer import LedgerWriter
 from tollway.limits.backend import LimiterBackend
@@ -95,9 +94,7 @@ class Services:
         configured = self.settings.secret_key.get_secret_value() if self.settings.secret_key else None
         self.dashboard_secret = await self.users.secret(configured)
         await self.keys.start()
-        spool = self.ledger.writer.spool
-        if spool is not None:  # settlements a dead process answered but the database never confirmed
-            await replay_spool(spool.directory, self.ledger.store, own=spool.path)
+        await self.ledger.recover_spool()  # settlements a dead process answered but never committed
         await self.ledger.book.start()
         self.tasks.append(asyncio.create_task(self.ledger.writer.run(), name="ledger-writer"))
         self.tasks.append(asyncio.create_task(self.ledger.book.maintain(), name="hold-upkeep"))

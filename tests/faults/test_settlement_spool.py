@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import make_database_url
 from tests.fakes.tcp_proxy import CuttableProxy
+from tests.faults.own_redis import OwnRedis
 from tests.support import GatewayServer, nanos, run_cli, start_gateway
 
 pytestmark = pytest.mark.slow
@@ -188,3 +189,43 @@ def test_a_failed_postgres_commit_is_spooled_and_replayed_once(tmp_path: Path, m
         proxy.stop()
         for _ in urls:
             pass
+
+
+def test_a_late_commit_after_redis_lost_its_figures_is_still_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis counted a settlement whose commit was late, then lost its figures and reloaded them from a
+    ledger without it: once the commit lands, the figures reload again and include it."""
+    redis_server = OwnRedis(tmp_path).start()
+    database_path, spool = tmp_path / "late.db", tmp_path / "spool"
+    env = {
+        "TOLLWAY_SPOOL_PATH": str(spool),
+        "TOLLWAY_LEDGER_FLUSH_TIMEOUT_SECONDS": "0.5",
+        "TOLLWAY_REDIS_URL": redis_server.url,
+    }
+    monkeypatch.setenv("TOLLWAY_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("TOLLWAY_SPOOL_PATH", str(spool))
+    gateway = start_gateway(f"sqlite:///{database_path}", None, tmp_path, env=env)
+    try:
+        account = gateway.new_account("1")
+        warm = gateway.post("/chat/completions", account.key, ECHO)
+        with database_locked(database_path):
+            late = gateway.post("/chat/completions", account.key, ECHO)
+            assert late.status_code == 200
+            redis_server.flushall()
+            reloaded = gateway.get("/credits", account.key).json()["data"]
+            assert nanos(reloaded["total_usage"]) == nanos(warm.json()["usage"]["cost"])  # the ledger, for now
+        billed = nanos(warm.json()["usage"]["cost"]) + nanos(late.json()["usage"]["cost"])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if nanos(gateway.get("/credits", account.key).json()["data"]["total_usage"]) == billed:
+                break
+            time.sleep(0.1)
+        assert nanos(gateway.get("/credits", account.key).json()["data"]["total_usage"]) == billed
+        assert nanos(gateway.get("/key", account.key).json()["data"]["usage"]) == billed
+        assert usage_entries(database_path, late.json()["id"]) == 1
+        report = run_cli("reconcile", "--json", database_url=f"sqlite:///{database_path}", check=False)
+        assert report.returncode == 0, report.stdout
+    finally:
+        gateway.stop()
+        redis_server.stop()

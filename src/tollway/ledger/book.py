@@ -150,6 +150,10 @@ class Book(Protocol):
         """Background upkeep for the life of the process (expired holds, renewals); may return at once."""
         ...
 
+    async def forget(self, entries: Sequence[LedgerEntry]) -> None:
+        """These usage entries were committed after the book counted them: re-derive their figures."""
+        ...
+
     async def apply_local(self, entry: LedgerEntry) -> None: ...
 
     async def apply_external(self, entries: Iterable[LedgerEntry], new_watermark: int) -> None: ...
@@ -288,6 +292,9 @@ class AccountBook:
 
     async def maintain(self) -> None:
         """Nothing to sweep: a dead process takes its in-process holds with it."""
+
+    async def forget(self, entries: Sequence[LedgerEntry]) -> None:
+        """The in-process figures counted these already and cannot lose them: nothing to re-derive."""
 
     async def apply_local(self, entry: LedgerEntry) -> None:
         """Count an entry this process wrote itself (a grant or payment), if its account is loaded.

@@ -112,6 +112,7 @@ class RedisBook:
         self._apply_once = self._client.register_script(scripts.APPLY_ONCE)
         self._load_account = self._client.register_script(scripts.LOAD_ACCOUNT)
         self._load_key = self._client.register_script(scripts.LOAD_KEY)
+        self._forget = self._client.register_script(scripts.FORGET)
         self.hold_ttl_s = hold_ttl_s
         self._hold_ttl_us = int(hold_ttl_s * 1_000_000)
         self._hold_ids = itertools.count(1)
@@ -417,6 +418,18 @@ class RedisBook:
                 await self.sweep(now_us)
             except RedisError as exc:
                 log.warning("hold upkeep failed, will retry", extra={"error": str(exc)[:300]})
+
+    async def forget(self, entries: Sequence[LedgerEntry]) -> None:
+        """Usage committed after its Redis step (a slow or failed commit, a replayed spool): had Redis lost
+        its figures in between, a reload would have missed it, so the figures concerned reload now."""
+        hashes = {self.account_key(e.account_id) for e in entries}
+        hashes |= {self.key_key(e.key_id) for e in entries if e.key_id}
+        if not hashes:
+            return
+        try:
+            await self._forget(keys=sorted(hashes), args=[])
+        except RedisError as exc:
+            log.error("could not drop figures to reload; run tollway reconcile", extra={"error": str(exc)[:300]})
 
     # Credit entries.
 

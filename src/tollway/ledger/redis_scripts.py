@@ -280,3 +280,14 @@ end
 return 1
 """
 )
+
+# Figures that may miss a settlement committed late (after its Redis step): reload them from the ledger.
+FORGET = """
+-- KEYS: account and key hashes
+for _, hash in ipairs(KEYS) do
+  for _, field in ipairs(redis.call('HKEYS', hash)) do
+    if field ~= 'held' then redis.call('HDEL', hash, field) end
+  end
+end
+return #KEYS
+"""

@@ -15,6 +15,7 @@ from tollway.ledger.admission import CostPlan, decide_refusal
 from tollway.ledger.book import AccountSnapshot, Book, Hold, KeySnapshot
 from tollway.ledger.direct import DirectLedger
 from tollway.ledger.records import EntryKind, GenerationRecord, LedgerEntry
+from tollway.ledger.spool import replay
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.writer import LedgerWriter
 
@@ -41,6 +42,16 @@ class Ledger:
         self._clock = clock
         self._min_tokens = min_affordable_tokens
         self._direct = DirectLedger(store, clock)
+        writer.on_late_commit = book.forget
+
+    async def recover_spool(self) -> int:
+        """Write the settlements dead processes spooled but never committed; returns how many (start-up)."""
+        spool = self.writer.spool
+        if spool is None:
+            return 0
+        report = await replay(spool.directory, self.store, own=spool.path)
+        await self.book.forget(report.written_entries)
+        return report.written
 
     def ensure_accepting(self) -> None:
         if not self.writer.accepting:
@@ -89,11 +100,17 @@ class Ledger:
                 key_id=generation.key_id,
                 generation_id=generation.id,
             )
+        committed = False
         try:
             if self.book.open_hold_count <= 1:  # this request's hold alone: no batch to share
-                return await self.writer.write_alone(generation, entry)
-            return await self.writer.record(generation, entry)
+                committed = await self.writer.write_alone(generation, entry)
+            else:
+                committed = await self.writer.record(generation, entry)
+            return committed
         finally:
+            if not committed:
+                # Committed later, after the book counted it: the book then re-derives those figures.
+                self.writer.mark_late(generation.id)
             await self.book.settle(hold, generation.cost_nanos, now_us, generation.id)
 
     async def release(self, hold: Hold) -> None:

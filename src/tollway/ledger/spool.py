@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import make_url
 
-from tollway.ledger.records import GenerationRecord, LedgerEntry
+from tollway.ledger.records import EntryKind, GenerationRecord, LedgerEntry
 from tollway.ledger.store import LedgerStore, entry_row, generation_row
 
 log = logging.getLogger("tollway.ledger")
@@ -39,6 +39,17 @@ def default_spool_dir(database_url: str) -> Path:
         database = Path(url.database).expanduser()
         return database.parent / (database.name + SUFFIX)
     return Path("tollway-spool")
+
+
+def entry_from_dict(row: dict[str, Any]) -> LedgerEntry:
+    return LedgerEntry(
+        account_id=row["account_id"],
+        kind=EntryKind(row["kind"]),
+        amount_nanos=int(row["amount_nanos"]),
+        created_at_us=int(row["created_at_us"]),
+        key_id=row.get("key_id"),
+        generation_id=row.get("generation_id"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +128,7 @@ class ReplayReport:
     files: int = 0
     settlements: int = 0
     written: int = 0  # settlements written now (the missing ones, when asked to write them)
+    written_entries: list[LedgerEntry] = field(default_factory=list)
     live_files: list[str] = field(default_factory=list)
     missing_in_dead: list[SpooledSettlement] = field(default_factory=list)
     missing_in_live: list[SpooledSettlement] = field(default_factory=list)
@@ -201,7 +213,9 @@ async def replay(
             missing = [s for s in spool_file.settlements if s.generation["id"] not in present]
             (report.missing_in_live if alive else report.missing_in_dead).extend(missing)
             if write_live if alive else write_dead:
-                report.written += len(await _write_missing(store, missing))
+                written = await _write_missing(store, missing)
+                report.written += len(written)
+                report.written_entries += [entry_from_dict(s.entry) for s in written if s.entry is not None]
                 if not alive:
                     _drop(spool_file)
     finally:

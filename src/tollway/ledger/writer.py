@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tollway.ledger.records import GenerationRecord, LedgerEntry
@@ -48,6 +49,9 @@ class LedgerWriter:
     ) -> None:
         self._store = store
         self.spool = spool
+        # Told the entries committed only after their requests stopped waiting (the book re-derives them).
+        self.on_late_commit: Callable[[list[LedgerEntry]], Awaitable[None]] | None = None
+        self._late: set[str] = set()
         self._origin = origin
         self._queue_limit = queue_limit
         self._flush_timeout_s = flush_timeout_s
@@ -85,6 +89,11 @@ class LedgerWriter:
         self._by_generation[generation.id] = generation
         self._wake.set()
         return committed
+
+    def mark_late(self, generation_id: str) -> None:
+        """The request went on without this commit (timed out, cancelled): its commit will be late."""
+        if generation_id in self._by_generation:
+            self._late.add(generation_id)
 
     def _spool(self, pending: _Pending) -> None:
         if self.spool is None or pending.spooled:
@@ -179,6 +188,8 @@ class LedgerWriter:
                     continue
                 backoff_s = _BACKOFF_START_S
                 self.healthy = True
+                late = [p.entry for p in batch if p.generation.id in self._late and p.entry is not None]
+                self._late.difference_update(p.generation.id for p in batch)
                 del self._queue[: len(batch)]
                 if not self._queue:
                     self._emptied.set()
@@ -189,6 +200,8 @@ class LedgerWriter:
                         pending.deadline.cancel()
                     if not pending.committed.done():
                         pending.committed.set_result(True)
+                if late and self.on_late_commit is not None:
+                    await self.on_late_commit(late)
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until everything queued is committed (used at shutdown)."""
