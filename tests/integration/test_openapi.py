@@ -265,3 +265,26 @@ def test_every_answer_holds_against_the_document(
     documented = {(method, path) for path, methods in document["paths"].items() for method in methods}
     assert documented - checker.checked == {("get", "/api/v1/openapi.json")}
     assert api == server.base_url + "/api/v1"
+
+
+def test_every_documented_example_is_valid_and_accepted(server: GatewayServer, document: dict[str, Any]) -> None:
+    checker = Checker(document)
+    owner = server.new_account("10", management=True)
+    user_key, _ = server.new_key(owner.id)
+    _, spare_hash = server.new_key(owner.id)
+    tokens = {"apiKey": user_key, "managementKey": owner.key, "adminToken": server.admin_token}
+    tried = 0
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            media = ((operation.get("requestBody") or {}).get("content") or {}).get("application/json") or {}
+            if "example" not in media:
+                continue
+            checker.validate(media["schema"], media["example"], f"{method} {path} example")
+            scheme = next(iter(operation["security"][0])) if operation.get("security") else None
+            headers = {"Authorization": f"Bearer {tokens[scheme]}"} if scheme else {}
+            url = server.base_url + path.replace("{hash}", spare_hash).replace("{account_id}", owner.id)
+            response = httpx.request(method, url, json=media["example"], headers=headers, timeout=30)
+            assert response.status_code < 300, (method, path, response.text)
+            checker.check(method, path, response)
+            tried += 1
+    assert tried >= 10
