@@ -9,6 +9,7 @@ figures are gone is counted once, and a key's spending cap keeps binding.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import make_database_url
+from tests.fakes.tcp_proxy import CuttableProxy
 from tests.faults.own_redis import OwnRedis
 from tests.support import GatewayServer, nanos, run_cli, start_gateway
 from tollway.auth.records import KeyRecord
@@ -399,4 +401,60 @@ def test_redis_figures_equal_the_ledger_whatever_redis_forgets_and_when(tmp_path
         loop.run_until_complete(book.close())
         loop.run_until_complete(engine.dispose())
         loop.close()
+        redis_server.stop()
+
+
+def test_a_settlement_redis_missed_is_counted_once_it_answers_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis unreachable (not flushed) when a stream settles: the ledger has the entry, and once Redis
+    answers again the figures reload from it; the stuck hold ends with its TTL."""
+    redis_server = OwnRedis(tmp_path).start()
+    proxy = CuttableProxy("127.0.0.1", redis_server.port).start()
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    env = {"TOLLWAY_REDIS_URL": url, "TOLLWAY_HOLD_TTL_SECONDS": "2", "TOLLWAY_OFFLINE_STREAM_DELAY_MS": "100"}
+    monkeypatch.setenv("TOLLWAY_REDIS_URL", url)
+    database_url = f"sqlite:///{tmp_path / 'unreachable.db'}"
+    gateway = start_gateway(database_url, None, tmp_path, env=env)
+    try:
+        account = gateway.new_account("1")
+        warm = gateway.post("/chat/completions", account.key, ECHO)
+        assert warm.status_code == 200
+        body: list[bytes] = []
+
+        def read() -> None:
+            with httpx.stream(
+                "POST",
+                gateway.api + "/chat/completions",
+                json={**ECHO, "stream": True},
+                headers={"Authorization": f"Bearer {account.key}"},
+                timeout=30,
+            ) as response:
+                body.extend(response.iter_bytes())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        time.sleep(0.5)
+        proxy.cut()
+        reader.join(15)
+        text = b"".join(body).decode()
+        assert "data: [DONE]" in text
+        usage_line = next(line for line in text.splitlines() if '"cost"' in line)
+        streamed = nanos(json.loads(usage_line.removeprefix("data: "))["usage"]["cost"])
+        proxy.restore()
+        billed = nanos(warm.json()["usage"]["cost"]) + streamed
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            figures = gateway.balance(account.id)
+            if nanos(figures["total_usage"]) == billed and nanos(figures["held_in_flight"]) == 0:
+                break
+            time.sleep(0.1)
+        assert nanos(figures["total_usage"]) == billed
+        assert nanos(figures["held_in_flight"]) == 0
+        assert nanos(gateway.get("/credits", account.key).json()["data"]["total_usage"]) == billed
+        report = run_cli("reconcile", "--json", database_url=database_url, check=False)
+        assert report.returncode == 0, report.stdout
+    finally:
+        gateway.stop()
+        proxy.stop()
         redis_server.stop()

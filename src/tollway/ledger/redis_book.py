@@ -121,6 +121,8 @@ class RedisBook:
         # Credit entries written to the ledger but not yet counted in Redis (it was unreachable).
         self._unapplied: list[LedgerEntry] = []
         self._load_locks: dict[str, asyncio.Lock] = {}
+        # Settlements Redis did not take (unreachable): their figures reload once it answers again.
+        self._unsettled: list[LedgerEntry] = []
         self._process = uuid.uuid4().hex[:12]
         self.reloads = 0  # figures (re)loaded from the ledger by this process
 
@@ -355,8 +357,9 @@ class RedisBook:
         try:
             await self._finish(hold, cost_nanos, at_us, count_usage=True, generation_id=generation_id)
         except RedisError as exc:
-            # The ledger entry is still written; `tollway reconcile --fix` brings Redis back to it.
+            # The ledger entry is still written: once Redis answers, the figures reload from it.
             log.error("could not settle a hold in redis", extra={"error": str(exc)[:300]})
+            self._unsettled.append(LedgerEntry(hold.account_id, EntryKind.USAGE, cost_nanos, at_us, key_id=hold.key_id))
 
     async def release(self, hold: Hold) -> None:
         try:
@@ -412,6 +415,10 @@ class RedisBook:
             await asyncio.sleep(sweep_every_s)
             now_us = int(time.time() * 1_000_000)
             try:
+                if self._unsettled:
+                    unsettled, self._unsettled = self._unsettled, []
+                    if not await self._forget_now(unsettled):
+                        self._unsettled += unsettled
                 if time.monotonic() - last_renew >= renew_every_s:
                     last_renew = time.monotonic()
                     await self.renew(self._renewable(), now_us)
@@ -422,14 +429,20 @@ class RedisBook:
     async def forget(self, entries: Sequence[LedgerEntry]) -> None:
         """Usage committed after its Redis step (a slow or failed commit, a replayed spool): had Redis lost
         its figures in between, a reload would have missed it, so the figures concerned reload now."""
+        if not await self._forget_now(entries):
+            self._unsettled += entries  # retried by the upkeep loop
+
+    async def _forget_now(self, entries: Sequence[LedgerEntry]) -> bool:
         hashes = {self.account_key(e.account_id) for e in entries}
         hashes |= {self.key_key(e.key_id) for e in entries if e.key_id}
         if not hashes:
-            return
+            return True
         try:
             await self._forget(keys=sorted(hashes), args=[])
         except RedisError as exc:
-            log.error("could not drop figures to reload; run tollway reconcile", extra={"error": str(exc)[:300]})
+            log.warning("could not drop figures to reload, will retry", extra={"error": str(exc)[:300]})
+            return False
+        return True
 
     # Credit entries.
 
