@@ -251,6 +251,11 @@ class PaymentsService:
         try:
             await provider.refund(payment, cents)
         except ProviderFailure as exc:
+            if exc.ambiguous:
+                raise ServiceUnavailable(
+                    f"Stripe did not confirm the refund ({exc}): it may have been made, and its charge.refunded "
+                    "webhook then debits it; asking again for the same amount is safe (same idempotency key)"
+                ) from exc
             raise ServiceUnavailable(f"Refund failed: {exc}") from exc
         return payment
 
