@@ -21,6 +21,7 @@ from tollway.api import (
     models,
     openapi,
     payments,
+    presets,
     responses_api,
 )
 from tollway.api.assistant import ASSISTANT, DISCORD_LINKS
@@ -68,6 +69,11 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.post(f"{prefix}/webhooks/crypto", payments.crypto_webhook),
         web.get(f"{prefix}/generation", account.generation),
         web.get(f"{prefix}/audit", audit.list_audit),
+        web.get(f"{prefix}/presets", presets.list_presets),
+        web.post(f"{prefix}/presets", presets.create_preset),
+        web.get(prefix + "/presets/{name}", presets.get_preset),
+        web.patch(prefix + "/presets/{name}", presets.update_preset),
+        web.delete(prefix + "/presets/{name}", presets.delete_preset),
         web.get(f"{prefix}/keys", keys.list_keys),
         web.post(f"{prefix}/keys", keys.create_key),
         web.get(prefix + "/keys/{hash}", keys.get_key),
@@ -94,7 +100,7 @@ def build_app(services: Services) -> web.Application:
     )
     app[SERVICES] = services
     app[MAX_BODY_KEY] = services.settings.max_body_bytes
-    app[ASSISTANT] = build_assistant(services)
+    app[ASSISTANT] = assistant = build_assistant(services)
     app[DISCORD_LINKS] = DiscordLinks(services.engine, services.clock, services.settings.discord_link_code_ttl_seconds)
     app.add_routes(_routes("/api/v1"))
     app.add_routes(_routes("/v1"))
@@ -116,4 +122,11 @@ def build_app(services: Services) -> web.Application:
         await services.stop()
 
     app.cleanup_ctx.append(lifecycle)
+
+    async def assistant_docs(_app: web.Application) -> AsyncIterator[None]:
+        assistant.start()  # embeds the documentation in the background when an embedding model is set
+        yield
+        await assistant.stop()
+
+    app.cleanup_ctx.append(assistant_docs)
     return app

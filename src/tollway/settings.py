@@ -174,6 +174,7 @@ class Settings(BaseSettings):
     assistant_max_messages: int = Field(default=20, ge=1)
     assistant_requests_per_minute: int = Field(default=20, ge=1)
     assistant_docs_dir: Path | None = None  # README.md and docs/*.md to cite; default: the source tree's
+    assistant_embedding_model: str | None = None  # adds its vectors to the lexical ranking of passages
     discord_public_key: str | None = None  # hex Ed25519 key of the Discord application
     discord_application_id: str | None = None
     discord_bot_token: SecretStr | None = None

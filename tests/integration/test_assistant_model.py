@@ -7,6 +7,7 @@ the grounded answer and counts in assistant_rejected_answers_total.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -35,9 +36,15 @@ def model_mode(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFa
             "TOLLWAY_ASSISTANT_MODEL": "fake/chat",
             "TOLLWAY_ASSISTANT_HOUSE_KEY": house.key,
             "TOLLWAY_ASSISTANT_REQUESTS_PER_MINUTE": "4",
+            "TOLLWAY_ASSISTANT_EMBEDDING_MODEL": "fake/embed",
         },
     )
     server.house = house  # type: ignore[attr-defined]
+    # The documentation is embedded in the background at start-up, in batches of passages.
+    deadline = time.monotonic() + 20
+    while not any(c.path == "/v1/embeddings" and len(c.body["input"]) > 1 for c in list(upstream.calls)):
+        assert time.monotonic() < deadline, "the documentation was never embedded"
+        time.sleep(0.05)
     yield server
     server.stop()
 
@@ -59,6 +66,9 @@ def test_model_mode_answers_with_fact_figures_billed_to_the_house(
     assert data["mode"] == "model" and data["model"] == "fake/chat"
     assert data["answer"] == "Yes, you have 5.00 USD to spend."
     assert data["generation_id"].startswith("gen-")
+    embedded = [c.body["input"] for c in upstream.calls if c.path == "/v1/embeddings"]
+    assert embedded == [["do I have a balance?"]]  # the question, to rank passages with the model's vectors
+    assert data["sources"]
     sent = upstream.calls[-1].body
     assert "5.00" in sent["messages"][0]["content"] or "5.0" in sent["messages"][0]["content"]
     house = model_mode.house  # type: ignore[attr-defined]

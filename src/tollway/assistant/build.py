@@ -6,11 +6,14 @@ import logging
 
 from tollway.assistant.docs import DocIndex, default_doc_paths
 from tollway.assistant.model_mode import ModelWriter
-from tollway.assistant.service import AccountSources, AnswerWriter, AssistantService
+from tollway.assistant.service import AccountSources, AnswerWriter, AssistantService, Embed
 from tollway.auth.records import KeyRecord
+from tollway.providers.base import Embeddings
+from tollway.routing.catalog import Catalog
 from tollway.services import Services
 
 log = logging.getLogger("tollway.assistant")
+_BATCH = 64
 
 
 def build_assistant(services: Services) -> AssistantService:
@@ -50,4 +53,36 @@ def build_assistant(services: Services) -> AssistantService:
             services.metrics,
             settings.models_fallback_limit,
         )
-    return AssistantService(sources, settings, docs, writer, tuple(sorted(services.payments.configured)))
+    return AssistantService(
+        sources,
+        settings,
+        docs,
+        writer,
+        tuple(sorted(services.payments.configured)),
+        embed=embedder(services.catalog, settings.assistant_embedding_model),
+    )
+
+
+def embedder(catalog: Catalog, model_id: str | None) -> Embed | None:
+    """The configured embedding model's provider, called directly (the operator's documentation, not billed)."""
+    model = catalog.resolve(model_id) if model_id else None
+    if model is None:
+        if model_id:
+            log.warning(
+                "assistant_embedding_model is not in the catalog; ranking is lexical", extra={"model": model_id}
+            )
+        return None
+    endpoint = model.cheapest
+    embed = getattr(endpoint.provider, "embed", None)
+    if embed is None:
+        log.warning("assistant_embedding_model's provider serves no embeddings", extra={"model": model_id})
+        return None
+
+    async def vectors(texts: list[str]) -> list[list[float]]:
+        found: list[list[float]] = []
+        for start in range(0, len(texts), _BATCH):
+            result: Embeddings = await embed(texts[start : start + _BATCH], endpoint.upstream_model, {})
+            found += result.vectors
+        return found
+
+    return vectors

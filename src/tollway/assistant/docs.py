@@ -1,7 +1,8 @@
 """The documentation the assistant cites: README sections and docs/*.md split into passages, found by question.
 
-Retrieval is lexical and deterministic: BM25 over words (lower-cased, a plural "s" dropped) plus the cosine of
-hashed bag-of-words vectors, so a question and a passage that share words score together without any model.
+Retrieval is deterministic: BM25 over words (lower-cased, a plural "s" dropped) plus the cosine of hashed
+bag-of-words vectors, so a question and a passage that share words score together without any model. When an
+embedding model is configured (`assistant_embedding_model`), the cosine of its vectors is added on top.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class DocIndex:
             frequency.update(set(tokens))
         total = len(passages)
         self._idf = {w: math.log(1 + (total - n + 0.5) / (n + 0.5)) for w, n in frequency.items()}
+        self.semantic: list[list[float]] | None = None  # the embedding model's passage vectors, once computed
 
     @classmethod
     def from_paths(cls, paths: list[Path], root: Path | None = None) -> DocIndex:
@@ -118,11 +120,12 @@ class DocIndex:
             passages += split_markdown(text, name)
         return cls(passages)
 
-    def search(self, query: str, limit: int = 3) -> list[Passage]:
+    def search(self, query: str, limit: int = 3, query_embedding: list[float] | None = None) -> list[Passage]:
         query_tokens = words(query)
         if not query_tokens or not self.passages:
             return []
         query_vector = hashed_vector(query_tokens, self._dimensions)
+        semantic = self.semantic if query_embedding is not None else None
         scored = []
         for index, counts in enumerate(self._counts):
             length = len(self._tokens[index])
@@ -134,6 +137,8 @@ class DocIndex:
                     bm25 += self._idf.get(word, 0.0) * tf * (_BM25_K1 + 1) / norm
             cosine = sum(a * b for a, b in zip(query_vector, self._vectors[index], strict=True))
             score = bm25 + 2.0 * max(cosine, 0.0)
+            if semantic is not None and query_embedding is not None:
+                score += 3.0 * max(cosine_of(query_embedding, semantic[index]), 0.0)
             if score > 0:
                 scored.append((score, -index, self.passages[index]))
         scored.sort(key=lambda item: (item[0], item[1]), reverse=True)
@@ -147,6 +152,13 @@ class DocIndex:
             if len(best) == limit:
                 break
         return best
+
+
+def cosine_of(a: list[float], b: list[float]) -> float:
+    if len(a) != len(b):
+        return 0.0
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return sum(x * y for x, y in zip(a, b, strict=True)) / norm if norm else 0.0
 
 
 def default_doc_paths(docs_dir: Path | None) -> tuple[list[Path], Path | None]:

@@ -6,6 +6,9 @@ anything that changes keys, limits or payments. It only ever reads the asker's o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,6 +29,8 @@ from tollway.payments.auto_recharge import AutoRechargeStore
 from tollway.payments.store import PaymentStore
 from tollway.routing.catalog import Catalog
 from tollway.settings import Settings
+
+log = logging.getLogger("tollway.assistant")
 
 _ROLES = ("user", "assistant")
 _MODEL_MENTION = re.compile(r"[a-z0-9_\-.]+/[a-z0-9_\-.:]+", re.IGNORECASE)
@@ -144,6 +149,9 @@ def _synthetic_key(account_id: str) -> KeyRecord:
     )
 
 
+Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
+
+
 @dataclass
 class AssistantService:
     sources: AccountSources
@@ -151,6 +159,39 @@ class AssistantService:
     docs: DocIndex
     writer: AnswerWriter | None = None
     payment_methods: tuple[str, ...] = field(default_factory=tuple)
+    embed: Embed | None = None  # the configured embedding model, when there is one
+    _preparing: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        """Embed the passages in the background; until that is done (or if it fails), ranking is lexical."""
+        if self.embed is not None and self._preparing is None:
+            self._preparing = asyncio.create_task(self._embed_passages(), name="assistant-docs")
+
+    async def stop(self) -> None:
+        if self._preparing is not None:
+            self._preparing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._preparing
+
+    async def _embed_passages(self) -> None:
+        assert self.embed is not None
+        texts = [f"{p.title}\n{p.text}" for p in self.docs.passages]
+        try:
+            vectors = await self.embed(texts)
+        except Exception as exc:  # any failure of the model leaves the lexical ranking, which always works
+            log.warning("could not embed the documentation", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+            return
+        if len(vectors) == len(texts):
+            self.docs.semantic = vectors
+
+    async def _question_vector(self, question: str) -> list[float] | None:
+        if self.embed is None or self.docs.semantic is None:
+            return None
+        try:
+            return (await self.embed([question]))[0]
+        except Exception as exc:  # as above: the answer goes out with lexical sources
+            log.warning("could not embed a question", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+            return None
 
     @property
     def options(self) -> Options:
@@ -167,7 +208,9 @@ class AssistantService:
         sheet = FactSheet()
         if intent is not Intent.OTHER_ACCOUNT:
             await self._gather(sheet, asker, intent, question)
-        sources = self.docs.search(f"{question} {TOPICS.get(intent, '')}", limit=3)
+        sources = self.docs.search(
+            f"{question} {TOPICS.get(intent, '')}", limit=3, query_embedding=await self._question_vector(question)
+        )
         text = grounded(intent, sheet, self.options)
         if sources:
             text += "\n\nSee: " + "; ".join(f"{p.title} ({p.path})" for p in sources)
