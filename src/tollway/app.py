@@ -21,6 +21,7 @@ from tollway.api import (
     models,
     openapi,
     payments,
+    presets,
     responses_api,
 )
 from tollway.api.assistant import ASSISTANT, DISCORD_LINKS
@@ -68,6 +69,11 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.post(f"{prefix}/webhooks/crypto", payments.crypto_webhook),
         web.get(f"{prefix}/generation", account.generation),
         web.get(f"{prefix}/audit", audit.list_audit),
+        web.get(f"{prefix}/presets", presets.list_presets),
+        web.post(f"{prefix}/presets", presets.create_preset),
+        web.get(prefix + "/presets/{name}", presets.get_preset),
+        web.patch(prefix + "/presets/{name}", presets.update_preset),
+        web.delete(prefix + "/presets/{name}", presets.delete_preset),
         web.get(f"{prefix}/keys", keys.list_keys),
         web.post(f"{prefix}/keys", keys.create_key),
         web.get(prefix + "/keys/{hash}", keys.get_key),

@@ -57,6 +57,11 @@ class NotFound(TollwayError):
     error_type = "not_found"
 
 
+class Conflict(TollwayError):
+    status = 409
+    error_type = "conflict"
+
+
 class PayloadTooLarge(TollwayError):
     status = 413
     error_type = "payload_too_large"

@@ -138,7 +138,7 @@ def generation_object(record: GenerationRecord) -> dict[str, Any]:
         "id": record.id,
         "upstream_id": record.upstream_id,
         "request_id": record.id,
-        "session_id": None,
+        "session_id": record.session_id,
         "total_cost": cost,
         "usage": cost,
         "upstream_inference_cost": None,
@@ -175,7 +175,7 @@ def generation_object(record: GenerationRecord) -> dict[str, Any]:
         "web_search_engine": None,
         "external_user": record.external_user,
         "api_type": record.api_type,
-        "preset_id": None,
+        "preset_id": record.preset_id,
         "user_agent": record.user_agent,
         "http_referer": record.http_referer,
         "provider_responses": [

@@ -186,7 +186,7 @@ def build_payments(
 
 
 async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
-    clock = clock or SystemClock()
+    clock = clock or SystemClock(offset_us=int(settings.clock_offset_seconds * 1_000_000))
     engine = create_engine(settings.database_url)
     await migrate(engine)
     http = aiohttp.ClientSession(

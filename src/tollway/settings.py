@@ -181,6 +181,12 @@ class Settings(BaseSettings):
     discord_api_base: str = "https://discord.com/api/v10"
     discord_link_code_ttl_seconds: int = Field(default=600, ge=1)
 
+    # Time: shift this process's clock by this many seconds (tests of expiry and windows; leave 0 in production).
+    clock_offset_seconds: float = 0.0
+
+    # Model aliases resolved before routing, e.g. {fast: acme/fast-chat}; answers name the resolved model.
+    aliases: dict[str, str] = Field(default_factory=dict)
+
     # Compatibility.
     models_fallback_limit: int = 3
     keepalive_interval_seconds: float = 10.0

@@ -189,6 +189,13 @@ def test_every_answer_holds_against_the_document(
     checker.check("patch", "/api/v1/keys/{hash}", call("PATCH", one, manage, json={"disabled": True}))
     checker.check("delete", "/api/v1/keys/{hash}", call("DELETE", one, manage))
     checker.check("get", "/api/v1/audit", call("GET", "/api/v1/audit", manage))
+    preset = {"name": "doc", "model": "fake/chat", "parameters": {"temperature": 0.2}}
+    checker.check("post", "/api/v1/presets", call("POST", "/api/v1/presets", manage, json=preset))
+    checker.check("get", "/api/v1/presets", call("GET", "/api/v1/presets", manage))
+    checker.check("get", "/api/v1/presets/{name}", call("GET", "/api/v1/presets/doc", manage))
+    changed = call("PATCH", "/api/v1/presets/doc", manage, json={"description": "documented"})
+    checker.check("patch", "/api/v1/presets/{name}", changed)
+    checker.check("delete", "/api/v1/presets/{name}", call("DELETE", "/api/v1/presets/doc", manage))
 
     # The operator's admin API.
     admin = {"Authorization": f"Bearer {server.admin_token}"}

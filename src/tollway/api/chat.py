@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
+from tollway.api.presets import with_preset
 from tollway.auth.records import KeyRecord
-from tollway.errors import TollwayError
+from tollway.errors import InvalidRequest, TollwayError
 from tollway.gateway.stream import KEEPALIVE, StreamRelay
 from tollway.gateway.validation import parse_chat_body
 from tollway.ids import random_text
@@ -21,6 +23,7 @@ from tollway.services import Services
 
 _CLIENT_GONE = (ConnectionResetError, ConnectionError, asyncio.CancelledError)
 _MAX_HELD_EVENTS = 64
+MAX_SESSION_ID_CHARS = 256
 
 
 class _ClientGone(BaseException):
@@ -32,12 +35,16 @@ class _ClientGone(BaseException):
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     key = await authenticate(request)
-    body = parse_chat_body(
-        await read_json(request, services.settings.max_body_bytes), services.settings.models_fallback_limit
-    )
+    raw, preset_id = await with_preset(services, key, await read_json(request, services.settings.max_body_bytes))
+    body = parse_chat_body(raw, services.settings.models_fallback_limit)
     try:
         context = await services.gateway.admit(
-            key, body, user_agent=request.headers.get("User-Agent"), referer=request.headers.get("HTTP-Referer")
+            key,
+            body,
+            user_agent=request.headers.get("User-Agent"),
+            referer=request.headers.get("HTTP-Referer"),
+            session_id=session_id_of(request, body.raw),
+            preset_id=preset_id,
         )
     except TollwayError as exc:
         remember_refusal(services, key, exc)
@@ -51,6 +58,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     candidate, upstream, first = await services.gateway.open_stream(context)
     relay = StreamRelay(services.gateway, context, candidate, upstream, first)
     return await send_stream(request, relay, relay.events(), headers)
+
+
+def session_id_of(request: web.Request, body: dict[str, Any]) -> str | None:
+    """The request's session (`session_id` in the body, else the X-Session-Id header): sticky routing's key."""
+    value = body.get("session_id")
+    if value is None:
+        value = request.headers.get("X-Session-Id") or None
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_SESSION_ID_CHARS:
+        raise InvalidRequest(
+            f"session_id must be a non-empty string of at most {MAX_SESSION_ID_CHARS} characters",
+            metadata={"field": "session_id"},
+        )
+    return value
 
 
 async def send_stream(

@@ -63,6 +63,7 @@ _PAGE = (
 )
 _HASH = (Param("hash", "path", {"type": "string"}, "The key's hash", required=True),)
 _ACCOUNT = (Param("account_id", "path", {"type": "string"}, required=True),)
+_PRESET = (Param("name", "path", {"type": "string"}, "The preset's name", required=True),)
 _RESPONSE_ID = (Param("response_id", "path", {"type": "string"}, required=True),)
 _HELLO = [{"role": "user", "content": "Hello"}]
 
@@ -137,6 +138,18 @@ OPERATIONS: tuple[Operation, ...] = (
               account.KeyUpdateRequest, auth="management", params=_HASH, example={"disabled": True}),
     Operation("delete", API + "/keys/{hash}", "deleteKey", "Delete a key", "Keys", account.Deleted,
               auth="management", params=_HASH),
+    Operation("get", f"{API}/presets", "listPresets", "List the account's presets", "Presets", account.PresetList,
+              auth="management"),
+    Operation("post", f"{API}/presets", "createPreset", "Save a preset (its models must be served here)", "Presets",
+              account.PresetBody, account.PresetRequest, auth="management", status=201,
+              example={"name": "team", "model": "tollway/offline-small", "parameters": {"temperature": 0.2}},
+              description='Use it with `"model": "@preset/NAME"` or `"preset": "NAME"`; request fields win.'),
+    Operation("get", API + "/presets/{name}", "getPreset", "Get a preset", "Presets", account.PresetBody,
+              auth="management", params=_PRESET),
+    Operation("patch", API + "/presets/{name}", "updatePreset", "Change a preset (fields left out are kept)",
+              "Presets", account.PresetBody, account.PresetUpdateRequest, auth="management", params=_PRESET),
+    Operation("delete", API + "/presets/{name}", "deletePreset", "Delete a preset", "Presets", account.Deleted,
+              auth="management", params=_PRESET),
     Operation("post", f"{API}/credits/checkout", "createCheckout", "Buy credits (Stripe or crypto)", "Payments",
               account.DataObject, account.CheckoutRequest, auth="management", example={"amount": "10"}),
     Operation("get", f"{API}/credits/purchases", "listPurchases", "The account's purchases", "Payments",

@@ -139,6 +139,43 @@ class KeyUpdateRequest(Shape):
     expires_at: str | None = Field(default=None, description="ISO 8601 UTC time in the future, or null: never")
 
 
+class PresetRequest(Shape):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    description: str | None = Field(default=None, max_length=1000)
+    model: str | None = Field(default=None, description="A model id (or alias) served here")
+    models: list[str] | None = Field(default=None, description="Fallback model ids, tried in order")
+    provider: JsonObject | None = Field(default=None, description="Provider routing preferences")
+    parameters: JsonObject | None = Field(default=None, description="Default request fields, e.g. temperature")
+
+
+class PresetUpdateRequest(Shape):
+    description: str | None = Field(default=None, max_length=1000)
+    model: str | None = None
+    models: list[str] | None = None
+    provider: JsonObject | None = None
+    parameters: JsonObject | None = None
+
+
+class PresetObject(Shape):
+    id: str
+    name: str
+    description: str | None
+    model: str | None
+    models: list[str]
+    provider: JsonObject | None
+    parameters: JsonObject
+    created_at: str
+    updated_at: str | None
+
+
+class PresetBody(Shape):
+    data: PresetObject
+
+
+class PresetList(Shape):
+    data: list[PresetObject]
+
+
 class Deleted(Shape):
     deleted: Literal[True]
 

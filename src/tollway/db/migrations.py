@@ -64,6 +64,16 @@ async def _change_revisions(connection: AsyncConnection) -> None:
     await continue_after_existing(connection)
 
 
+async def _presets_and_sessions(connection: AsyncConnection) -> None:
+    await connection.run_sync(tables.presets.create, checkfirst=True)
+    existing = await connection.run_sync(
+        lambda sync: {column["name"] for column in inspect(sync).get_columns(tables.generations.name)}
+    )
+    for name, kind in (("session_id", "VARCHAR(256)"), ("preset_id", "VARCHAR(40)")):
+        if name not in existing:  # a database made by this version's initial schema has them already
+            await connection.execute(text(f"ALTER TABLE generations ADD COLUMN {name} {kind}"))
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
     (2, "rate limits per account and key", _rate_limits),
@@ -72,6 +82,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (5, "dashboard users and sessions", _dashboard),
     (6, "invites, audit log, hashed session ids", _dashboard_security),
     (7, "revisions of key and limit changes from one sequence", _change_revisions),
+    (8, "presets; the session and preset of each generation", _presets_and_sessions),
 ]
 
 

@@ -125,6 +125,8 @@ generations = Table(
     Column("hold_nanos", BigInteger, nullable=False, default=0),
     Column("hold_overrun_nanos", BigInteger, nullable=False, default=0),
     Column("cost_details", Text, nullable=True),
+    Column("session_id", String(256), nullable=True),  # the client's session (sticky routing), if it sent one
+    Column("preset_id", String(40), nullable=True),  # the preset the request used, if any
     Index("ix_generations_account_time", "account_id", "created_at_us"),
 )
 
@@ -271,4 +273,19 @@ audit_log = Table(
     Column("before_json", Text, nullable=True),
     Column("after_json", Text, nullable=True),
     Index("ix_audit_account", "account_id", "id"),
+)
+
+# Named request setups of an account (model, fallbacks, provider preferences, default parameters),
+# used as "model": "@preset/NAME" or "preset": "NAME"; see tollway.presets.
+presets = Table(
+    "presets",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("config_json", Text, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=True),
+    UniqueConstraint("account_id", "name", name="uq_presets_account_name"),
 )

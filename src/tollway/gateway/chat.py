@@ -65,6 +65,8 @@ class ChatContext:
     images: int = 0
     reasoning: ReasoningPlan | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    session_id: str | None = None
+    preset_id: str | None = None
 
     @property
     def max_tokens(self) -> int:
@@ -173,7 +175,14 @@ class ChatGateway:
         return estimate, size.images
 
     async def admit(
-        self, key: KeyRecord, body: ChatBody, user_agent: str | None = None, referer: str | None = None
+        self,
+        key: KeyRecord,
+        body: ChatBody,
+        user_agent: str | None = None,
+        referer: str | None = None,
+        *,
+        session_id: str | None = None,
+        preset_id: str | None = None,
     ) -> ChatContext:
         if key.is_management:
             raise PermissionDenied(
@@ -233,6 +242,8 @@ class ChatGateway:
             prompt_estimate=plan.prompt_tokens_estimate,
             images=images,
             reasoning=reasoning,
+            session_id=session_id,
+            preset_id=preset_id,
         )
 
     async def settle(self, context: ChatContext, generation: GenerationRecord) -> None:
@@ -350,6 +361,8 @@ class ChatGateway:
             hold_nanos=hold_nanos,
             hold_overrun_nanos=max(cost - hold_nanos, 0),
             cost_details=details,
+            session_id=context.session_id,
+            preset_id=context.preset_id,
         )
 
     @staticmethod

@@ -75,3 +75,5 @@ class GenerationRecord:
     # Cost by kind in femto-USD (prompt, input_cache_read, input_cache_write, completion, internal_reasoning,
     # image, web_search, request, cache_discount); their sum rounded up once is cost_nanos.
     cost_details: dict[str, int] = field(default_factory=dict)
+    session_id: str | None = None  # the client's session id (sticky routing), as sent
+    preset_id: str | None = None

@@ -131,6 +131,8 @@ def generation_row(record: GenerationRecord) -> dict[str, Any]:
         "hold_nanos": record.hold_nanos,
         "hold_overrun_nanos": record.hold_overrun_nanos,
         "cost_details": orjson.dumps(record.cost_details).decode() if record.cost_details else None,
+        "session_id": record.session_id,
+        "preset_id": record.preset_id,
     }
 
 
@@ -179,6 +181,8 @@ def generation_from_row(row: Any) -> GenerationRecord:
         hold_nanos=row.hold_nanos or 0,
         hold_overrun_nanos=row.hold_overrun_nanos or 0,
         cost_details=orjson.loads(row.cost_details) if row.cost_details else {},
+        session_id=getattr(row, "session_id", None),
+        preset_id=getattr(row, "preset_id", None),
     )
 
 
@@ -208,7 +212,7 @@ def _visible_at(up_to_id: int, own_origin: str | None) -> ColumnElement[bool]:
 
 
 def _as_row(values: dict[str, Any], columns: tuple[str, ...]) -> Row:
-    return tuple(values[name] for name in columns)
+    return tuple(values.get(name) for name in columns)  # a row spooled before a column existed has none
 
 
 class LedgerStore:

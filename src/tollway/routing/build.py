@@ -150,4 +150,14 @@ def build_catalog(settings: Settings, pool: UpstreamPool) -> tuple[Catalog, dict
                 endpoints=tuple(endpoints),
             )
         )
-    return Catalog(models), providers
+    return Catalog(models, _aliases(settings, {m.id for m in models})), providers
+
+
+def _aliases(settings: Settings, model_ids: set[str]) -> dict[str, str]:
+    """Configured aliases, each naming a model this catalog has (a typo is a start-up error, not a 400 later)."""
+    for alias, target in settings.aliases.items():
+        if alias in model_ids:
+            raise SettingsError(f"aliases: {alias!r} is already a model id; pick another alias")
+        if target not in model_ids:
+            raise SettingsError(f"aliases: {alias!r} names {target!r}, which is not a model of this gateway")
+    return dict(settings.aliases)

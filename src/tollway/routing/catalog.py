@@ -9,6 +9,8 @@ from tollway.ledger.pricing import Price
 from tollway.providers.base import Provider
 
 VARIANT_SUFFIXES = (":floor", ":nitro")
+# OpenRouter's moving ids: `~author/name-latest` is the newest model of that family.
+LATEST_SUFFIX = "-latest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +53,11 @@ class CatalogModel:
 
 
 class Catalog:
-    def __init__(self, models: list[CatalogModel]) -> None:
+    """The models by id; `resolve` also reads variants, configured aliases and `~author/name-latest` ids."""
+
+    def __init__(self, models: list[CatalogModel], aliases: dict[str, str] | None = None) -> None:
         self._models = {model.id: model for model in models}
+        self._aliases = dict(aliases or {})
 
     def __iter__(self) -> Iterator[CatalogModel]:
         return iter(self._models.values())
@@ -64,7 +69,22 @@ class Catalog:
         found = self._models.get(model_id)
         if found is not None:
             return found
+        target = self._aliases.get(model_id)
+        if target is not None:
+            return self._models.get(target)
+        if model_id.startswith("~") and model_id.endswith(LATEST_SUFFIX):
+            return self.latest(model_id[1 : -len(LATEST_SUFFIX)])
         for suffix in VARIANT_SUFFIXES:
             if model_id.endswith(suffix):
-                return self._models.get(model_id[: -len(suffix)])
+                return self.resolve(model_id[: -len(suffix)])
         return None
+
+    def latest(self, family: str) -> CatalogModel | None:
+        """The newest model whose id is `family` or `family-<version>`: the latest `created`, and among
+        models created together (a config file's) the one listed last."""
+        members = [
+            (model.created, index, model)
+            for index, model in enumerate(self._models.values())
+            if (model.id == family or model.id.startswith(family + "-")) and ":" not in model.id
+        ]
+        return max(members, key=lambda member: member[:2])[2] if members else None
