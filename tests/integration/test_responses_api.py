@@ -391,7 +391,13 @@ def test_a_refusal_for_money_is_explained_like_chat(gateway_of_kinds: GatewaySer
         client.responses.create(model="kinds/oa", input="hi")
     assert caught.value.status_code == 402
     body = caught.value.body
-    assert isinstance(body, dict) and body["metadata"]["explanation"]["code"]
+    assert isinstance(body, dict)
+    explanation = body["metadata"]["explanation"]
+    request_id = caught.value.response.headers["X-Request-Id"]
+    report = gateway_of_kinds.get("/balance", account.key).json()["data"]
+    last = report["last_refusals"][0]
+    assert last["status"] == 402 and last["reason"] == explanation["code"] and last["request_id"] == request_id
+    assert report["explanations"][0]["code"] == explanation["code"]
 
 
 def test_an_upstream_breaking_mid_stream_ends_with_response_failed_and_bills_what_was_sent(
