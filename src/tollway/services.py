@@ -24,7 +24,7 @@ from tollway.dashboard.guard import LoginThrottle
 from tollway.dashboard.users import UserStore
 from tollway.db.engine import create_engine, is_sqlite
 from tollway.db.migrations import migrate
-from tollway.gateway.chat import ChatGateway
+from tollway.gateway.chat import ChatGateway, PromptAllowances
 from tollway.gateway.embeddings import EmbeddingsGateway
 from tollway.ledger.book import AccountBook, Book
 from tollway.ledger.catch_up import LedgerCatchUp
@@ -232,7 +232,16 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     audit = payments.audit = AuditLog(engine, clock)
     changes.add_step(payments.refresh_auto_recharge)
     changes.add_step(payments.converge)
-    gateway = ChatGateway(catalog, ledger, limiter, clock, metrics, HealthBoard(clock), providers.keys())
+    gateway = ChatGateway(
+        catalog,
+        ledger,
+        limiter,
+        clock,
+        metrics,
+        HealthBoard(clock),
+        providers.keys(),
+        allowances=PromptAllowances(settings.image_prompt_tokens, settings.file_page_prompt_tokens),
+    )
 
     async def watch_balance(account_id: str) -> None:
         if payments.watches(account_id):

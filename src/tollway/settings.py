@@ -35,14 +35,37 @@ class ProviderConfig(Strict):
 
 
 class PricingConfig(Strict):
+    """USD decimal strings per token (per image, search or request for those kinds), as in /models.
+
+    Left out: cache reads and writes cost the prompt rate, 1-hour writes the cache-write rate,
+    internal_reasoning the completion rate; image and web_search cost nothing.
+    """
+
     prompt: str = "0"
     completion: str = "0"
     request: str = "0"
+    input_cache_read: str | None = None
+    input_cache_write: str | None = None
+    input_cache_write_1h: str | None = None
+    internal_reasoning: str | None = None
+    image: str = "0"
+    web_search: str = "0"
 
-    @field_validator("prompt", "completion", "request", mode="before")
+    @field_validator(
+        "prompt",
+        "completion",
+        "request",
+        "input_cache_read",
+        "input_cache_write",
+        "input_cache_write_1h",
+        "internal_reasoning",
+        "image",
+        "web_search",
+        mode="before",
+    )
     @classmethod
-    def _as_text(cls, value: Any) -> str:
-        return str(value)
+    def _as_text(cls, value: Any) -> str | None:
+        return None if value is None else str(value)
 
 
 class EndpointConfig(Strict):
@@ -93,6 +116,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"
     access_log: bool = False
+
+    # Holds count each input image and each page of an input file as this many prompt tokens.
+    image_prompt_tokens: int = Field(default=1600, ge=0)
+    file_page_prompt_tokens: int = Field(default=1600, ge=0)
 
     # The built-in offline provider.
     offline_enabled: bool = True
