@@ -120,7 +120,14 @@ def test_unlinked_user_gets_instructions_never_figures(linked_gateway: GatewaySe
 
 def test_link_then_balance_then_replayed_code_then_unlink(linked_gateway: GatewayServer) -> None:
     client, account_id = dashboard_user(linked_gateway, "7.25")
+    # The Help page shows a code at once, the same one until it is used; a new one replaces it.
+    shown = re.search(r"Your code: <strong>([A-Z0-9]{5}-[A-Z0-9]{5})</strong>", client.get("/help").text)
+    assert shown and shown.group(1) in client.get("/help").text
     code = link_code(client)
+    assert code != shown.group(1) and code in client.get("/help").text
+    assert "unknown, already used or expired" in message(
+        send(linked_gateway, command("link", "2002", code=shown.group(1)))
+    )
     assert "Linked" in message(send(linked_gateway, command("link", "2002", code=code)))
 
     balance = message(send(linked_gateway, command("balance", "2002")))
@@ -137,6 +144,7 @@ def test_link_then_balance_then_replayed_code_then_unlink(linked_gateway: Gatewa
         send(linked_gateway, command("link", "3003", code="AAAAA-BBBBB"))
     )
 
+    assert code not in client.get("/help").text  # used: the page shows a fresh one
     assert message(send(linked_gateway, command("unlink", "2002"))) == "Unlinked."
     assert "not linked" in message(send(linked_gateway, command("balance", "2002")))
     assert account_id not in balance

@@ -35,9 +35,15 @@ def _earlier_turns(raw: str) -> list[dict[str, str]]:
     return kept[-_KEPT_TURNS:]
 
 
+async def _link(request: web.Request, account_id: str) -> dict[str, str | None]:
+    code, expires_at_us = await discord_links_of(request).current_code(account_id)
+    return {"code": code, "expires_at": us_to_iso(expires_at_us)}
+
+
 async def help_page(request: web.Request) -> web.Response:
-    who, _user = await require_user(request)
-    return render(request, who, "help.html", title="Help", active="/help", turns=[], conversation="[]", link=None)
+    who, user = await require_user(request)
+    link = await _link(request, user.account_id)
+    return render(request, who, "help.html", title="Help", active="/help", turns=[], conversation="[]", link=link)
 
 
 async def ask(request: web.Request) -> web.Response:
@@ -65,9 +71,9 @@ async def ask(request: web.Request) -> web.Response:
             active="/help",
             turns=earlier,
             conversation=orjson.dumps(earlier).decode(),
-            link=None,
             errors={"question": exc.message},
             question=question,
+            link=await _link(request, user.account_id),
         )
     shown = [
         *(Turn(t["role"], t["content"]) for t in earlier),
@@ -84,7 +90,7 @@ async def ask(request: web.Request) -> web.Response:
         turns=conversation,
         conversation=orjson.dumps(conversation).decode(),
         sources=answer.sources,
-        link=None,
+        link=await _link(request, user.account_id),
     )
 
 
