@@ -66,12 +66,34 @@ async def _change_revisions(connection: AsyncConnection) -> None:
 
 async def _presets_and_sessions(connection: AsyncConnection) -> None:
     await connection.run_sync(tables.presets.create, checkfirst=True)
-    existing = await connection.run_sync(
-        lambda sync: {column["name"] for column in inspect(sync).get_columns(tables.generations.name)}
+    await _add_missing_columns(
+        connection, tables.generations.name, (("session_id", "VARCHAR(256)"), ("preset_id", "VARCHAR(40)"))
     )
-    for name, kind in (("session_id", "VARCHAR(256)"), ("preset_id", "VARCHAR(40)")):
-        if name not in existing:  # a database made by this version's initial schema has them already
-            await connection.execute(text(f"ALTER TABLE generations ADD COLUMN {name} {kind}"))
+
+
+async def _add_missing_columns(connection: AsyncConnection, table: str, columns: tuple[tuple[str, str], ...]) -> None:
+    """ALTER TABLE for the columns a database made by an earlier version lacks (a new one has them all)."""
+    existing = await connection.run_sync(lambda sync: {column["name"] for column in inspect(sync).get_columns(table)})
+    for name, kind in columns:
+        if name not in existing:
+            await connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+
+
+async def _usage_kinds(connection: AsyncConnection) -> None:
+    await _add_missing_columns(
+        connection,
+        tables.generations.name,
+        (
+            ("tokens_cache_write", "INTEGER NOT NULL DEFAULT 0"),
+            ("tokens_cache_write_1h", "INTEGER NOT NULL DEFAULT 0"),
+            ("images", "INTEGER NOT NULL DEFAULT 0"),
+            ("web_searches", "INTEGER NOT NULL DEFAULT 0"),
+            ("usage_estimated", "BOOLEAN NOT NULL DEFAULT FALSE"),
+            ("hold_nanos", "BIGINT NOT NULL DEFAULT 0"),
+            ("hold_overrun_nanos", "BIGINT NOT NULL DEFAULT 0"),
+            ("cost_details", "TEXT"),
+        ),
+    )
 
 
 MIGRATIONS: list[tuple[int, str, Migration]] = [
@@ -83,6 +105,11 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
     (6, "invites, audit log, hashed session ids", _dashboard_security),
     (7, "revisions of key and limit changes from one sequence", _change_revisions),
     (8, "presets; the session and preset of each generation", _presets_and_sessions),
+    (
+        9,
+        "every usage kind of a generation: cache writes, images, searches, estimated usage, hold and cost split",
+        _usage_kinds,
+    ),
 ]
 
 
