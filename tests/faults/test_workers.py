@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -38,6 +39,8 @@ class Supervised:
     base_url: str
     log_path: Path
     key: str
+    database_path: Path
+    account_id: str = ""
     seen_pids: set[int] = field(default_factory=set)
 
     def log_lines(self) -> list[dict[str, object]]:
@@ -91,11 +94,12 @@ def supervised(tmp_path: Path, redis_server: OwnRedis) -> Iterator[Supervised]:
         process = subprocess.Popen(
             [*command, "--database-url", database], stdout=log, stderr=subprocess.STDOUT, env=env
         )
-    server = Supervised(process, f"http://127.0.0.1:{port}", log_path, key="")
+    server = Supervised(process, f"http://127.0.0.1:{port}", log_path, key="", database_path=tmp_path / "fresh.db")
     try:
         wait_for(lambda: len(server.live_workers()) == 2, 30, "two workers serving")
         demo = run_cli("demo", "--json", database_url=database)
         server.key = json.loads(demo.stdout)["key"]
+        server.account_id = json.loads(demo.stdout)["account"]["id"]
         yield server
     finally:
         if process.poll() is None:
@@ -167,6 +171,12 @@ def test_a_killed_worker_is_replaced_under_load_and_sigterm_stops_everything(sup
     assert elapsed < STOP_BOUND_S, elapsed
     assert supervised.process.returncode == 0
     assert not [pid for pid in supervised.seen_pids if alive(pid)], "workers outlived the supervisor"
+    # Every answer a client received is in the ledger once, also those of the killed worker.
+    with sqlite3.connect(supervised.database_path) as connection:
+        (usage_entries,) = connection.execute(
+            "SELECT COUNT(*) FROM ledger_entries WHERE account_id = ? AND kind = 'usage'", (supervised.account_id,)
+        ).fetchone()
+    assert usage_entries == sum(1 for _, status in statuses if status == 200)
 
 
 def test_sigterm_kills_a_worker_that_does_not_stop(supervised: Supervised) -> None:
