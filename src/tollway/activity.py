@@ -17,6 +17,7 @@ from tollway.ledger.records import EntryKind
 
 _G = tables.generations
 _E = tables.ledger_entries
+_K = tables.api_keys
 US_PER_DAY = 86_400 * 1_000_000
 ACTIVITY_DAYS = 30
 
@@ -105,6 +106,13 @@ class AccountActivity:
             )
             for row in found
         ]
+
+    async def key_names(self, account_id: str) -> dict[str, tuple[str, str]]:
+        """Every key the account ever had, deleted ones too: id -> (hash, name)."""
+        query = select(_K.c.id, _K.c.hash, _K.c.name).where(_K.c.account_id == account_id)
+        async with self._engine.connect() as connection:
+            found = (await connection.execute(query)).all()
+        return {row[0]: (row[1], row[2]) for row in found}
 
     async def last_used(self, key_ids: list[str]) -> dict[str, int]:
         """When each key last made a request (epoch µs); keys never used are absent."""

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from tollway.api import (
     account,
+    activity,
     admin,
     audit,
     balance,
@@ -69,6 +70,7 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.post(f"{prefix}/webhooks/crypto", payments.crypto_webhook),
         web.get(f"{prefix}/generation", account.generation),
         web.get(f"{prefix}/audit", audit.list_audit),
+        web.get(f"{prefix}/activity", activity.activity),
         web.get(f"{prefix}/presets", presets.list_presets),
         web.post(f"{prefix}/presets", presets.create_preset),
         web.get(prefix + "/presets/{name}", presets.get_preset),

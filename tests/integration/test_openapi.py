@@ -189,6 +189,7 @@ def test_every_answer_holds_against_the_document(
     checker.check("patch", "/api/v1/keys/{hash}", call("PATCH", one, manage, json={"disabled": True}))
     checker.check("delete", "/api/v1/keys/{hash}", call("DELETE", one, manage))
     checker.check("get", "/api/v1/audit", call("GET", "/api/v1/audit", manage))
+    checker.check("get", "/api/v1/activity", call("GET", "/api/v1/activity", manage))
     preset = {"name": "doc", "model": "fake/chat", "parameters": {"temperature": 0.2}}
     checker.check("post", "/api/v1/presets", call("POST", "/api/v1/presets", manage, json=preset))
     checker.check("get", "/api/v1/presets", call("GET", "/api/v1/presets", manage))

@@ -176,6 +176,27 @@ class PresetList(Shape):
     data: list[PresetObject]
 
 
+class ActivityItem(Shape):
+    date: str = Field(description="UTC day, YYYY-MM-DD")
+    model: str
+    model_permaslug: str
+    endpoint_id: str
+    provider_name: str
+    key_hash: str | None
+    key_name: str | None
+    usage: float = Field(description="Spend in USD")
+    byok_usage_inference: float
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    cached_tokens: int
+
+
+class ActivityList(Shape):
+    data: list[ActivityItem]
+
+
 class Deleted(Shape):
     deleted: Literal[True]
 

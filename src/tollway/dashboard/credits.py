@@ -5,15 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from markupsafe import Markup
 
 from tollway.accounts import parse_usd
+from tollway.activity import AccountActivity, window
 from tollway.api.context import services_of
 from tollway.api.payments import auto_recharge_bounds_error
 from tollway.audit import Actor, auto_recharge_state
 from tollway.auth.records import KeyRecord
+from tollway.dashboard.charts import balance_line
 from tollway.dashboard.web import form, render, require_user, see_other
 from tollway.errors import InvalidRequest, TollwayError
 from tollway.money import format_usd, usd_to_nanos
+from tollway.services import Services
 
 
 async def _account_key(request: web.Request, account_id: str) -> KeyRecord | None:
@@ -49,8 +53,20 @@ async def credits_page(request: web.Request, errors: dict[str, str] | None = Non
         purchases=await services.payments.purchases(user.account_id),
         auto=await services.payments.auto.get(user.account_id),
         payments_enabled="stripe" in services.payments.configured,
+        balance_chart=await _balance_chart(services, user.account_id, figures.balance_nanos),
         errors=errors or {},
     )
+
+
+async def _balance_chart(services: Services, account_id: str, balance_nanos: int) -> Markup:
+    """The balance at the end of each of the last 30 UTC days, from the ledger; today's is the live figure."""
+    first, last = window(services.clock.now_us())
+    points = [
+        (p.day, p.balance_nanos) for p in await AccountActivity(services.engine).balances(account_id, first, last)
+    ]
+    if points:
+        points[-1] = (points[-1][0], balance_nanos)
+    return balance_line(points, "Balance at the end of each UTC day, last 30 days")
 
 
 async def buy(request: web.Request) -> web.Response:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import date, timedelta
 from typing import Any
 
 from aiohttp import web
+from markupsafe import Markup
 
+from tollway.activity import AccountActivity, window
 from tollway.api.context import services_of
 from tollway.clock import us_to_iso
 from tollway.dashboard.activity import DAY_US
+from tollway.dashboard.charts import Segment, stacked_bars
 from tollway.dashboard.web import has_control_characters, render, require_user
 from tollway.money import femtos_to_price_string, format_usd
+from tollway.services import Services
 
 _THIRTY_DAYS_US = 30 * DAY_US
 _PAGE = 50
@@ -31,6 +36,24 @@ def _daily_rows(rows: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
+async def spend_chart(services: Services, account_id: str, by: str) -> Markup:
+    """Spend per UTC day of the last 30, stacked by model or by key (the same sums as GET /api/v1/activity)."""
+    store = AccountActivity(services.engine)
+    first, last = window(services.clock.now_us())
+    keys = await store.key_names(account_id) if by == "key" else {}
+    bars: dict[date, list[Segment]] = {}
+    merged: dict[tuple[date, str], list[int]] = {}
+    for row in await store.rows(account_id, first, last):
+        series = row.model if by == "model" else keys.get(row.key_id or "", ("", "(no key)"))[1]
+        figures = merged.setdefault((row.day, series), [0, 0])
+        figures[0] += row.spend_nanos
+        figures[1] += row.requests
+    for (day, series), (spend_nanos, requests) in merged.items():
+        bars.setdefault(day, []).append(Segment(series, spend_nanos, f"{requests} requests"))
+    days = [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+    return stacked_bars(days, bars, f"Spend per UTC day by {by}, last 30 days")
+
+
 async def activity_page(request: web.Request) -> web.Response:
     services = services_of(request)
     who, user = await require_user(request)
@@ -45,20 +68,7 @@ async def activity_page(request: web.Request) -> web.Response:
         offset = 0
     generations = await services.activity.generations(user.account_id, since, _PAGE + 1, offset, model)
     daily = await services.activity.daily(user.account_id, since, by)
-    totals: dict[int, int] = {}
-    for row in daily:
-        totals[row.day] = totals.get(row.day, 0) + row.cost_nanos
-    today = services.clock.now_us() // DAY_US
-    peak = max(totals.values(), default=0) or 1
-    bars = [
-        {
-            "x": (29 - (today - day)) * 10,
-            "height": max(1, int(100 * cost / peak)),
-            "label": f"{(us_to_iso(day * DAY_US) or '')[:10]}: {format_usd(cost)} USD",
-        }
-        for day, cost in totals.items()
-        if today - day < 30
-    ]
+    chart = await spend_chart(services, user.account_id, by)
     return render(
         request,
         who,
@@ -68,7 +78,7 @@ async def activity_page(request: web.Request) -> web.Response:
         by=by,
         model=model,
         daily=_daily_rows(daily),
-        bars=bars,
+        chart=chart,
         generations=generations[:_PAGE],
         next_offset=offset + _PAGE if len(generations) > _PAGE else None,
     )
