@@ -21,10 +21,10 @@ from tollway.errors import TollwayError
 from tollway.ledger.admission import CostPlan, LowerMaxTokens, decide_refusal, period_name
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
 from tollway.ledger.pricing import Price
-from tollway.limits.rules import LimitState, next_midnight_us
+from tollway.limits.rules import DAY_US, LimitCheck, LimitState, next_midnight_us
 from tollway.limits.service import RateLimiter, explanation_for
 from tollway.money import format_usd, nanos_to_usd
-from tollway.refusals import RefusalLog
+from tollway.refusals import Refusal, RefusalLog
 from tollway.routing.catalog import Catalog
 
 
@@ -125,6 +125,7 @@ class BalanceService:
 
         explanations = self._explanations(key, account, key_figures, pending, free_states, limit_states, spendable)
         if not self._live_limits and (configured or free_checks):
+            explanations += recent_rate_refusals(refusals, key, configured, now_us)
             explanations.append(explain.limits_not_visible([c.limit_id for c in free_checks + configured]))
         unlock = self._limiter.free_tier.unlock_purchased_nanos
         daily = free_states[1] if len(free_states) > 1 else None
@@ -253,3 +254,36 @@ def _from_error(error: TollwayError, plan: CostPlan, model_id: str) -> explain.E
     if message.startswith("This request"):
         message = f"A request for {plan.max_tokens} output tokens on {model_id}" + message.removeprefix("This request")
     return explain.Explanation(code, message, carried)
+
+
+_RATE_CODES = ("free_daily_cap", "free_per_minute", "rate_limited")
+_MINUTE_US = 60_000_000
+
+
+def recent_rate_refusals(
+    refusals: list[Refusal], key: KeyRecord, configured: list[LimitCheck], now_us: int
+) -> list[explain.Explanation]:
+    """Where limit usage is not visible (the CLI without Redis), the 429s of the refusal log that may still hold:
+    a free daily cap refused today, a per-minute one within the minute, a key's or account's limit within its
+    longest period."""
+    window_us = max([c.period_us for c in configured] + [_MINUTE_US])
+    found: dict[str, explain.Explanation] = {}
+    for refusal in refusals:
+        if refusal.status != 429 or refusal.code not in _RATE_CODES or refusal.code in found:
+            continue
+        age_us = now_us - refusal.at_us
+        if refusal.code == "free_daily_cap":
+            current = refusal.at_us // DAY_US == now_us // DAY_US
+        elif refusal.code == "free_per_minute":
+            current = age_us < _MINUTE_US
+        else:
+            mine = refusal.key_id == key.id or "account-" in refusal.message
+            current = bool(configured) and mine and age_us < window_us
+        if current:
+            found[refusal.code] = explain.Explanation(
+                refusal.code,
+                f"A request was refused {max(0, age_us) // 1_000_000} s ago with {refusal.status} {refusal.code} "
+                f"({refusal.message}); that limit may still be reached.",
+                {"refused_at": us_to_iso(refusal.at_us), "request_id": refusal.request_id},
+            )
+    return list(found.values())

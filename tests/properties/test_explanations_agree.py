@@ -9,6 +9,8 @@ key" is said only when the request is served.
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,11 +162,22 @@ def test_whoami_never_says_nothing_limits_while_the_server_refuses(agreeing_gate
     refused = gateway.post("/chat/completions", account.key, request_body("free"))
     assert refused.status_code == 429 and explanation_code(refused) == "rate_limited"
     assert "rate_limited" in [e["code"] for e in gateway.get("/balance", account.key).json()["data"]["explanations"]]
+    # The refusal log reaches the database in the background (a fraction of a second).
+    database = gateway.database_url.removeprefix("sqlite:///")
+    deadline = time.monotonic() + 10
+    while (
+        not sqlite3.connect(database)
+        .execute("SELECT 1 FROM refusals WHERE request_id = ?", (refused.headers["X-Request-Id"],))
+        .fetchone()
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     whoami = json.loads(run_cli("whoami", "--key", account.key, "--json", database_url=gateway.database_url).stdout)
     assert "nothing limits" not in whoami["summary"]
     codes = [e["code"] for e in whoami["explanations"]]
-    assert codes == ["limits_not_visible"]
-    assert "key-requests" in whoami["explanations"][0]["limits"]
+    assert codes == ["rate_limited", "limits_not_visible"]  # the 429 just refused, from the refusal log
+    assert whoami["explanations"][0]["request_id"] == refused.headers["X-Request-Id"]
+    assert "key-requests" in whoami["explanations"][1]["limits"]
 
 
 def test_whoami_with_redis_sees_the_limit_the_server_refuses_with(
