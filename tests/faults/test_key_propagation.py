@@ -108,3 +108,36 @@ def test_concurrent_key_edits_never_share_a_revision(processes: list[GatewayServ
 
     values = asyncio.run(revisions())
     assert len(values) == len(set(values)), "two keys share a revision"
+
+
+async def limit_among_edits(servers: list[GatewayServer], owner: Account, others: list[str], target_hash: str) -> None:
+    """Rate-limit edits of other keys on every process, and a one-a-day limit on the target among them."""
+    async with httpx.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {owner.key}"}) as client:
+        other_limit = {"rate_limit": {"concurrency": 5}}
+        jobs = [client.patch(servers[i % 3].api + f"/keys/{others[i % 4]}", json=other_limit) for i in range(12)]
+        target_limit = {"rate_limit": {"requests": 1, "per": "day"}}
+        jobs.insert(6, client.patch(servers[2].api + f"/keys/{target_hash}", json=target_limit))
+        statuses = [r.status_code for r in await asyncio.gather(*jobs)]
+    assert set(statuses) == {200}, statuses
+
+
+def test_a_rate_limit_set_among_concurrent_edits_binds_on_every_process_within_a_second(
+    processes: list[GatewayServer],
+) -> None:
+    owner = processes[0].new_account("5", management=True)
+    others = [processes[0].post("/keys", owner.key, {"name": f"rl-other-{i}"}).json()["data"]["hash"] for i in range(4)]
+    echo = {"model": "tollway/offline-small", "max_tokens": 2, "messages": [{"role": "user", "content": "/echo a"}]}
+    for trial in range(3):
+        created = processes[0].post("/keys", owner.key, {"name": f"rl-target-{trial}"}).json()
+        key, key_hash = created["key"], created["data"]["hash"]
+        for server in processes:
+            assert server.post("/chat/completions", key, echo).status_code == 200
+
+        asyncio.run(limit_among_edits(processes, owner, others, key_hash))
+        set_at = time.monotonic()
+        pending = set(range(len(processes)))
+        while pending and time.monotonic() - set_at < 1.0:
+            for index in list(pending):
+                if processes[index].post("/chat/completions", key, echo).status_code == 429:
+                    pending.discard(index)
+        assert not pending, f"trial {trial}: processes {sorted(pending)} still ignore the new limit after 1 s"
