@@ -38,6 +38,7 @@ from tollway.providers.base import (
 from tollway.routing.catalog import VARIANT_SUFFIXES, Catalog, CatalogModel, Endpoint
 from tollway.routing.health import HealthBoard
 from tollway.routing.preferences import PARAMETERS, order_endpoints, parse_preferences
+from tollway.routing.sessions import StickySessions
 from tollway.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,9 @@ class ChatGateway:
         provider_slugs: Iterable[str],
         rng: random.Random | None = None,
         allowances: PromptAllowances | None = None,
+        sessions: StickySessions | None = None,
     ) -> None:
+        self.sessions = sessions or StickySessions(clock)
         self._allowances = allowances or PromptAllowances()
         self.health = health
         self._provider_slugs = frozenset(provider_slugs)
@@ -190,6 +193,8 @@ class ChatGateway:
                 metadata={"explanation": {"code": "management_key", "message": "This is a management key."}},
             )
         candidates = self.candidates(body)
+        if session_id is not None:  # the endpoint that served the session before, first while it is healthy
+            candidates = self.sessions.ordered(key.account_id, session_id, candidates, self.health.available)
         requested = body.max_tokens
         default_max = max(c.endpoint.max_completion_tokens for c in candidates)
         max_tokens = requested if requested is not None else default_max
@@ -284,6 +289,8 @@ class ChatGateway:
         elapsed = time.monotonic() - started
         if status == 200:
             self.health.success(candidate.endpoint.endpoint_id)
+            if context.session_id is not None:
+                self.sessions.remember(context.key.account_id, context.session_id, candidate.endpoint.endpoint_id)
         elif status in (0, 408, 429) or status >= 500:
             self.health.failure(candidate.endpoint.endpoint_id)
         self._metrics.upstream_attempt(candidate.endpoint.provider_name, status, elapsed)
