@@ -15,6 +15,7 @@ import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.integration.test_assistant import ECHO, answer_of, ask
+from tests.integration.test_discord import PUBLIC_KEY, command, dashboard_user, link_code, message, send
 from tests.support import GatewayServer, run_cli, start_gateway, write_config
 
 
@@ -37,6 +38,7 @@ def model_mode(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFa
             "TOLLWAY_ASSISTANT_HOUSE_KEY": house.key,
             "TOLLWAY_ASSISTANT_REQUESTS_PER_MINUTE": "4",
             "TOLLWAY_ASSISTANT_EMBEDDING_MODEL": "fake/embed",
+            "TOLLWAY_DISCORD_PUBLIC_KEY": PUBLIC_KEY,
         },
     )
     server.house = house  # type: ignore[attr-defined]
@@ -141,3 +143,15 @@ def test_model_mode_billed_to_the_asker_or_the_house_account(
         assert gateway.balance(house_id)["total_usage"] > 0
     finally:
         gateway.stop()
+
+
+def test_discord_gets_the_grounded_answer_when_the_model_is_too_slow(
+    model_mode: GatewayServer, upstream: FakeOpenAIUpstream
+) -> None:
+    client, _account_id = dashboard_user(model_mode, "4.50")
+    assert "Linked" in message(send(model_mode, command("link", "7007", code=link_code(client))))
+    upstream.behaviour.delay_s = 8  # Discord gives up on an interaction after 3 s
+    started = time.monotonic()
+    text = message(send(model_mode, command("ask", "7007", question="do I have a balance?")))
+    assert time.monotonic() - started < 6
+    assert text.startswith("Yes: you have 4.50 USD")

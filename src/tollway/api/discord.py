@@ -22,6 +22,8 @@ from tollway.limits.rules import LimitCheck, LimitKind
 _MINUTE_US = 60_000_000
 _LINK_ATTEMPTS_PER_MINUTE = 5
 _MAX_BODY_BYTES = 64 * 1024
+# Discord drops an interaction not answered within 3 s: a slower model answer gives way to the grounded one.
+_DISCORD_MODEL_TIMEOUT_S = 2.0
 
 
 async def interactions(request: web.Request) -> web.Response:
@@ -74,7 +76,9 @@ async def _command(request: web.Request, interaction: dict[str, Any]) -> dict[st
         await admit_question(services, account_id)
     except TollwayError as exc:
         return discord.reply(exc.message)
-    answer = await assistant_of(request).answer(Asker(account_id), [Turn("user", question)])
+    answer = await assistant_of(request).answer(
+        Asker(account_id), [Turn("user", question)], model_timeout_s=_DISCORD_MODEL_TIMEOUT_S
+    )
     return discord.reply(answer.answer)
 
 

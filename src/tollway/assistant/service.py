@@ -197,7 +197,7 @@ class AssistantService:
     def options(self) -> Options:
         return Options(self.payment_methods, self.settings.refund_window_hours)
 
-    async def answer(self, asker: Asker, turns: list[Turn]) -> Answer:
+    async def answer(self, asker: Asker, turns: list[Turn], model_timeout_s: float | None = None) -> Answer:
         account = await self.sources.accounts.account(asker.account_id)
         email = account.email if account else None
         question = turns[-1].content
@@ -216,7 +216,11 @@ class AssistantService:
             text += "\n\nSee: " + "; ".join(f"{p.title} ({p.path})" for p in sources)
         result = Answer(text, sheet, sources, intent)
         if self.writer is not None and intent is not Intent.OTHER_ACCOUNT:
-            result = await self.writer.write(asker, turns, result)
+            try:
+                result = await asyncio.wait_for(self.writer.write(asker, turns, result), model_timeout_s)
+            except TimeoutError:  # the grounded answer goes out in time (Discord waits 3 s at most)
+                log.warning("assistant model answer too slow; answering grounded")
+                result = Answer(text, sheet, sources, intent)
         return result
 
     async def _gather(self, sheet: FactSheet, asker: Asker, intent: Intent, question: str) -> None:
