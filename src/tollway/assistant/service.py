@@ -278,6 +278,7 @@ class AssistantService:
                 "card_fee_percent": s.card_fee_percent,
                 "card_fee_min": nanos_to_usd(usd_to_nanos(s.card_fee_min_usd)),
                 "crypto_fee_percent": s.crypto_fee_percent,
+                "refund_window_hours": s.refund_window_hours,
             },
         )
 
