@@ -65,9 +65,9 @@ def test_a_login_flood_does_not_stall_a_stream(tmp_path_factory: pytest.TempPath
                     started = time.monotonic()
                     data = {"csrf_token": token, "email": "victim@example.com", "password": "wrong guess"}
                     answers.append(client.post("/login", data=data).status_code)
-                    stop.wait(max(0.0, 0.25 - (time.monotonic() - started)))
+                    stop.wait(max(0.0, 0.5 - (time.monotonic() - started)))
 
-        flooders = [threading.Thread(target=flood) for _ in range(2)]  # about 8 guesses a second
+        flooders = [threading.Thread(target=flood) for _ in range(4)]  # about 8 guesses a second
         for thread in flooders:
             thread.start()
         while len(answers) < 4:
@@ -90,7 +90,7 @@ def test_a_login_flood_does_not_stall_a_stream(tmp_path_factory: pytest.TempPath
         gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals[1:])]
         assert len(gaps) >= 35
         assert set(answers) == {401}, answers  # every guess was checked, none throttled
-        assert len(answers) >= 16
+        assert len(answers) >= 12  # the flood lasted the whole stream (fewer answers only on a very loaded host)
         # On the event loop, 8 argon2 hashes a second stretched gaps to 25x the pacing; off it they stay near it.
         print(f"max chunk gap {max(gaps) * 1000:.0f} ms at {pacing_s * 1000:.0f} ms pacing, {len(answers)} guesses")
         assert max(gaps) < 5 * pacing_s, [round(g, 3) for g in gaps]
