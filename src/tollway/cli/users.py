@@ -124,7 +124,11 @@ def users_invite(
         await AuditLog(users.engine).record(CLI, "user.invite", None, email.lower(), None, {"email": email.lower()})
         host = "127.0.0.1" if context.settings.host in ("0.0.0.0", "::") else context.settings.host
         base = base_url or f"http://{host}:{context.settings.port}"
-        return {"email": email.lower(), "token": token, "url": f"{base.rstrip('/')}/signup?invite={token}"}
+        url = f"{base.rstrip('/')}/signup?invite={token}"
+        return {"email": email.lower(), "token": token, "url": url, "signup_mode": context.settings.signup_mode}
 
     result = run_admin(database_url, as_json, action)
-    emit(result, as_json, f"invitation for {result['email']} (single use, shown once):\n{result['url']}")
+    text = f"invitation for {result['email']} (single use, shown once):\n{result['url']}"
+    if result["signup_mode"] == "closed":
+        text += "\nnote: signup_mode is closed, so no sign-up works; set it to invite for this link to work"
+    emit(result, as_json, text)
