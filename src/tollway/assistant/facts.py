@@ -115,9 +115,11 @@ def from_report(sheet: FactSheet, report: dict[str, Any], *, with_key: bool) -> 
     sheet.add("free_models", dict(report["free_models"]))
     for limit in report["rate_limits"]:
         sheet.add("rate_limit", dict(limit))
-    if report["last_refusals"]:
-        last = report["last_refusals"][0]
-        sheet.add("last_refusal", {"status": last["status"], "reason": last["reason"], "at": last["at"]})
+    for last in report["last_refusals"][:3]:  # newest first
+        sheet.add(
+            "last_refusal",
+            {"status": last["status"], "reason": last["reason"], "at": last["at"], "request_id": last["request_id"]},
+        )
 
 
 def from_purchases(sheet: FactSheet, purchases: list[Payment], limit: int = 5) -> None:
