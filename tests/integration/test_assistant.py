@@ -341,3 +341,15 @@ def test_tollway_ask_gives_the_same_answer(helpdesk: GatewayServer) -> None:
 
     unknown = run_cli("ask", "--key", "sk-tw-v1-nope", "hi", database_url=helpdesk.database_url, check=False)
     assert unknown.returncode == 1 and "key" in unknown.stderr.lower()
+
+
+def test_why_was_i_refused_names_the_last_refusal(helpdesk: GatewayServer) -> None:
+    account = helpdesk.new_account("5", limit="0")
+    refused = helpdesk.post("/chat/completions", account.key, ECHO)
+    assert refused.status_code == 403
+    data = answer_of(helpdesk, account.key, "why do I get 403 forbidden?")
+    assert data["intent"] == "refusal_403"
+    assert "Your last refusal was a 403 key_cap_exhausted" in data["answer"]
+    assert "[key_cap_exhausted] This key's total cap of 0.00 USD is used up" in data["answer"]
+    last = next(f for f in data["facts"] if f["code"] == "last_refusal")
+    assert last["figures"]["request_id"] == refused.headers["X-Request-Id"]
