@@ -179,3 +179,31 @@ def test_presets_belong_to_one_account_and_need_a_management_key(server: Gateway
         assert response.status_code == 400, response.text
     bad_use = call(server, "POST", "/chat/completions", owner.key, {"preset": 5, "messages": HELLO})
     assert bad_use.status_code == 400 and bad_use.json()["error"]["metadata"]["field"] == "preset"
+
+
+def test_presets_and_aliases_work_on_responses_completions_and_messages(
+    server: GatewayServer, upstream: FakeOpenAIUpstream
+) -> None:
+    account = server.new_account("5")
+    manage, _ = server.new_key(account.id, management=True)
+    preset = {"name": "everywhere", "model": "fast", "parameters": {"temperature": 0.25}}
+    assert call(server, "POST", "/presets", manage, preset).status_code == 201
+    client = openai.OpenAI(base_url=server.api, api_key=account.key, max_retries=0)
+
+    response = client.responses.create(model="@preset/everywhere", input="hi")
+    assert response.model == "fake/chat" and upstream.calls[-1].body["temperature"] == 0.25
+    response = client.responses.create(model="fast", input="hi", temperature=0.5, extra_body={"preset": "everywhere"})
+    assert response.model == "fake/chat" and upstream.calls[-1].body["temperature"] == 0.5
+
+    legacy = call(server, "POST", "/completions", account.key, {"model": "@preset/everywhere", "prompt": "Once"})
+    assert legacy.status_code == 200, legacy.text
+    assert legacy.json()["model"] == "fake/chat" and upstream.calls[-1].body["temperature"] == 0.25
+
+    message = httpx.post(
+        server.api + "/messages",
+        json={"model": "@preset/everywhere", "max_tokens": 32, "messages": HELLO},
+        headers={"x-api-key": account.key},
+        timeout=30,
+    )
+    assert message.status_code == 200, message.text
+    assert message.json()["model"] == "fake/chat" and upstream.calls[-1].body["temperature"] == 0.25

@@ -11,9 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
-from tollway.api.chat import remember_refusal, send_stream
+from tollway.api.chat import remember_refusal, send_stream, session_id_of
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
+from tollway.api.presets import with_preset
 from tollway.errors import InvalidRequest, TollwayError
 from tollway.gateway.stream import DONE, KEEPALIVE, StreamRelay, sse
 from tollway.gateway.validation import MAX_STRING_CHARS, bad, parse_chat_body
@@ -88,10 +89,16 @@ async def completions(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     key = await authenticate(request)
     raw = await read_json(request, services.settings.max_body_bytes)
-    body = parse_chat_body(completion_request_to_chat(raw), services.settings.models_fallback_limit)
+    chat_raw, preset_id = await with_preset(services, key, raw, completion_request_to_chat(raw))
+    body = parse_chat_body(chat_raw, services.settings.models_fallback_limit)
     try:
         context = await services.gateway.admit(
-            key, body, user_agent=request.headers.get("User-Agent"), referer=request.headers.get("HTTP-Referer")
+            key,
+            body,
+            user_agent=request.headers.get("User-Agent"),
+            referer=request.headers.get("HTTP-Referer"),
+            session_id=session_id_of(request, raw if isinstance(raw, dict) else {}),
+            preset_id=preset_id,
         )
     except TollwayError as exc:
         remember_refusal(services, key, exc)

@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tollway.api.chat import remember_refusal, send_stream
+from tollway.api.chat import remember_refusal, send_stream, session_id_of
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
+from tollway.api.presets import with_preset
 from tollway.errors import TollwayError
 from tollway.gateway.anthropic_validation import check_anthropic_body
 from tollway.gateway.stream import StreamRelay
@@ -35,9 +36,16 @@ async def messages(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     key = await authenticate(request, allow_x_api_key=True)
     anthropic_body = check_anthropic_body(await read_json(request, services.settings.max_body_bytes))
-    chat_body = parse_chat_body(anthropic_request_to_openai(anthropic_body), services.settings.models_fallback_limit)
+    chat_raw, preset_id = await with_preset(services, key, anthropic_body, anthropic_request_to_openai(anthropic_body))
+    chat_body = parse_chat_body(chat_raw, services.settings.models_fallback_limit)
     try:
-        context = await services.gateway.admit(key, chat_body, user_agent=request.headers.get("User-Agent"))
+        context = await services.gateway.admit(
+            key,
+            chat_body,
+            user_agent=request.headers.get("User-Agent"),
+            session_id=session_id_of(request, {}),
+            preset_id=preset_id,
+        )
     except TollwayError as exc:
         remember_refusal(services, key, exc)
         raise

@@ -119,12 +119,19 @@ async def delete_preset(request: web.Request) -> web.Response:
     return json_response({"deleted": True})
 
 
-async def with_preset(services: Services, key: KeyRecord, body: Any) -> tuple[Any, str | None]:
-    """The request body with its preset's fields filled in, and the preset's id (None without a preset)."""
+async def with_preset(
+    services: Services, key: KeyRecord, body: Any, translated: dict[str, Any] | None = None
+) -> tuple[Any, str | None]:
+    """The chat request with its preset's fields filled in, and the preset's id (None without a preset).
+
+    `body` is the request as sent (it names the preset); `translated`, for the Responses, legacy
+    completions and Messages APIs, is that request as a chat request, which the preset fills.
+    """
+    chat = body if translated is None else translated
     if not isinstance(body, dict):
-        return body, None
+        return chat, None
     name = named_preset(body)
     if name is None:
-        return body, None
+        return chat, None
     preset = await PresetStore(services.engine).require(key.account_id, name)
-    return apply_preset(preset, body), preset.id
+    return apply_preset(preset, {k: v for k, v in chat.items() if v is not None}), preset.id

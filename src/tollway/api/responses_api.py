@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tollway.api.chat import remember_refusal, send_stream
+from tollway.api.chat import remember_refusal, send_stream, session_id_of
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
+from tollway.api.presets import with_preset
 from tollway.errors import NotFound, TollwayError
 from tollway.gateway.responses_api import STATELESS, chat_result_to_response, responses_request_to_chat
 from tollway.gateway.responses_stream import ResponsesEvents
@@ -31,10 +32,16 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     key = await authenticate(request)
     body = await read_json(request, services.settings.max_body_bytes)
-    chat_body = parse_chat_body(responses_request_to_chat(body), services.settings.models_fallback_limit)
+    chat_raw, preset_id = await with_preset(services, key, body, responses_request_to_chat(body))
+    chat_body = parse_chat_body(chat_raw, services.settings.models_fallback_limit)
     try:
         context = await services.gateway.admit(
-            key, chat_body, user_agent=request.headers.get("User-Agent"), referer=request.headers.get("HTTP-Referer")
+            key,
+            chat_body,
+            user_agent=request.headers.get("User-Agent"),
+            referer=request.headers.get("HTTP-Referer"),
+            session_id=session_id_of(request, chat_body.raw),
+            preset_id=preset_id,
         )
     except TollwayError as exc:
         remember_refusal(services, key, exc)
