@@ -19,7 +19,7 @@ from tests.support import GatewayServer, nanos, start_gateway
 
 pytestmark = pytest.mark.slow
 
-TTL_S = 1.0
+TTL_S = 2.0
 SLOW_STREAM = {
     "model": "tollway/offline-small",
     "max_tokens": 20,
@@ -41,7 +41,7 @@ def gateway_env(redis_server: OwnRedis, **extra: str) -> dict[str, str]:
     return {
         "TOLLWAY_REDIS_URL": redis_server.url,
         "TOLLWAY_HOLD_TTL_SECONDS": str(TTL_S),
-        "TOLLWAY_OFFLINE_STREAM_DELAY_MS": "150",  # 20 tokens: a 3 s stream, three times the TTL
+        "TOLLWAY_OFFLINE_STREAM_DELAY_MS": "250",  # 20 tokens: a 5 s stream, 2.5 times the TTL
         **extra,
     }
 
@@ -127,7 +127,7 @@ def test_a_stream_longer_than_the_ttl_keeps_its_hold_and_slot(own_redis: OwnRedi
             assert second.status_code == 429, second.text
             checks += 1
         reader.join()
-        assert time.monotonic() - started > TTL_S * 2.5
+        assert time.monotonic() - started > TTL_S * 2.4
         assert checks >= 3
         text = b"".join(body).decode()
         assert "<broken>" not in text and "data: [DONE]" in text
