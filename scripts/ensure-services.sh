@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Make sure what the suite needs is here: PostgreSQL and Redis answering on 127.0.0.1, Debian's chromium.
+# Make sure what the suite needs is here: PostgreSQL and Redis answering on 127.0.0.1, Debian's chromium,
+# and a PostgreSQL role that may create databases (TOLLWAY_TEST_POSTGRES_URL, which `make test` passes on).
+# Works on a stock Debian/Ubuntu server (peer auth on the socket, passwords on TCP) and on trust setups.
 set -euo pipefail
+
+TEST_ROLE=${TOLLWAY_TEST_ROLE:-tollway_test}
 
 pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
@@ -27,12 +31,37 @@ if ! redis_up; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 fi
 
+up=0
 for _ in $(seq 1 50); do
   if pg_up && redis_up; then
-    exit 0
+    up=1
+    break
   fi
   sleep 0.2
 done
-pg_up || echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2
-redis_up || echo "Redis is not answering on 127.0.0.1:6379" >&2
-exit 1
+if [ "$up" != 1 ]; then
+  pg_up || echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2
+  redis_up || echo "Redis is not answering on 127.0.0.1:6379" >&2
+  exit 1
+fi
+
+# The test role and its database: as the postgres superuser over the socket (peer auth, as root), else over
+# TCP where the server trusts local connections.
+psql_admin() {
+  if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 && runuser -u postgres -- psql -d postgres -qtAc 'SELECT 1' >/dev/null 2>&1; then
+    runuser -u postgres -- psql -d postgres -v ON_ERROR_STOP=1 -qtA "$@"
+  else
+    psql -w -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"
+  fi
+}
+if ! PGPASSWORD=$TEST_ROLE psql -w -h 127.0.0.1 -U "$TEST_ROLE" -d "$TEST_ROLE" -qtAc 'SELECT 1' >/dev/null 2>&1; then
+  echo "creating the PostgreSQL role and database $TEST_ROLE for the tests" >&2
+  if [ -z "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = '$TEST_ROLE'")" ]; then
+    psql_admin -c "CREATE ROLE $TEST_ROLE LOGIN CREATEDB PASSWORD '$TEST_ROLE'"
+  else
+    psql_admin -c "ALTER ROLE $TEST_ROLE LOGIN CREATEDB PASSWORD '$TEST_ROLE'"
+  fi
+  if [ -z "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$TEST_ROLE'")" ]; then
+    psql_admin -c "CREATE DATABASE $TEST_ROLE OWNER $TEST_ROLE"
+  fi
+fi

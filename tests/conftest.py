@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,8 @@ settings.load_profile("tollway")
 
 STRIPE_WEBHOOK_SECRET = "whsec_test_" + "a" * 24
 CRYPTO_WEBHOOK_SECRET = "crypto_secret_test"
-POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+# A role that may create databases; `make test` sets it to the role scripts/ensure-services.sh creates.
+POSTGRES_ADMIN_DSN = os.environ.get("TOLLWAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +67,7 @@ def make_database_url(kind: str, directory: Path) -> Iterator[str]:
     name = f"tollway_test_{secrets.token_hex(4)}"
     asyncio.run(_create_database(name))
     try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        yield f"{POSTGRES_ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
     finally:
         asyncio.run(_drop_database(name))
 

@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's chromium through Playwright), with a screenshot of each page.
 
-Screenshots go to docs/screenshots/, which the README links to.
+Screenshots go to tests/artifacts/screenshots/ (untracked); `make screenshots` copies them to docs/screenshots/,
+which the README links to, so `make test` leaves tracked files untouched.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tests.fakes.payment_servers import FakePayments, stripe_signature
 from tests.support import GatewayServer
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "tests" / "artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,8 +163,9 @@ def cosine_of(a: list[float], b: list[float]) -> float:
 
 
 def default_doc_paths(docs_dir: Path | None) -> tuple[list[Path], Path | None]:
-    """README.md and docs/*.md of `docs_dir`, or of the source tree this package runs from."""
-    candidates = [docs_dir] if docs_dir is not None else [Path(__file__).resolve().parents[3], Path.cwd()]
+    """README.md and docs/*.md of `docs_dir`, of the source tree this package runs from, or of the wheel's copy."""
+    installed = Path(sys.prefix) / "share" / "tollway"  # where the wheel puts them (pyproject's data-files)
+    candidates = [docs_dir] if docs_dir is not None else [Path(__file__).resolve().parents[3], installed, Path.cwd()]
     for root in candidates:
         if root is not None and (root / "README.md").is_file():
             return [root / "README.md", *sorted((root / "docs").glob("*.md"))], root
