@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from tollway.assistant.facts import Fact, FactSheet, usd
 from tollway.assistant.intents import Intent
 
-_MONEY_REFUSALS = ("balance_negative", "balance_empty", "insufficient_for_request", "key_cap_insufficient")
+_MONEY_REFUSALS = (
+    "balance_negative",
+    "balance_empty",
+    "insufficient_for_request",
+    "key_cap_insufficient",
+    "max_tokens_lowered",
+)
 _RATE_REFUSALS = ("free_daily_cap", "free_per_minute", "rate_limited")
 
 
@@ -34,6 +40,7 @@ TOPICS: dict[Intent, str] = {
     Intent.REFUSAL_402: "refusals 402 insufficient credits balance_empty",
     Intent.REFUSAL_403: "refusals 403 key limit exceeded key_cap_exhausted",
     Intent.REFUSAL_429: "rate limits 429 free models",
+    Intent.KEY_DISABLED: "disabled key 401 keys enable",
     Intent.BUY_CREDITS: "payments checkout buy credits card",
     Intent.CRYPTO: "payments crypto checkout",
     Intent.AUTO_RECHARGE: "auto-recharge payments threshold",
@@ -169,6 +176,20 @@ def _refusal(codes: tuple[str, ...], meaning: str) -> Callable[[FactSheet, Optio
         return text
 
     return answer
+
+
+def _key_disabled(sheet: FactSheet, _options: Options) -> str:
+    text = (
+        "A disabled key is refused with 401 key_disabled, and an expired one with 401 key_expired, before "
+        "anything else is checked. Enable it on the dashboard's Keys page or with PATCH /api/v1/keys/{hash} "
+        '{"disabled": false} and a management key, or use another key.'
+    )
+    disabled = [k.figures["name"] for k in sheet.all("key") if k.figures.get("disabled")]
+    if disabled:
+        text += " Disabled keys of this account: " + ", ".join(disabled) + "."
+    else:
+        text += " No key of this account that I can see is disabled."
+    return text
 
 
 def _buy(sheet: FactSheet, options: Options) -> str:
@@ -311,6 +332,7 @@ TEMPLATES: dict[Intent, Callable[[FactSheet, Options], str]] = {
         "(free_daily_cap) allowance of the account, otherwise a request, token or concurrency limit set on the "
         "key or the account (rate_limited). Paying does not lift a per-minute limit; wait for its reset.",
     ),
+    Intent.KEY_DISABLED: _key_disabled,
     Intent.BUY_CREDITS: _buy,
     Intent.CRYPTO: _crypto,
     Intent.AUTO_RECHARGE: _auto,

@@ -105,6 +105,7 @@ def from_report(sheet: FactSheet, report: dict[str, Any], *, with_key: bool) -> 
                 "limit_remaining": key["limit_remaining"],
                 "limit_reset": key["limit_reset"],
                 "resets_at": key["resets_at"],
+                "disabled": key["disabled"],
             },
         )
     for explanation in report["explanations"]:

@@ -15,6 +15,7 @@ class Intent(StrEnum):
     REFUSAL_402 = "refusal_402"
     REFUSAL_403 = "refusal_403"
     REFUSAL_429 = "refusal_429"
+    KEY_DISABLED = "key_disabled"
     BUY_CREDITS = "buy_credits"
     CRYPTO = "crypto"
     AUTO_RECHARGE = "auto_recharge"
@@ -62,6 +63,10 @@ _VOCABULARY: dict[Intent, dict[str, float]] = {
         "5 dollars": 1,
         "not credited": 3,
         "show up": 2,
+        "invoice": 2.5,
+        "invoices": 2.5,
+        "receipt": 2.5,
+        "history": 1.5,
     },
     Intent.KEY_CAP: {
         "key limit": 4,
@@ -75,6 +80,8 @@ _VOCABULARY: dict[Intent, dict[str, float]] = {
         "limit_remaining": 3,
         "monthly": 1,
         "daily limit": 1,
+        "spending limit": 4,
+        "spending": 1.5,
     },
     Intent.FREE_MODELS: {
         "free": 3,
@@ -86,7 +93,15 @@ _VOCABULARY: dict[Intent, dict[str, float]] = {
         "50": 0.5,
         "1000": 0.5,
     },
-    Intent.REFUSAL_402: {"402": 5, "payment required": 4, "insufficient": 3, "not enough": 2, "afford": 2},
+    Intent.REFUSAL_402: {
+        "402": 5,
+        "payment required": 4,
+        "insufficient": 3,
+        "not enough": 2,
+        "afford": 2,
+        "max_tokens": 3,
+        "lowered": 3,
+    },
     Intent.REFUSAL_403: {"403": 5, "forbidden": 4, "key limit exceeded": 4, "refused": 1, "denied": 2},
     Intent.REFUSAL_429: {
         "429": 7,
@@ -96,6 +111,16 @@ _VOCABULARY: dict[Intent, dict[str, float]] = {
         "too many": 3,
         "throttled": 3,
         "slow down": 2,
+        "per minute": 3,
+        "rate": 1,
+    },
+    Intent.KEY_DISABLED: {
+        "disabled": 4,
+        "expired": 4,
+        "401": 5,
+        "unauthorized": 3,
+        "enable": 2,
+        "invalid key": 3,
     },
     Intent.BUY_CREDITS: {
         "buy": 3,

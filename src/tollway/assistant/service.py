@@ -228,7 +228,9 @@ class AssistantService:
         key = asker.key
         keys = [k for k in await self.sources.accounts.keys_for_account(account_id) if k.deleted_at_us is None]
         if key is None:
-            key = next((k for k in keys if not k.is_management), None) or _synthetic_key(account_id)
+            usable = [k for k in keys if not k.is_management]
+            key = next((k for k in usable if not k.disabled), None) or next(iter(usable), None)
+            key = key or _synthetic_key(account_id)
         report = await self.sources.balance.report(key)
         fact_builders.from_report(sheet, report, with_key=not key.id.startswith("account:"))
         if asker.key is None:
@@ -244,6 +246,7 @@ class AssistantService:
                             "limit_remaining": None if remaining is None else nanos_to_usd(remaining),
                             "limit_reset": other.limit_reset.value if other.limit_reset else None,
                             "resets_at": None,
+                            "disabled": other.disabled,
                         },
                     )
         fact_builders.from_purchases(sheet, await self.sources.payments.for_account(account_id))
