@@ -13,6 +13,7 @@ import httpx
 import pytest
 from openrouter import OpenRouter
 
+from tests.conftest import make_database_url
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.support import GatewayServer, nanos, start_gateway, write_config
 
@@ -20,18 +21,20 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 pytestmark = pytest.mark.filterwarnings("ignore:.*DEPRECATED.*")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def servers(
-    upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[GatewayServer, GatewayServer]]:
     directory = tmp_path_factory.mktemp("activity")
     config = write_config(directory / "config.yaml", upstream.base_url)
-    database_url = f"sqlite:///{directory / 'activity.db'}"
+    databases = make_database_url(request.param, directory)
+    database_url = next(databases)
     now = start_gateway(database_url, config, directory)
     month_later = start_gateway(database_url, config, directory, env={"TOLLWAY_CLOCK_OFFSET_SECONDS": str(31 * 86_400)})
     yield now, month_later
     month_later.stop()
     now.stop()
+    databases.close()
 
 
 def generation(server: GatewayServer, key: str, generation_id: str) -> dict[str, Any]:

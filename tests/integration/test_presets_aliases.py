@@ -11,14 +11,17 @@ import openai
 import pytest
 import yaml
 
+from tests.conftest import make_database_url
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.support import GatewayServer, start_gateway, write_config
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 
-@pytest.fixture(scope="module")
-def server(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("presets")
     path = write_config(directory / "config.yaml", upstream.base_url)
     config = yaml.safe_load(path.read_text())
@@ -30,9 +33,11 @@ def server(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactor
     config["models"].append(newer)
     config["aliases"] = {"fast": "fake/chat", "embedder": "fake/embed"}
     path.write_text(yaml.safe_dump(config))
-    gateway = start_gateway(f"sqlite:///{directory / 'presets.db'}", path, directory)
+    databases = make_database_url(request.param, directory)
+    gateway = start_gateway(next(databases), path, directory)
     yield gateway
     gateway.stop()
+    databases.close()
 
 
 def call(server: GatewayServer, method: str, path: str, key: str, body: Any = None) -> httpx.Response:
