@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import threading
 import time
 import uuid
@@ -457,4 +458,77 @@ def test_a_settlement_redis_missed_is_counted_once_it_answers_again(
     finally:
         gateway.stop()
         proxy.stop()
+        redis_server.stop()
+
+
+async def concurrent_round(
+    book: RedisBook, store: LedgerStore, redis_server: OwnRedis, rng: random.Random
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Settlements, grants, reloads and flushes of one account, all at once; returns (Redis, ledger) figures."""
+    account_id = uuid.uuid4().hex
+    key = key_record(account_id)
+    now = lambda: int(time.time() * 1_000_000)  # noqa: E731
+    opening = LedgerEntry(account_id, EntryKind.GRANT, 50_000_000, now())
+    await book.apply_local(replace(opening, id=await store.append(opening, origin="prop")))
+    holds = [h for h in [(await book.try_reserve(key, rng.randint(1, 90_000), now())).hold for _ in range(30)] if h]
+
+    async def settle(hold: Hold) -> None:
+        await asyncio.sleep(rng.random() * 0.05)
+        cost = hold.amount_nanos // 2
+        generation_id = "gen-" + uuid.uuid4().hex
+        entry = LedgerEntry(account_id, EntryKind.USAGE, cost, now(), key_id=key.id, generation_id=generation_id)
+        await store.write_batch([entry], [], "prop")  # the commit, then the book: as Ledger.settle does
+        await asyncio.sleep(rng.random() * 0.01)
+        await book.settle(hold, cost, now(), generation_id)
+
+    async def grant() -> None:
+        await asyncio.sleep(rng.random() * 0.05)
+        entry = LedgerEntry(account_id, EntryKind.GRANT, rng.randint(1, 1_000_000), now())
+        stored = replace(entry, id=await store.append(entry, origin="prop"))
+        await asyncio.sleep(rng.random() * 0.01)
+        await book.apply_local(stored)
+        await book.apply_local(stored)  # read twice by a poller
+
+    async def read() -> None:
+        await asyncio.sleep(rng.random() * 0.05)
+        await book.account_snapshot(account_id)
+        await book.key_snapshot(key, now())
+
+    async def flush() -> None:
+        await asyncio.sleep(rng.random() * 0.05)
+        redis_server.flushall()
+
+    tasks = [settle(h) for h in holds] + [grant() for _ in range(5)] + [read() for _ in range(8)]
+    tasks += [flush() for _ in range(rng.randint(1, 3))]
+    await asyncio.gather(*tasks)
+    figures = await book.account_snapshot(account_id)
+    totals = await store.account_totals(account_id)
+    key_usage = (await book.key_snapshot(key, now())).usage_nanos
+    ledger_key_usage = (await store.key_usage(key.id, now())).total_nanos
+    return (
+        (figures.credits_nanos, figures.usage_nanos, key_usage),
+        (totals.credits_nanos, totals.usage_nanos, ledger_key_usage),
+    )
+
+
+def test_concurrent_reloads_settlements_and_flushes_end_equal_to_the_ledger(tmp_path: Path) -> None:
+    redis_server = OwnRedis(tmp_path).start()
+
+    async def rounds() -> None:
+        engine = create_engine(f"sqlite:///{tmp_path / 'concurrent.db'}")
+        await migrate(engine)
+        store = LedgerStore(engine)
+        books = [RedisBook(store, f"prop-{i}", redis_server.url, hold_ttl_s=60) for i in range(2)]
+        try:
+            for seed in range(int(os.environ.get("TOLLWAY_CONCURRENT_ROUNDS", "12"))):
+                cached, ledger = await concurrent_round(books[seed % 2], store, redis_server, random.Random(seed))
+                assert cached == ledger, seed
+        finally:
+            for book in books:
+                await book.close()
+            await engine.dispose()
+
+    try:
+        asyncio.run(rounds())
+    finally:
         redis_server.stop()

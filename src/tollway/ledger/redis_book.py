@@ -125,6 +125,7 @@ class RedisBook:
         self._unsettled: list[LedgerEntry] = []
         self._process = uuid.uuid4().hex[:12]
         self.reloads = 0  # figures (re)loaded from the ledger by this process
+        self.load_retries = 0  # loads begun again because items were parked meanwhile
 
     @staticmethod
     def account_key(account_id: str) -> str:
@@ -214,6 +215,7 @@ class RedisBook:
                 if int(outcome[0]) != scripts.PENDING_CHANGED:
                     self.reloads += int(outcome[0])
                     return
+                self.load_retries += 1
             raise _unavailable()
 
     async def load_key(self, key_id: str, now_us: int) -> None:
@@ -247,6 +249,7 @@ class RedisBook:
                 if int(outcome[0]) != scripts.PENDING_CHANGED:
                     self.reloads += int(outcome[0])
                     return
+                self.load_retries += 1
             raise _unavailable()
 
     # Reading figures.
@@ -467,11 +470,13 @@ class RedisBook:
 
     async def _apply_pending(self) -> None:
         while self._unapplied:
+            entry = self._unapplied[0]
             try:
-                await self._apply(self._unapplied[0])
+                await self._apply(entry)  # applying twice is harmless: the script applies an entry once
             except RedisError:
                 return
-            self._unapplied.pop(0)
+            if self._unapplied and self._unapplied[0] is entry:  # a concurrent caller may have moved on
+                self._unapplied.pop(0)
 
     async def apply_external(self, entries: Iterable[LedgerEntry], new_watermark: int) -> None:
         self._unapplied.extend(entries)
