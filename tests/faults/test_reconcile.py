@@ -126,3 +126,11 @@ def test_tampered_account_key_and_held_figures_are_found_and_fixed_under_load(se
     assert nanos(data["total_usage"]) == billed + sum(served)
     assert nanos(gateway.balance(account.id)["held_in_flight"]) == 0
     assert nanos(gateway.get("/key", account.key).json()["data"]["usage"]) == billed + sum(served)
+
+
+def test_reconcile_says_when_redis_does_not_answer(setup: Setup) -> None:
+    setup.gateway.new_account("1")
+    setup.redis.stop()
+    code, report = setup.reconcile()
+    assert code == 1
+    assert [m["kind"] for m in report["mismatches"]] == ["redis_unreachable"]
