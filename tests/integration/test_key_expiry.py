@@ -7,6 +7,7 @@ Time is moved, not waited for: a second server on the same database runs with it
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -140,3 +141,54 @@ def test_expiry_from_the_admin_api_and_the_cli(servers: tuple[GatewayServer, Gat
     )
     assert refused.returncode != 0 and "expires_at" in refused.stderr
     assert nanos(now.balance(account.id)["balance"]) == nanos("1")
+
+
+def csrf(page: httpx.Response) -> str:
+    match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
+    assert match, page.text[:500]
+    return match.group(1)
+
+
+def test_the_dashboard_sets_and_changes_a_key_expiry(servers: tuple[GatewayServer, GatewayServer]) -> None:
+    now, later = servers
+    email = f"expiry-{datetime.now(UTC).timestamp()}@example.com"
+    client = httpx.Client(base_url=now.base_url, timeout=30)
+    signup = client.post(
+        "/signup", data={"csrf_token": csrf(client.get("/signup")), "email": email, "password": "correct horse"}
+    )
+    assert signup.status_code == 303
+    login = client.post(
+        "/login", data={"csrf_token": csrf(client.get("/login")), "email": email, "password": "correct horse"}
+    )
+    assert login.status_code == 303
+    moment = (datetime.now(UTC) + timedelta(days=1, hours=6)).replace(second=0, microsecond=0)
+    field = moment.strftime("%Y-%m-%dT%H:%M")  # what a datetime-local input sends, read as UTC
+    created = client.post("/keys", data={"csrf_token": csrf(client.get("/keys")), "name": "web", "expires_at": field})
+    key = re.search(r'id="new-key" readonly value="([^"]+)"', created.text)
+    assert key, created.text[:500]
+    assert now.get("/key", key.group(1)).json()["data"]["expires_at"] == iso(moment).replace("Z", ".000Z")
+    page = client.get("/keys").text
+    assert moment.strftime("%Y-%m-%d %H:%M") in page
+    expired_refusal(later.get("/key", key.group(1)))
+
+    key_hash = now.get("/key", key.group(1)).json()["data"]["hash"]
+    refused = client.post(
+        f"/keys/{key_hash}/edit",
+        data={
+            "csrf_token": csrf(client.get("/keys")),
+            "limit": "",
+            "limit_reset": "",
+            "expires_at": "2001-01-01T00:00",
+        },
+    )
+    assert refused.status_code == 400 and "not in the future" in refused.text
+    cleared = client.post(
+        f"/keys/{key_hash}/edit",
+        data={"csrf_token": csrf(client.get("/keys")), "limit": "", "limit_reset": "", "expires_at": ""},
+    )
+    assert cleared.status_code in (200, 303)
+    assert now.get("/key", key.group(1)).json()["data"]["expires_at"] is None
+    bad = client.post(
+        "/keys", data={"csrf_token": csrf(client.get("/keys")), "name": "web2", "expires_at": "tomorrow-ish"}
+    )
+    assert bad.status_code == 400 and "is not an ISO-8601 time" in bad.text
