@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.faults.own_redis import OwnRedis
-from tests.support import GatewayServer, nanos, start_gateway
+from tests.support import GatewayServer, nanos, run_cli, start_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,9 @@ def read_stream(gateway: GatewayServer, key: str, into: list[bytes]) -> None:
         into.append(b"<broken>")
 
 
-def test_holds_of_a_killed_worker_end_within_the_ttl(own_redis: OwnRedis, tmp_path: Path) -> None:
+def test_holds_of_a_killed_worker_end_within_the_ttl(
+    own_redis: OwnRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     database = f"sqlite:///{tmp_path / 'holds.db'}"
     env = gateway_env(own_redis)
     survivor = start_gateway(database, None, tmp_path, env=env)
@@ -94,6 +96,9 @@ def test_holds_of_a_killed_worker_end_within_the_ttl(own_redis: OwnRedis, tmp_pa
         assert nanos(figures["balance"]) == nanos("1") - nanos(figures["total_usage"])
         for reader in readers:
             reader.join(10)
+        monkeypatch.setenv("TOLLWAY_REDIS_URL", own_redis.url)
+        report = run_cli("reconcile", "--json", database_url=database, check=False)
+        assert report.returncode == 0, report.stdout  # without --fix: nothing to repair
     finally:
         victim.stop()
         survivor.stop()

@@ -49,10 +49,11 @@ PER_REQUEST = 36 * 1000 + 20 * 2000  # nano-USD: 36 prompt tokens at 1000, 20 co
 
 
 class Cluster:
-    def __init__(self, redis_server: OwnRedis, database_url: str, gateways: list[GatewayServer]) -> None:
+    def __init__(self, redis_server: OwnRedis, database_url: str, gateways: list[GatewayServer], spool: Path) -> None:
         self.redis = redis_server
         self.database_url = database_url
         self.gateways = gateways
+        self.spool = spool
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     }
     gateways = [start_gateway(database_url, None, directory, env=env) for _ in range(2)]
     try:
-        yield Cluster(redis_server, database_url, gateways)
+        yield Cluster(redis_server, database_url, gateways, directory / "spool")
     finally:
         for gateway in gateways:
             gateway.stop()
@@ -148,7 +149,7 @@ def wait_for_total_credits(gateway: GatewayServer, key: str, expected_nanos: int
     raise AssertionError(f"total_credits stayed {data}, expected {expected_nanos / 1e9}")
 
 
-def test_flushall_mid_load_loses_and_invents_nothing(cluster: Cluster) -> None:
+def test_flushall_mid_load_loses_and_invents_nothing(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     gateways = cluster.gateways
     account = gateways[0].new_account("4.37")
     watcher = CreditsWatcher(gateways, account.key)
@@ -187,6 +188,11 @@ def test_flushall_mid_load_loses_and_invents_nothing(cluster: Cluster) -> None:
     seen = [nanos(data["total_credits"]) for status, data in watcher.answers if status == 200 and data]
     assert len(seen) > 10
     assert set(seen) == {nanos("4.37")}
+    # After recovery every cached figure is the ledger's.
+    monkeypatch.setenv("TOLLWAY_REDIS_URL", cluster.redis.url)
+    monkeypatch.setenv("TOLLWAY_SPOOL_PATH", str(cluster.spool))
+    report = run_cli("reconcile", "--json", database_url=cluster.database_url, check=False)
+    assert report.returncode == 0, report.stdout
 
 
 def test_grants_made_while_flushed_count_exactly_once(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
