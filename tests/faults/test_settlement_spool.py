@@ -21,6 +21,11 @@ from tests.conftest import make_database_url
 from tests.fakes.tcp_proxy import CuttableProxy
 from tests.faults.own_redis import OwnRedis
 from tests.support import GatewayServer, nanos, run_cli, start_gateway
+from tollway.db.engine import create_engine
+from tollway.db.migrations import migrate
+from tollway.ledger.records import EntryKind, GenerationRecord, LedgerEntry
+from tollway.ledger.spool import Spool, replay
+from tollway.ledger.store import LedgerStore
 
 pytestmark = pytest.mark.slow
 
@@ -229,3 +234,43 @@ def test_a_late_commit_after_redis_lost_its_figures_is_still_counted(
     finally:
         gateway.stop()
         redis_server.stop()
+
+
+def test_replay_skips_a_torn_line_and_fills_columns_an_older_version_did_not_spool(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        engine = create_engine(f"sqlite:///{tmp_path / 'replay.db'}")
+        await migrate(engine)
+        store = LedgerStore(engine)
+        directory = tmp_path / "spool"
+        spool = Spool(directory, "dead-process")
+        for index in range(2):
+            generation = GenerationRecord(
+                id=f"gen-replay-{index}",
+                account_id="acct",
+                key_id="key",
+                model="tollway/offline-small",
+                provider_name="offline",
+                created_at_us=1_000 + index,
+                cost_nanos=76_000,
+            )
+            entry = LedgerEntry(
+                "acct", EntryKind.USAGE, 76_000, 1_000 + index, key_id="key", generation_id=generation.id
+            )
+            spool.append(generation, entry)
+        spool.close()
+        path = directory / "dead-process.spool"
+        lines = path.read_bytes().splitlines()
+        older = json.loads(lines[1])
+        for newer_column in ("session_id", "preset_id", "cost_details", "hold_nanos", "hold_overrun_nanos"):
+            older["generation"].pop(newer_column, None)
+        path.write_bytes(lines[0] + b"\n" + json.dumps(older).encode() + b"\n" + lines[0][: len(lines[0]) // 2])
+        first = await replay(directory, store)
+        assert (first.settlements, first.written) == (2, 2)
+        assert not path.exists()
+        again = await replay(directory, store)
+        assert again.written == 0
+        totals = await store.account_totals("acct")
+        assert totals.usage_nanos == 2 * 76_000
+        await engine.dispose()
+
+    asyncio.run(scenario())

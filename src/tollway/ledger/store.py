@@ -211,6 +211,17 @@ def _visible_at(up_to_id: int, own_origin: str | None) -> ColumnElement[bool]:
     return or_(_E.c.id <= up_to_id, _E.c.origin == own_origin)
 
 
+def _complete(values: dict[str, Any], table: Any) -> dict[str, Any]:
+    row = {}
+    for column in table.columns:
+        if column.name in values:
+            row[column.name] = values[column.name]
+        elif column.name != "id":
+            default = column.default.arg if column.default is not None and column.default.is_scalar else None
+            row[column.name] = default
+    return row
+
+
 def _as_row(values: dict[str, Any], columns: tuple[str, ...]) -> Row:
     return tuple(values.get(name) for name in columns)  # a row spooled before a column existed has none
 
@@ -249,7 +260,12 @@ class LedgerStore:
                 )
 
     async def write_rows(self, entries: Sequence[dict[str, Any]], generations: Sequence[dict[str, Any]]) -> None:
-        """Write rows kept outside the database (the spool) as they were; duplicates are skipped."""
+        """Write rows kept outside the database (the spool) as they were; duplicates are skipped.
+
+        A row spooled by an older version lacks the columns added since: they take their defaults.
+        """
+        entries = [_complete(row, _E) for row in entries]
+        generations = [_complete(row, _G) for row in generations]
         if self._sink is not None:
             await self._sink.write(
                 [_as_row(e, ENTRY_COLUMNS) for e in entries], [_as_row(g, GENERATION_COLUMNS) for g in generations]
