@@ -142,6 +142,10 @@ def test_presets_fill_requests_and_request_fields_win(server: GatewayServer, ups
         ({"name": "x", "model": "fake/chat", "parameters": {"messages": []}}, "parameters"),
         ({"name": "x", "model": "fake/chat", "parameters": [1]}, "parameters"),
         ({"name": "x", "model": "fake/chat", "provider": "fast"}, "provider"),
+        (
+            {"name": "x", "model": "fake/chat", "parameters": {"reasoning": {"effort": "huge"}}},
+            "parameters.reasoning.effort",
+        ),
         ({"name": "x", "model": 12}, "model"),
         ({"name": "x", "model": "fake/chat", "description": 5}, "description"),
     ],

@@ -15,6 +15,7 @@ from tollway.audit import Actor
 from tollway.auth.records import KeyRecord
 from tollway.clock import us_to_iso
 from tollway.errors import InvalidRequest
+from tollway.gateway.reasoning import parse_reasoning
 from tollway.gateway.validation import parse_chat_body
 from tollway.presets import (
     Preset,
@@ -49,7 +50,8 @@ def _rules(services: Services) -> PresetRules:
         parse_preferences(raw, None, providers, {})
 
     def check_body(body: dict[str, Any]) -> None:
-        parse_chat_body(body, limit)
+        chat = parse_chat_body(body, limit)
+        parse_reasoning(body, chat.max_tokens or 1024)  # what admission checks beyond the body's own fields
 
     return PresetRules(
         model_exists=lambda model_id: services.catalog.resolve(model_id) is not None,
