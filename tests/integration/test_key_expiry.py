@@ -170,6 +170,9 @@ def test_the_dashboard_sets_and_changes_a_key_expiry(servers: tuple[GatewayServe
     page = client.get("/keys").text
     assert moment.strftime("%Y-%m-%d %H:%M") in page
     expired_refusal(later.get("/key", key.group(1)))
+    assert re.search(r"<td>\s*web\s*</td>", page) and ">active</td>" in page
+    later_page = httpx.get(later.base_url + "/keys", cookies=dict(client.cookies), timeout=30).text
+    assert ">expired</td>" in later_page  # two days on, the same page says so
 
     key_hash = now.get("/key", key.group(1)).json()["data"]["hash"]
     refused = client.post(

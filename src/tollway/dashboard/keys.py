@@ -46,6 +46,7 @@ async def _keys_view(
         errors=errors or {},
         keys=await _keys_context(request, account_id),
         expires_field=expires_field,
+        now_us=services_of(request).clock.now_us(),
     )
 
 
