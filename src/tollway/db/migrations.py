@@ -96,6 +96,11 @@ async def _usage_kinds(connection: AsyncConnection) -> None:
     )
 
 
+async def _generations_by_key(connection: AsyncConnection) -> None:
+    index = next(i for i in tables.generations.indexes if i.name == "ix_generations_key_time")
+    await connection.run_sync(index.create, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[int, str, Migration]] = [
     (1, "initial schema", _initial_schema),
     (2, "rate limits per account and key", _rate_limits),
@@ -110,6 +115,7 @@ MIGRATIONS: list[tuple[int, str, Migration]] = [
         "every usage kind of a generation: cache writes, images, searches, estimated usage, hold and cost split",
         _usage_kinds,
     ),
+    (10, "generations by key and time (a key's last use, activity per key)", _generations_by_key),
 ]
 
 

@@ -128,6 +128,7 @@ generations = Table(
     Column("session_id", String(256), nullable=True),  # the client's session (sticky routing), if it sent one
     Column("preset_id", String(40), nullable=True),  # the preset the request used, if any
     Index("ix_generations_account_time", "account_id", "created_at_us"),
+    Index("ix_generations_key_time", "key_id", "created_at_us"),
 )
 
 schema_migrations = Table(
