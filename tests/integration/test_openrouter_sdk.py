@@ -146,9 +146,7 @@ def test_keys_crud_with_the_sdk(server: GatewayServer) -> None:
     assert (updated.data.name, updated.data.disabled, updated.data.limit) == ("renamed", True, 4)
     assert manager.api_keys.get(hash=key_hash).data.name == "renamed"
     assert manager.api_keys.delete(hash=key_hash).DELETED is True
-    gone = httpx.get(
-        server.api + f"/keys/{key_hash}", headers={"Authorization": f"Bearer {created.key}"}, timeout=10
-    )
+    gone = httpx.get(server.api + f"/keys/{key_hash}", headers={"Authorization": f"Bearer {created.key}"}, timeout=10)
     assert gone.status_code == 401
 
 
@@ -174,3 +172,19 @@ def test_key_management_refuses_bad_input_precisely(server: GatewayServer) -> No
     assert patched.status_code == 400 and patched.json()["error"]["metadata"]["field"] == "expires_at"
     names = {k["name"] for k in server.get("/keys", key).json()["data"]}
     assert names == {"test key"}  # nothing was created
+
+
+def test_presets_read_with_the_sdk(server: GatewayServer) -> None:
+    account = server.new_account("1")
+    key, _hash = server.new_key(account.id, management=True)
+    for name in ("alpha", "beta", "gamma"):
+        body = {"name": name, "model": "fake/chat", "parameters": {"temperature": 0.1}}
+        assert server.post("/presets", key, body).status_code == 201
+    client = sdk(server, key)
+    page = client.presets.list(limit=2)
+    assert [p.slug for p in page.result.data] == ["alpha", "beta"] and page.result.total_count == 3
+    following = page.next()
+    assert following is not None and [p.slug for p in following.result.data] == ["gamma"]
+    one = client.presets.get(slug="beta").data
+    assert one.name == "beta" and one.status == "active" and one.workspace_id == account.id
+    assert one.designated_version is not None and one.designated_version.config["parameters"] == {"temperature": 0.1}

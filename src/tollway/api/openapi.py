@@ -143,7 +143,7 @@ OPERATIONS: tuple[Operation, ...] = (
               params=(Param("date", "query", {"type": "string", "format": "date"}, "Only this UTC day"),
                       Param("api_key_hash", "query", {"type": "string"}, "Only this key"))),
     Operation("get", f"{API}/presets", "listPresets", "List the account's presets", "Presets", account.PresetList,
-              auth="management"),
+              auth="management", params=_PAGE),
     Operation("post", f"{API}/presets", "createPreset", "Save a preset (its models must be served here)", "Presets",
               account.PresetBody, account.PresetRequest, auth="management", status=201,
               example={"name": "team", "model": "tollway/offline-small", "parameters": {"temperature": 0.2}},

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from tollway.api.context import authenticate, require_management, services_of
-from tollway.api.http import json_response, read_json
+from tollway.api.http import json_response, query_int, read_json
 from tollway.audit import Actor
 from tollway.auth.records import KeyRecord
 from tollway.clock import us_to_iso
@@ -32,13 +32,36 @@ from tollway.services import Services
 
 
 def preset_object(preset: Preset) -> dict[str, Any]:
+    """Tollway's preset fields, plus OpenRouter's (slug, status, designated_version) so its SDK reads them.
+
+    Tollway keeps one version of a preset, changed in place: `designated_version` is always that one.
+    """
+    created_at = us_to_iso(preset.created_at_us)
+    updated_at = us_to_iso(preset.updated_at_us) or created_at
+    version_id = f"{preset.id}-current"
     return {
         "id": preset.id,
         "name": preset.name,
+        "slug": preset.name,
         "description": preset.description,
         **preset.config(),
-        "created_at": us_to_iso(preset.created_at_us),
-        "updated_at": us_to_iso(preset.updated_at_us),
+        "status": "active",
+        "status_updated_at": None,
+        "creator_user_id": None,
+        "workspace_id": preset.account_id,
+        "designated_version_id": version_id,
+        "designated_version": {
+            "id": version_id,
+            "preset_id": preset.id,
+            "version": 1,
+            "config": preset.config(),
+            "system_prompt": None,
+            "creator_id": preset.account_id,
+            "created_at": created_at,
+            "updated_at": updated_at,
+        },
+        "created_at": created_at,
+        "updated_at": updated_at,
     }
 
 
@@ -77,7 +100,11 @@ async def _body(request: web.Request, services: Services) -> dict[str, Any]:
 
 async def list_presets(request: web.Request) -> web.Response:
     _services, key, store = await _manager(request)
-    return json_response({"data": [preset_object(p) for p in await store.list(key.account_id)]})
+    offset = query_int(request, "offset", 0, 0, 10**9)
+    limit = query_int(request, "limit", 100, 1, 1000)
+    found = await store.list(key.account_id)
+    page = found[offset : offset + limit]
+    return json_response({"data": [preset_object(p) for p in page], "total_count": len(found)})
 
 
 async def create_preset(request: web.Request) -> web.Response:

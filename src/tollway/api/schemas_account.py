@@ -164,8 +164,12 @@ class PresetObject(Shape):
     models: list[str]
     provider: JsonObject | None
     parameters: JsonObject
+    slug: str
+    status: Literal["active"]
+    workspace_id: str
+    designated_version: JsonObject = Field(description="OpenRouter's version object: Tollway keeps one version")
     created_at: str
-    updated_at: str | None
+    updated_at: str
 
 
 class PresetBody(Shape):
@@ -174,6 +178,7 @@ class PresetBody(Shape):
 
 class PresetList(Shape):
     data: list[PresetObject]
+    total_count: int
 
 
 class ActivityItem(Shape):
