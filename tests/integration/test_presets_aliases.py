@@ -216,3 +216,17 @@ def test_presets_and_aliases_work_on_responses_completions_and_messages(
     )
     assert message.status_code == 200, message.text
     assert message.json()["model"] == "fake/chat" and upstream.calls[-1].body["temperature"] == 0.25
+
+
+def test_an_alias_to_no_model_stops_the_start(
+    upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    directory = tmp_path_factory.mktemp("bad-alias")
+    for aliases, said in (
+        ({"fast": "acme/missing"}, "'fast' names 'acme/missing', which is not a model of this gateway"),
+        ({"fake/chat": "fake/embed"}, "'fake/chat' is already a model id"),
+    ):
+        path = write_config(directory / "config.yaml", upstream.base_url, {"aliases": aliases})
+        with pytest.raises(RuntimeError) as caught:
+            start_gateway(f"sqlite:///{directory / 'bad.db'}", path, directory).stop()
+        assert said in str(caught.value)
