@@ -24,7 +24,7 @@ from tollway.ids import prefixed_id
 
 _P = tables.presets
 PRESET_PREFIX = "@preset/"
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+NAME_PATTERN = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
 # Fields a preset sets apart from its parameters; parameters may not smuggle these in.
 _ROUTING_FIELDS = ("model", "models", "provider")
 _NOT_PARAMETERS = frozenset({*_ROUTING_FIELDS, "messages", "prompt", "input", "preset", "stream"})
@@ -188,6 +188,8 @@ class PresetStore:
             return [_preset(row) for row in (await connection.execute(query)).all()]
 
     async def get(self, account_id: str, name: str) -> Preset | None:
+        if not NAME_PATTERN.match(name):  # no such name can be saved (and NUL bytes never reach PostgreSQL)
+            return None
         query = select(_P).where(_P.c.account_id == account_id, _P.c.name == name)
         async with self._engine.connect() as connection:
             row = (await connection.execute(query)).first()

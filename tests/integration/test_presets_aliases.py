@@ -186,6 +186,10 @@ def test_presets_belong_to_one_account_and_need_a_management_key(server: Gateway
             timeout=10,
         )
         assert response.status_code == 400, response.text
+    for name in ("nul\u0000", "mine\n", "x" * 300):
+        strange = call(server, "POST", "/chat/completions", owner.key, {"preset": name, "messages": HELLO})
+        assert strange.status_code == 404 and strange.json()["error"]["metadata"]["field"] == "preset"
+    assert call(server, "GET", "/presets/nul%00", owner_manage).status_code == 404
     bad_use = call(server, "POST", "/chat/completions", owner.key, {"preset": 5, "messages": HELLO})
     assert bad_use.status_code == 400 and bad_use.json()["error"]["metadata"]["field"] == "preset"
 

@@ -134,7 +134,7 @@ def test_the_header_names_the_session_too_and_the_body_wins(server: GatewayServe
     assert generation(server, account.key, plain.json()["id"])["session_id"] is None
 
 
-@pytest.mark.parametrize("value", ["x" * 257, 42, "", ["a"]])
+@pytest.mark.parametrize("value", ["x" * 257, 42, "", ["a"], "nul\u0000byte", "line\nbreak"])
 def test_a_bad_session_id_is_refused_naming_the_field(server: GatewayServer, value: Any) -> None:
     account = server.new_account("1")
     before = server.balance(account.id)

@@ -67,9 +67,14 @@ def session_id_of(request: web.Request, body: dict[str, Any]) -> str | None:
         value = request.headers.get("X-Session-Id") or None
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_SESSION_ID_CHARS:
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > MAX_SESSION_ID_CHARS
+        or any(ord(c) < 32 or ord(c) == 127 for c in value)  # stored on the generation: no NUL or controls
+    ):
         raise InvalidRequest(
-            f"session_id must be a non-empty string of at most {MAX_SESSION_ID_CHARS} characters",
+            f"session_id must be a non-empty string of at most {MAX_SESSION_ID_CHARS} printable characters",
             metadata={"field": "session_id"},
         )
     return value
