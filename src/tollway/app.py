@@ -112,6 +112,7 @@ def build_app(services: Services) -> web.Application:
     app.add_routes(
         [
             web.get("/health", health.health),
+            web.get("/api/v1/health", health.health),  # for a proxy that forwards /api/v1 only
             web.get("/ready", health.ready),
             web.get("/metrics", metrics.metrics),
             web.get("/docs/api", openapi.docs_page),

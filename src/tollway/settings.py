@@ -7,6 +7,7 @@ SecretStr so they never reach a log line or a repr.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,20 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 class SettingsError(ValueError):
     """The configuration cannot be used; the message says which key and why."""
+
+
+def decimal_text(value: Any) -> Any:
+    """A YAML number where a USD amount or price is meant (`checkout_min_usd: 5`, `prompt: 0.000001`), as text.
+
+    A float becomes its shortest decimal form (0.000001, not 1e-06), which is the number as written in the file.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format(Decimal(repr(value)), "f")
+    return value
 
 
 class Strict(BaseModel):
@@ -65,7 +80,7 @@ class PricingConfig(Strict):
     )
     @classmethod
     def _as_text(cls, value: Any) -> str | None:
-        return None if value is None else str(value)
+        return None if value is None else str(decimal_text(value))
 
 
 class EndpointConfig(Strict):
@@ -220,6 +235,22 @@ class Settings(BaseSettings):
 
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
+
+    @field_validator(
+        "offline_prompt_price",
+        "offline_completion_price",
+        "free_unlock_purchased_usd",
+        "checkout_min_usd",
+        "checkout_max_usd",
+        "card_fee_percent",
+        "card_fee_min_usd",
+        "crypto_fee_percent",
+        "discord_application_id",
+        mode="before",
+    )
+    @classmethod
+    def _amount_as_text(cls, value: Any) -> Any:
+        return decimal_text(value)
 
     @classmethod
     def settings_customise_sources(

@@ -244,6 +244,7 @@ def test_every_answer_holds_against_the_document(
         call("PUT", "/api/v1/credits/auto-recharge", manage, json={"threshold": "5", "amount": "20"}),
     )
     checker.check("get", "/health", call("GET", "/health"))
+    checker.check("get", "/api/v1/health", call("GET", "/api/v1/health"))
     checker.check("get", "/ready", call("GET", "/ready"))
 
     # Errors, in the documented error shape.

@@ -197,6 +197,8 @@ OPERATIONS: tuple[Operation, ...] = (
               description="Answers from the account's live figures, citing the README; see docs/support.md."),
     Operation("get", f"{API}/openapi.json", "getOpenApi", "This document", "Meta", None, auth="none"),
     Operation("get", "/health", "health", "The process answers", "Meta", account.Health, auth="none"),
+    Operation("get", f"{API}/health", "apiHealth", "The process answers (as /health)", "Meta", account.Health,
+              auth="none"),
     Operation("get", "/ready", "ready", "The database is reachable and the ledger writes (503 if not)", "Meta",
               account.Ready, auth="none"),
 )  # fmt: skip

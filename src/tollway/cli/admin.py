@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
 
+from tollway.accounts import parse_reset, parse_usd
 from tollway.audit import CLI, AuditLog, entry_state, key_state
 from tollway.auth.expiry import parse_expires_at
 from tollway.auth.store import KeyChanges
-from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
+from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
 from tollway.cli.explain import account_reports, report_text, whoami_report
 from tollway.clock import SystemClock
+from tollway.errors import InvalidRequest
 from tollway.money import format_usd
 from tollway.presenters import account_object, balance_figures, entry_object, key_object
 
 accounts_app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
 credits_app = typer.Typer(help="Grant credits.", no_args_is_help=True)
-keys_app = typer.Typer(help="Create, list, disable and delete API keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list, update, disable and delete API keys.", no_args_is_help=True)
 
 
 @accounts_app.command("create")
@@ -173,6 +176,46 @@ def keys_expire(
 
     row = run_admin(database_url, as_json, action)
     emit(row, as_json, f"{key_hash} expires {row['expires_at'] or 'never'}")
+
+
+@keys_app.command("update")
+def keys_update(
+    key_hash: str,
+    name: Annotated[str | None, typer.Option("--name", help="A new name.")] = None,
+    limit: Annotated[str | None, typer.Option("--limit", help="Spending cap in USD, or 'none' for no cap.")] = None,
+    limit_reset: Annotated[
+        str | None, typer.Option("--limit-reset", help="daily, weekly or monthly (UTC), or 'none' for a total cap.")
+    ] = None,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a key's name, spending cap or cap window; what is not given stays as it is."""
+    if name is None and limit is None and limit_reset is None:
+        fail("nothing to change: give --name, --limit or --limit-reset", as_json, code=2)
+
+    async def action(context: AdminContext) -> dict[str, Any]:
+        changes = KeyChanges()
+        if name is not None:
+            if not name.strip():
+                raise InvalidRequest("--name must not be blank")
+            changes = replace(changes, name=name.strip())
+        if limit is not None:
+            cap = None if limit.strip().lower() == "none" else parse_usd(limit, "limit")
+            changes = replace(changes, limit_nanos=cap)
+        if limit_reset is not None:
+            window = None if limit_reset.strip().lower() == "none" else parse_reset(limit_reset)
+            changes = replace(changes, limit_reset=window)
+        before = await context.accounts.store.key_by_hash(key_hash)
+        record = await context.accounts.update_key(key_hash, changes)
+        await _audit(context).record(
+            CLI, "key.update", record.account_id, key_hash, key_state(before), key_state(record)
+        )
+        return key_object(record, await context.ledger.key_figures(record))
+
+    row = run_admin(database_url, as_json, action)
+    reset = f" ({row['limit_reset']})" if row.get("limit_reset") else ""
+    cap = "no cap" if row["limit"] is None else f"cap {row['limit']} USD{reset}"
+    emit(row, as_json, f"{key_hash} {row['name']}: {cap}, used {row['usage']} USD")
 
 
 @keys_app.command("delete")

@@ -7,10 +7,12 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
+from sqlalchemy.engine import make_url
 
 from tollway.accounts import AccountsService
 from tollway.auth.store import AccountStore
@@ -40,9 +42,31 @@ class AdminContext:
     settings: Settings
 
 
+def unconfigured_database(settings: Settings) -> Path | None:
+    """The SQLite file the default URL would create, when no flag, variable or config file named a database."""
+    if "database_url" in settings.model_fields_set:
+        return None
+    name = make_url(settings.database_url).database
+    path = Path(name).expanduser().resolve() if name and name != ":memory:" else None
+    return path if path is not None and not path.exists() else None
+
+
+def refuse_unconfigured_database(settings: Settings) -> None:
+    """Never create a database silently in whatever folder the command runs from."""
+    path = unconfigured_database(settings)
+    if path is not None:
+        raise SettingsError(
+            f"no database configured, and none at {path}: run `tollway init` to create one there, or name yours "
+            "with --database-url (or TOLLWAY_DATABASE_URL, or database_url in the --config file), e.g. "
+            "--database-url sqlite:///./tollway.db or postgresql://user@host/tollway"
+        )
+
+
 @asynccontextmanager
-async def admin_context(database_url: str | None) -> AsyncIterator[AdminContext]:
+async def admin_context(database_url: str | None, create_database: bool = False) -> AsyncIterator[AdminContext]:
     settings = load_settings(database_url=database_url)
+    if not create_database:
+        refuse_unconfigured_database(settings)
     engine = create_engine(settings.database_url)
     try:
         await migrate(engine)
@@ -61,11 +85,19 @@ def fail(message: str, as_json: bool, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def run_admin(database_url: str | None, as_json: bool, action: Callable[[AdminContext], Awaitable[T]]) -> T:
-    """Run one admin action; user errors print a clear message and exit 1, never a traceback."""
+def run_admin(
+    database_url: str | None,
+    as_json: bool,
+    action: Callable[[AdminContext], Awaitable[T]],
+    create_database: bool = False,
+) -> T:
+    """Run one admin action; user errors print a clear message and exit 1, never a traceback.
+
+    Only commands meant to start a database (`init`, `demo`) may create the default ./tollway.db.
+    """
 
     async def main() -> T:
-        async with admin_context(database_url) as context:
+        async with admin_context(database_url, create_database) as context:
             return await action(context)
 
     try:

@@ -62,17 +62,18 @@ def limits_set(
     per: Annotated[str | None, typer.Option("--per", help="second, minute, hour or day (UTC).")] = None,
     tokens_per_minute: Annotated[int | None, typer.Option("--tokens-per-minute")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", help="Requests in flight at once.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Drop the limits not named in this command.")] = False,
     database_url: DatabaseUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Replace the limits of an account or key (running servers apply them within a second)."""
+    """Set the named limits of an account or key, keeping the others (running servers apply them within a second)."""
 
     async def action(context: AdminContext) -> dict[str, Any]:
         kind, subject_id, who = await _subject(context, account, key)
-        spec = parse_limit_spec(
-            {"requests": requests, "per": per, "tokens_per_minute": tokens_per_minute, "concurrency": concurrency}
-        )
         before = await context.limits.get(kind, subject_id)
+        named = {"requests": requests, "per": per, "tokens_per_minute": tokens_per_minute, "concurrency": concurrency}
+        kept = {} if clear else {name: value for name, value in spec_object(before).items() if name != "interval"}
+        spec = parse_limit_spec({**kept, **{name: value for name, value in named.items() if value is not None}})
         await context.limits.set(kind, subject_id, spec, SystemClock().now_us())
         await AuditLog(context.accounts.store.engine).record(
             CLI, "limits.update", who["account_id"], key or account, limit_state(before), limit_state(spec)

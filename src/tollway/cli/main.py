@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.engine import make_url
 
-from tollway.audit import CLI, AuditLog, entry_state, key_state
 from tollway.cli import admin
 from tollway.cli.ask import ask
 from tollway.cli.audit import audit
-from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
+from tollway.cli.common import (
+    AdminContext,
+    DatabaseUrlOption,
+    JsonOption,
+    emit,
+    fail,
+    refuse_unconfigured_database,
+    run_admin,
+    unconfigured_database,
+)
+from tollway.cli.demo import demo
 from tollway.cli.discord import discord_app
 from tollway.cli.limits import limits_app
 from tollway.cli.payments import auto_app, payments_app
 from tollway.cli.users import users_app
-from tollway.db.engine import create_engine
+from tollway.db.engine import DatabaseUrlError, create_engine
 from tollway.db.migrations import migrate as apply_migrations
 from tollway.payments.model import fee_rules
-from tollway.presenters import account_object
 from tollway.settings import SettingsError, load_settings
 
 app = typer.Typer(
@@ -40,9 +51,7 @@ app.command("whoami")(admin.whoami)
 app.command("ask")(ask)
 app.add_typer(discord_app, name="discord")
 app.command("audit")(audit)
-
-DEMO_EMAIL = "demo@tollway.local"
-DEMO_CREDITS_USD = "10"
+app.command("demo")(demo)
 
 
 @app.command()
@@ -72,56 +81,85 @@ def serve(
             False,
             code=2,
         )
-    run(settings)
+    try:
+        refuse_unconfigured_database(settings)
+    except SettingsError as exc:
+        fail(str(exc), False, code=2)
+    try:
+        _try_listen(settings.host, settings.port)  # before start-up work, so a taken port is all the output
+        run(settings)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        fail(_listen_problem(settings.host, settings.port, exc.errno), False, code=2)
+
+
+def _try_listen(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
+def _listen_problem(host: str, port: int, code: int | None) -> str:
+    where = f"{host}:{port}"
+    change = "choose another with --port N, TOLLWAY_PORT=N or `port: N` in the config file"
+    if code == errno.EADDRINUSE:
+        return f"cannot listen on {where}: the port is taken (another Tollway, or another program); {change}"
+    if code == errno.EACCES:
+        return f"cannot listen on {where}: ports below 1024 need privileges; {change}"
+    return (
+        f"cannot listen on {where}: {host} is not an address of this machine; choose another with --host, "
+        "TOLLWAY_HOST or `host:` in the config file"
+    )
 
 
 @app.command()
-def migrate(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
-    """Create or upgrade the database schema (every command also does this when needed)."""
+def init(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
+    """Create the database (default ./tollway.db, or --database-url) with the current schema, and say where."""
 
-    async def main() -> list[int]:
-        engine = create_engine(load_settings(database_url=database_url).database_url)
+    async def main(url: str) -> list[int]:
+        engine = create_engine(url)
         try:
             return await apply_migrations(engine)
         finally:
             await engine.dispose()
 
-    applied = asyncio.run(main())
-    emit({"applied": applied}, as_json, f"applied migrations: {applied}" if applied else "schema is up to date")
+    try:
+        settings = load_settings(database_url=database_url)
+        where = unconfigured_database(settings)
+        applied = asyncio.run(main(settings.database_url))
+    except (SettingsError, DatabaseUrlError) as exc:
+        fail(str(exc), as_json, code=2)
+        return
+    parsed = make_url(settings.database_url)
+    sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" and parsed.database else None
+    shown = str(Path(sqlite_file).resolve()) if sqlite_file else parsed.render_as_string(hide_password=True)
+    text = f"database ready: {shown}" + (" (created)" if applied else " (already up to date)")
+    if where is not None:
+        text += f"\nother commands find it when run from this folder, or with --database-url sqlite:///{where}"
+    emit({"database": shown, "applied": applied}, as_json, text)
 
 
 @app.command()
-def demo(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
-    """Create the demo account (10 USD of demo credits) once, and a new demo API key every time."""
+def migrate(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
+    """Upgrade the database schema of a configured database (`tollway init` creates a new one)."""
 
-    async def action(context: AdminContext) -> dict[str, Any]:
-        existing = await context.accounts.store.accounts(email=DEMO_EMAIL)
-        created_now = not existing
-        account = existing[0] if existing else await context.accounts.create_account(DEMO_EMAIL)
-        audit = AuditLog(context.accounts.store.engine)
-        if created_now:
-            await audit.record(CLI, "account.create", account.id, account.id, None, {"email": account.email})
-            entry = await context.accounts.grant(account.id, DEMO_CREDITS_USD, "demo credits")
-            await audit.record(CLI, "credits.grant", account.id, account.id, None, entry_state(entry))
-        key = await context.accounts.create_key(account.id, name="demo key")
-        await audit.record(CLI, "key.create", account.id, key.record.hash, None, key_state(key.record))
-        figures = await context.ledger.account_figures(account.id)
-        return {
-            "account": account_object(account),
-            "created": created_now,
-            "key": key.plain,
-            "balance": figures.balance_nanos / 1_000_000_000,
-        }
+    async def main(url: str) -> list[int]:
+        engine = create_engine(url)
+        try:
+            return await apply_migrations(engine)
+        finally:
+            await engine.dispose()
 
-    result = run_admin(database_url, as_json, action)
-    text = (
-        f"demo account {result['account']['id']} ({DEMO_EMAIL}), balance {result['balance']:.2f} USD\n"
-        f"demo API key (shown once): {result['key']}\n"
-        "try: curl http://127.0.0.1:8080/api/v1/chat/completions "
-        f"-H 'Authorization: Bearer {result['key']}' -H 'Content-Type: application/json' "
-        '-d \'{"model":"tollway/offline-small","messages":[{"role":"user","content":"Hello"}]}\''
-    )
-    emit(result, as_json, text)
+    try:
+        settings = load_settings(database_url=database_url)
+        refuse_unconfigured_database(settings)
+        applied = asyncio.run(main(settings.database_url))
+    except (SettingsError, DatabaseUrlError) as exc:
+        fail(str(exc), as_json, code=2)
+        return
+    emit({"applied": applied}, as_json, f"applied migrations: {applied}" if applied else "schema is up to date")
 
 
 @app.command()
