@@ -147,3 +147,14 @@ def test_a_bad_session_id_is_refused_naming_the_field(server: GatewayServer, val
     assert response.status_code == 400, response.text
     assert response.json()["error"]["metadata"]["field"] == "session_id"
     assert server.balance(account.id) == before
+
+
+def test_a_nul_in_user_is_refused_before_it_reaches_the_ledger(server: GatewayServer) -> None:
+    account = server.new_account("1")
+    response = httpx.post(
+        server.api + "/chat/completions",
+        json={"model": "twin/chat", "messages": HELLO, "user": "a\u0000b"},
+        headers={"Authorization": f"Bearer {account.key}"},
+        timeout=30,
+    )
+    assert response.status_code == 400 and response.json()["error"]["metadata"]["field"] == "user"

@@ -203,8 +203,9 @@ def parse_chat_body(body: Any, fallback_limit: int) -> ChatBody:
     _optional_number(body, "repetition_penalty", 0, 2)
     _check_optional_fields(body)
     user = body.get("user")
-    if user is not None and (not isinstance(user, str) or len(user) > _MAX_NAME_CHARS):
-        raise _bad(f"user must be a string of at most {_MAX_NAME_CHARS} characters", "user")
+    # Stored on the generation: a NUL byte would make PostgreSQL refuse the settlement's write.
+    if user is not None and (not isinstance(user, str) or len(user) > _MAX_NAME_CHARS or "\x00" in user):
+        raise _bad(f"user must be a string of at most {_MAX_NAME_CHARS} characters, without NUL", "user")
     return ChatBody(
         raw=body,
         model=model,
