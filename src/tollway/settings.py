@@ -47,6 +47,9 @@ class ProviderConfig(Strict):
     # Wait for the first byte of an answer; unset = upstream_first_byte_timeout_seconds.
     timeout_seconds: float | None = Field(default=None, gt=0)
     connect_timeout_seconds: float = 10.0
+    # kind openai: the field that carries the output limit. OpenAI's reasoning models (o-series, gpt-5) refuse
+    # max_tokens and want max_completion_tokens, which OpenAI's other chat models accept too.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
 
 
 class PricingConfig(Strict):

@@ -1,7 +1,8 @@
 """OpenAI-compatible upstreams (OpenAI, Groq, Together, vLLM, Ollama, llama.cpp server, ...).
 
-The request passes through with every parameter the client sent; only `model`, `max_tokens` and the
-stream usage option are set. Failures are mapped once here to ProviderError.
+The request passes through with every parameter the client sent; only `model`, `max_tokens` (or
+`max_completion_tokens`, per the provider's `max_tokens_field`) and the stream usage option are set.
+Failures are mapped once here to ProviderError.
 """
 
 from __future__ import annotations
@@ -58,15 +59,19 @@ def relay_reasoning(message: dict[str, Any], exclude: bool) -> dict[str, Any]:
 class OpenAICompatibleProvider(HttpProvider):
     supported_parameters = ALL_PARAMETERS
 
+    def __init__(self, *, max_tokens_field: str = "max_tokens", **options: Any) -> None:
+        super().__init__(**options)
+        self._max_tokens_field = max_tokens_field
+
     def _payload(self, request: UpstreamRequest, stream: bool) -> bytes:
         body = dict(request.body)
         body["model"] = request.upstream_model
         body["stream"] = stream
-        # Reasoning models count their thinking inside the completion limit: it covers both.
-        if "max_completion_tokens" in body:
-            body["max_completion_tokens"] = request.output_tokens
-        else:
-            body["max_tokens"] = request.output_tokens
+        # Reasoning models count their thinking inside the completion limit: it covers both. The client's
+        # own choice of field is kept, else the provider's (reasoning models refuse max_tokens).
+        field = "max_completion_tokens" if "max_completion_tokens" in body else self._max_tokens_field
+        body.pop("max_tokens", None)
+        body[field] = request.output_tokens
         for tollway_only in ("models", "provider", "route", "transforms", "usage", "plugins", "reasoning"):
             body.pop(tollway_only, None)
         body.pop("reasoning_effort", None)

@@ -28,8 +28,18 @@ def _provider(config: ProviderConfig, pool: UpstreamPool, settings: Settings) ->
     api_key = os.environ.get(config.api_key_env) if config.api_key_env else None
     if not config.base_url:
         raise SettingsError(f"provider {config.name!r}: base_url is required for kind {config.kind!r}")
-    adapters: dict[str, type[OpenAICompatibleProvider] | type[AnthropicProvider] | type[GeminiProvider]] = {
-        "openai": OpenAICompatibleProvider,
+    if config.kind == "openai":
+        return OpenAICompatibleProvider(
+            name=config.name,
+            display_name=display,
+            base_url=config.base_url,
+            api_key=api_key,
+            pool=pool,
+            timeout_s=config.timeout_seconds,
+            connect_timeout_s=config.connect_timeout_seconds,
+            max_tokens_field=config.max_tokens_field,
+        )
+    adapters: dict[str, type[AnthropicProvider] | type[GeminiProvider]] = {
         "anthropic": AnthropicProvider,
         "gemini": GeminiProvider,
     }
