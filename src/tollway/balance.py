@@ -151,6 +151,7 @@ class BalanceService:
                 else nanos_to_usd(key_figures.limit_remaining_nanos),
                 "resets_at": us_to_iso(key_figures.resets_at_us),
                 "disabled": key.disabled,
+                "expires_at": us_to_iso(key.expires_at_us),
             },
             "spendable_now": nanos_to_usd(spendable),
             "free_models": {

@@ -71,6 +71,7 @@ def test_a_key_is_explained_a_day_ahead_then_refused_with_key_expired(
     explained = now.get("/balance", soon_key).json()["data"]["explanations"]
     notice = next(e for e in explained if e["code"] == "key_expires_soon")
     assert notice["expires_at"] == soon.json()["data"]["expires_at"] and "401 key_expired" in notice["message"]
+    assert now.get("/balance", soon_key).json()["data"]["key"]["expires_at"] == notice["expires_at"]
     assert now.post("/chat/completions", soon_key, {"model": "fake/chat", "messages": HELLO}).status_code == 200
     balance_before = now.balance(account.id)["balance"]
 
@@ -126,6 +127,8 @@ def test_expiry_from_the_admin_api_and_the_cli(servers: tuple[GatewayServer, Gat
     data = json.loads(created.stdout)
     assert data["data"]["expires_at"] == expires.replace("Z", ".000Z")
     expired_refusal(later.get("/key", data["key"]))
+    listed = run_cli("keys", "list", account.id, database_url=url).stdout
+    assert f"expires={expires.replace('Z', '.000Z')}" in listed
     never = run_cli("keys", "expire", data["data"]["hash"], "--at", "never", "--json", database_url=url)
     assert json.loads(never.stdout)["expires_at"] is None
     refused = run_cli(

@@ -126,6 +126,7 @@ def keys_list(account_id: str, database_url: DatabaseUrlOption = None, as_json: 
     rows = run_admin(database_url, as_json, action)
     lines = [
         f"{r['hash']}  {r['label']}  {r['name']}  limit={r['limit']}  usage={r['usage']}"
+        + (f"  expires={r['expires_at']}" if r["expires_at"] else "")
         + ("  disabled" if r["disabled"] else "")
         for r in rows
     ]
