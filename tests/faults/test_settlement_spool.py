@@ -242,7 +242,7 @@ def test_replay_skips_a_torn_line_and_fills_columns_an_older_version_did_not_spo
         await migrate(engine)
         store = LedgerStore(engine)
         directory = tmp_path / "spool"
-        spool = Spool(directory, "dead-process")
+        spool = Spool(directory, "dead-process", await store.identity())
         for index in range(2):
             generation = GenerationRecord(
                 id=f"gen-replay-{index}",
@@ -258,7 +258,7 @@ def test_replay_skips_a_torn_line_and_fills_columns_an_older_version_did_not_spo
             )
             spool.append(generation, entry)
         spool.close()
-        path = directory / "dead-process.spool"
+        path = spool.path
         lines = path.read_bytes().splitlines()
         older = json.loads(lines[1])
         for newer_column in ("session_id", "preset_id", "cost_details", "hold_nanos", "hold_overrun_nanos"):

@@ -23,17 +23,13 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from tollway.auth.records import KeyRecord, LimitReset
-from tollway.errors import ServiceUnavailable
 from tollway.ledger import redis_scripts as scripts
 from tollway.ledger.book import AccountSnapshot, Hold, KeySnapshot, ReserveOutcome
 from tollway.ledger.records import EntryKind, LedgerEntry
+from tollway.ledger.redis_loader import FigureLoader, connect, text, unavailable
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.windows import next_reset_us, window_start_us
 
@@ -41,13 +37,9 @@ log = logging.getLogger("tollway.ledger")
 
 PREFIX = scripts.PREFIX
 _ATTEMPTS = 5
-_LOAD_ATTEMPTS = 50
 _SWEEP_INTERVAL_S = 0.5
 _SWEEP_BATCH = 200
 MAX_HOLD_AGE_S = 3600.0  # no request lives this long; its hold would otherwise be renewed forever
-# Credit entries this recent are marked applied when an account loads, so a poller that reads them
-# again afterwards does not count them twice (pollers trail the newest entries by seconds).
-_RECENT_CREDITS_US = 24 * 3600 * 1_000_000
 _SAFE_POLICIES = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
 
 
@@ -70,33 +62,6 @@ def _key_snapshot(
     )
 
 
-def _unavailable(exc: Exception | None = None) -> ServiceUnavailable:
-    return ServiceUnavailable(
-        "Balances cannot be checked because Redis is unreachable; the request was not sent. Retry shortly.",
-        metadata={"reason": "book_unavailable"},
-        headers={"Retry-After": "1"},
-    )
-
-
-def connect(url: str) -> redis.Redis:
-    """A client that retries once on a dropped connection (a Redis restart leaves every pooled one stale).
-
-    Only connection errors are retried, not timeouts; every script is safe to run again after a lost
-    reply except a settlement's usage increment, which `tollway reconcile` would then report.
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        retry=Retry(NoBackoff(), 1),
-        retry_on_error=[RedisConnectionError],
-    )
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class RedisBook:
     def __init__(self, store: LedgerStore, origin: str, url: str, hold_ttl_s: float) -> None:
         self._store = store
@@ -110,8 +75,6 @@ class RedisBook:
         self._renew = self._client.register_script(scripts.RENEW)
         self._sweep = self._client.register_script(scripts.SWEEP)
         self._apply_once = self._client.register_script(scripts.APPLY_ONCE)
-        self._load_account = self._client.register_script(scripts.LOAD_ACCOUNT)
-        self._load_key = self._client.register_script(scripts.LOAD_KEY)
         self._forget = self._client.register_script(scripts.FORGET)
         self.hold_ttl_s = hold_ttl_s
         self._hold_ttl_us = int(hold_ttl_s * 1_000_000)
@@ -120,32 +83,16 @@ class RedisBook:
         self._opened_at: dict[int, float] = {}  # monotonic time each open hold was placed
         # Credit entries written to the ledger but not yet counted in Redis (it was unreachable).
         self._unapplied: list[LedgerEntry] = []
-        self._load_locks: dict[str, asyncio.Lock] = {}
         # Settlements Redis did not take (unreachable): their figures reload once it answers again.
         self._unsettled: list[LedgerEntry] = []
         self._process = uuid.uuid4().hex[:12]
-        self.reloads = 0  # figures (re)loaded from the ledger by this process
-        self.load_retries = 0  # loads begun again because items were parked meanwhile
+        self._loader = FigureLoader(self._client, store)
 
-    @staticmethod
-    def account_key(account_id: str) -> str:
-        return f"{PREFIX}acct:{account_id}"
-
-    @staticmethod
-    def key_key(key_id: str) -> str:
-        return f"{PREFIX}key:{key_id}"
-
-    @staticmethod
-    def holds_key(account_id: str) -> str:
-        return f"{PREFIX}holds:{account_id}"
-
-    @staticmethod
-    def pending_account_key(account_id: str) -> str:
-        return f"{PREFIX}pending:acct:{account_id}"
-
-    @staticmethod
-    def pending_key_key(key_id: str) -> str:
-        return f"{PREFIX}pending:key:{key_id}"
+    account_key = staticmethod(scripts.account_hash)
+    key_key = staticmethod(scripts.key_hash)
+    holds_key = staticmethod(scripts.holds_set)
+    pending_account_key = staticmethod(scripts.account_pending)
+    pending_key_key = staticmethod(scripts.key_pending)
 
     async def start(self) -> None:
         self.watermark = await self._store.max_entry_id()
@@ -162,7 +109,7 @@ class RedisBook:
             answer = await self._client.config_get("maxmemory-policy")
         except RedisError:
             return None  # CONFIG is disabled on some managed Redis services
-        policy = _text(answer.get("maxmemory-policy", "")) if answer else ""
+        policy = text(answer.get("maxmemory-policy", "")) if answer else ""
         if policy and policy not in _SAFE_POLICIES:
             log.warning(
                 "redis may evict cached balances; set maxmemory-policy noeviction",
@@ -170,87 +117,15 @@ class RedisBook:
             )
         return policy
 
-    # Loading figures from the ledger.
-
     async def load_account(self, account_id: str) -> None:
-        """(Re)load an account's figures from the ledger, counting parked usage and credits exactly once."""
-        lock = self._load_locks.setdefault("a:" + account_id, asyncio.Lock())
-        async with lock:
-            account_key = self.account_key(account_id)
-            pending_key = self.pending_account_key(account_id)
-            for _ in range(_LOAD_ATTEMPTS):
-                if await self._client.hexists(account_key, "loaded"):
-                    return
-                parked = [_text(f) for f in await self._client.hkeys(pending_key)]
-                generation_ids = [f[2:] for f in parked if f.startswith("g:")]
-                entry_ids = [int(f[2:]) for f in parked if f.startswith("e:")]
-                now_us = int(time.time() * 1_000_000)
-                load = await self._store.account_load(
-                    account_id,
-                    generation_ids,
-                    entry_ids,
-                    recent_credits_since_us=now_us - _RECENT_CREDITS_US,
-                    recent_usage_since_us=now_us - scripts.RECENT_USAGE_S * 1_000_000,
-                )
-                included = [f"g:{g}" for g in load.included_generation_ids]
-                included += [f"e:{i}" for i in load.included_entry_ids]
-                totals = load.totals
-                outcome = await self._load_account(
-                    keys=[account_key, pending_key, scripts.EPOCH],
-                    args=[
-                        PREFIX,
-                        len(parked),
-                        *parked,
-                        len(included),
-                        *included,
-                        totals.credits_nanos,
-                        totals.usage_nanos,
-                        totals.purchased_nanos,
-                        totals.granted_nanos,
-                        len(load.recent_credit_ids),
-                        *load.recent_credit_ids,
-                        *load.recent_generation_ids,
-                    ],
-                )
-                if int(outcome[0]) != scripts.PENDING_CHANGED:
-                    self.reloads += int(outcome[0])
-                    return
-                self.load_retries += 1
-            raise _unavailable()
+        await self._loader.load_account(account_id)
 
     async def load_key(self, key_id: str, now_us: int) -> None:
-        """(Re)load a key's usage windows from the ledger, counting parked settlements exactly once."""
-        lock = self._load_locks.setdefault("k:" + key_id, asyncio.Lock())
-        async with lock:
-            key_key = self.key_key(key_id)
-            pending_key = self.pending_key_key(key_id)
-            for _ in range(_LOAD_ATTEMPTS):
-                if await self._client.hexists(key_key, "loaded"):
-                    return
-                parked = [_text(f) for f in await self._client.hkeys(pending_key)]
-                since_us = int(time.time() * 1_000_000) - scripts.RECENT_USAGE_S * 1_000_000
-                load = await self._store.key_load(key_id, now_us, parked, since_us)
-                fields: list[Any] = ["total", load.totals.total_nanos]
-                for reset, (start, used) in load.totals.by_window.items():
-                    fields += [f"{reset.value[0]}:{start}", used]
-                outcome = await self._load_key(
-                    keys=[key_key, pending_key, scripts.EPOCH],
-                    args=[
-                        PREFIX,
-                        len(parked),
-                        *parked,
-                        len(load.included_generation_ids),
-                        *load.included_generation_ids,
-                        len(load.recent_generation_ids),
-                        *load.recent_generation_ids,
-                        *fields,
-                    ],
-                )
-                if int(outcome[0]) != scripts.PENDING_CHANGED:
-                    self.reloads += int(outcome[0])
-                    return
-                self.load_retries += 1
-            raise _unavailable()
+        await self._loader.load_key(key_id, now_us)
+
+    @property
+    def reloads(self) -> int:
+        return self._loader.reloads
 
     # Reading figures.
 
@@ -264,8 +139,8 @@ class RedisBook:
                     return AccountSnapshot(credits, usage, held, purchased, granted)
                 await self.load_account(account_id)
         except RedisError as exc:
-            raise _unavailable(exc) from exc
-        raise _unavailable()
+            raise unavailable(exc) from exc
+        raise unavailable()
 
     async def key_snapshot(self, key: KeyRecord, now_us: int) -> KeySnapshot:
         fields = ["total", "held"] + [_window_field(reset, now_us) for reset in LimitReset] + ["loaded"]
@@ -277,8 +152,8 @@ class RedisBook:
                     return _key_snapshot(key, now_us, total, held, daily, weekly, monthly)
                 await self.load_key(key.id, now_us)
         except RedisError as exc:
-            raise _unavailable(exc) from exc
-        raise _unavailable()
+            raise unavailable(exc) from exc
+        raise unavailable()
 
     # Holds.
 
@@ -314,9 +189,9 @@ class RedisBook:
                 else:
                     break
             else:
-                raise _unavailable()
+                raise unavailable()
         except RedisError as exc:
-            raise _unavailable(exc) from exc
+            raise unavailable(exc) from exc
         ok, credits, usage, held, purchased, granted, total, daily, weekly, monthly, key_held = (int(v) for v in raw)
         account = AccountSnapshot(credits, usage, held, purchased, granted)
         figures = _key_snapshot(key, now_us, total, key_held, daily, weekly, monthly)

@@ -28,6 +28,27 @@ NOT_LOADED_ACCOUNT = -1
 NOT_LOADED_KEY = -2
 PENDING_CHANGED = -1
 
+
+def account_hash(account_id: str) -> str:
+    return f"{PREFIX}acct:{account_id}"
+
+
+def key_hash(key_id: str) -> str:
+    return f"{PREFIX}key:{key_id}"
+
+
+def holds_set(account_id: str) -> str:
+    return f"{PREFIX}holds:{account_id}"
+
+
+def account_pending(account_id: str) -> str:
+    return f"{PREFIX}pending:acct:{account_id}"
+
+
+def key_pending(key_id: str) -> str:
+    return f"{PREFIX}pending:key:{key_id}"
+
+
 # Drop holds whose expiry passed, giving their amounts back to the account and the key. A hold expires
 # when its process died (or stalled past the TTL): that process may have committed a settlement it never
 # counted here, so the account and the keys concerned are unloaded and reload from the ledger.

@@ -49,6 +49,7 @@ class Ledger:
         spool = self.writer.spool
         if spool is None:
             return 0
+        spool.database_tag = await self.store.identity()
         report = await replay(spool.directory, self.store, own=spool.path)
         await self.book.forget(report.written_entries)
         return report.written

@@ -74,13 +74,19 @@ def _parse(data: bytes) -> list[SpooledSettlement]:
 class Spool:
     """This process's spool file; opened on the first settlement it must keep."""
 
-    def __init__(self, directory: Path, origin: str) -> None:
+    def __init__(self, directory: Path, origin: str, database_tag: str = "") -> None:
         self.directory = directory
-        self.path = directory / f"{origin}{SUFFIX}"
         self._origin = origin
+        # Names the database the settlements belong to, so a spool directory shared by gateways of
+        # different databases never replays one's settlements into the other.
+        self.database_tag = database_tag
         self._fd: int | None = None
         self.lines = 0  # settlements in the file not yet known to be committed
         self.appended = 0  # settlements ever spooled by this process
+
+    @property
+    def path(self) -> Path:
+        return self.directory / f"{self.database_tag}.{self._origin}{SUFFIX}"
 
     def _open(self) -> int:
         if self._fd is None:
@@ -119,6 +125,7 @@ class Spool:
         if not self.lines:
             with contextlib.suppress(OSError):
                 self.path.unlink()
+                self.directory.rmdir()  # only when empty: other processes' files stay
         os.close(self._fd)
         self._fd = None
 
@@ -153,12 +160,12 @@ class _SpoolFile:
     settlements: list[SpooledSettlement]
 
 
-def _scan(directory: Path, own: Path | None) -> list[_SpoolFile]:
-    """Every spool file but our own, read; the ones whose process is dead stay locked by us."""
+def _scan(directory: Path, database_tag: str, own: Path | None) -> list[_SpoolFile]:
+    """Every spool file of this database but our own, read; those whose process is dead stay locked by us."""
     if not directory.is_dir():
         return []
     found = []
-    for path in sorted(directory.glob("*" + SUFFIX)):
+    for path in sorted(directory.glob(f"{database_tag}.*{SUFFIX}")):
         if own is not None and path == own:
             continue
         try:
@@ -199,7 +206,7 @@ async def replay(
     `write_dead`, dead processes' spools are reported the same way and left in place.
     """
     report = ReplayReport()
-    files = _scan(directory, own)
+    files = _scan(directory, await store.identity(), own)
     try:
         for spool_file in files:
             alive = spool_file.fd is None

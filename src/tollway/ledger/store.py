@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -276,6 +277,18 @@ class LedgerStore:
                 await connection.execute(insert_ignoring_duplicates(_G, self._dialect), list(generations))
             if entries:
                 await connection.execute(insert_ignoring_duplicates(_E, self._dialect), list(entries))
+
+    async def identity(self) -> str:
+        """A random name stored in the database once: its spool files carry it, whatever URL reaches it."""
+        settings_store = tables.settings_store
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                insert_ignoring_duplicates(settings_store, self._dialect).values(
+                    name="ledger_id", value=uuid.uuid4().hex[:16]
+                )
+            )
+            value = await connection.scalar(select(settings_store.c.value).where(settings_store.c.name == "ledger_id"))
+        return str(value)
 
     async def existing_generation_ids(self, generation_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()

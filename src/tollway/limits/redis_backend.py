@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from tollway.ledger.redis_book import connect
+from tollway.ledger.redis_loader import connect
 from tollway.limits.backend import LimiterUnavailable
 from tollway.limits.rules import DAY_US, LimitCheck, LimitKind, LimitState, Verdict, emission_us, next_midnight_us
 
