@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from tollway import tracing
 from tollway.api import (
     account,
     activity,
@@ -30,6 +31,7 @@ from tollway.api.assistant import assistant as ask_assistant
 from tollway.api.context import SERVICES
 from tollway.api.discord import interactions as discord_interactions
 from tollway.api.middleware import MAX_BODY_KEY, error_middleware
+from tollway.api.tracing import tracing_middleware
 from tollway.assistant.build import build_assistant
 from tollway.assistant.links import DiscordLinks
 from tollway.dashboard.help import routes as help_routes
@@ -97,7 +99,8 @@ def _routes(prefix: str) -> list[web.RouteDef]:
 
 def build_app(services: Services) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware],
+        # Traced only when an OTLP endpoint is set: without one the middleware is not even in the chain.
+        middlewares=[tracing_middleware, error_middleware] if tracing.ENABLED else [error_middleware],
         client_max_size=services.settings.max_body_bytes + _CLIENT_MAX_SLACK,
     )
     app[SERVICES] = services

@@ -16,6 +16,7 @@ import time
 
 from aiohttp import web
 
+from tollway import tracing
 from tollway.app import build_app
 from tollway.db.engine import create_engine
 from tollway.db.migrations import migrate
@@ -44,6 +45,8 @@ def _install_uvloop() -> None:
 
 
 async def _serve(settings: Settings, sock: socket.socket | None) -> None:
+    if tracing.start(settings):  # per process: a forked worker starts its own exporter thread
+        log.info("tracing", extra={"endpoint": tracing.traces_endpoint(settings)})
     services = await build_services(settings)
     app = build_app(services)
     runner = web.AppRunner(
@@ -76,6 +79,7 @@ async def _serve(settings: Settings, sock: socket.socket | None) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await runner.cleanup()
+    tracing.stop()  # sends the spans still buffered
 
 
 def _die_with_parent() -> None:

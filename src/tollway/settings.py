@@ -226,6 +226,12 @@ class Settings(BaseSettings):
     discord_api_base: str = "https://discord.com/api/v10"
     discord_link_code_ttl_seconds: int = Field(default=600, ge=1)
 
+    # OpenTelemetry traces over OTLP/HTTP (off unless set; OTEL_EXPORTER_OTLP_ENDPOINT works too): a collector's
+    # base URL such as http://127.0.0.1:4318. Prompts are recorded only with otel_capture_content.
+    otel_endpoint: str | None = None
+    otel_capture_content: bool = False
+    otel_service_name: str = "tollway"
+
     # Time: shift this process's clock by this many seconds (tests of expiry and windows; leave 0 in production).
     clock_offset_seconds: float = 0.0
 

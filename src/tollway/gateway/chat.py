@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tollway import tracing
 from tollway.auth.records import KeyRecord
 from tollway.clock import Clock
 from tollway.errors import InvalidRequest, NotFound, PermissionDenied, ProviderError
@@ -187,6 +188,22 @@ class ChatGateway:
         session_id: str | None = None,
         preset_id: str | None = None,
     ) -> ChatContext:
+        if tracing.ENABLED:
+            with tracing.admission_span(key.account_id, body) as span:
+                context = await self._admit(key, body, user_agent, referer, session_id, preset_id)
+                tracing.admitted(span, context)
+                return context
+        return await self._admit(key, body, user_agent, referer, session_id, preset_id)
+
+    async def _admit(
+        self,
+        key: KeyRecord,
+        body: ChatBody,
+        user_agent: str | None,
+        referer: str | None,
+        session_id: str | None,
+        preset_id: str | None,
+    ) -> ChatContext:
         if key.is_management:
             raise PermissionDenied(
                 "Management keys cannot be used for completions; use an inference key (sk-tw-v1-...).",
@@ -255,7 +272,11 @@ class ChatGateway:
         """Bill a served request and tell the limiters what it really used."""
         if generation.hold_overrun_nanos:
             self._metrics.hold_overruns.labels(generation.model).inc()
-        await self._ledger.settle(context.reservation.hold, generation)
+        if tracing.ENABLED:
+            with tracing.settlement_span(context, generation):
+                await self._ledger.settle(context.reservation.hold, generation)
+        else:
+            await self._ledger.settle(context.reservation.hold, generation)
         await self._limiter.finish(context.ticket, generation.tokens_prompt + generation.tokens_completion)
         if generation.cost_nanos:
             for listener in self.settlement_listeners:
@@ -273,16 +294,22 @@ class ChatGateway:
         if generation.streamed and generation.latency_ms is not None and generation.generation_time_ms is not None:
             first_token_ms = generation.latency_ms - generation.generation_time_ms
             metrics.time_to_first_token.labels(generation.model).observe(first_token_ms / 1000)
-            if generation.generation_time_ms > 0 and generation.tokens_completion:
-                self.health.success(
-                    context.attempts[-1].endpoint_id,
-                    first_token_ms=float(first_token_ms),
-                    tokens_per_second=generation.tokens_completion / (generation.generation_time_ms / 1000),
-                )
+            measurable = generation.generation_time_ms > 0 and generation.tokens_completion
+            self.health.success(  # time to first token always; throughput when there was time to measure
+                context.attempts[-1].endpoint_id,
+                first_token_ms=float(first_token_ms),
+                tokens_per_second=generation.tokens_completion / (generation.generation_time_ms / 1000)
+                if measurable
+                else None,
+            )
 
     async def release(self, context: ChatContext) -> None:
         """Nothing was served: drop the hold; the request still counted as a request."""
-        await self._ledger.release(context.reservation.hold)
+        if tracing.ENABLED:
+            with tracing.release_span(context):
+                await self._ledger.release(context.reservation.hold)
+        else:
+            await self._ledger.release(context.reservation.hold)
         await self._limiter.finish(context.ticket, 0)
 
     def _attempt(self, context: ChatContext, candidate: Candidate, status: int, started: float) -> None:
@@ -303,6 +330,8 @@ class ChatGateway:
                 endpoint_id=candidate.endpoint.endpoint_id,
             )
         )
+        if tracing.ENABLED:
+            tracing.record_attempt(context, candidate, status, elapsed)
 
     def _upstream_request(self, context: ChatContext, candidate: Candidate) -> UpstreamRequest:
         return UpstreamRequest(
