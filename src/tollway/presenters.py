@@ -263,10 +263,20 @@ def endpoint_objects(model: CatalogModel, health: HealthBoard | None = None) -> 
 
     def live(endpoint_id: str) -> dict[str, Any]:
         if health is None:
-            return {"latency_last_30m": None, "throughput_last_30m": None, "circuit": "closed"}
+            return {
+                "latency_last_30m": None,
+                "throughput_last_30m": None,
+                "uptime_last_5m": None,
+                "uptime_last_30m": None,
+                "uptime_last_1d": None,
+                "circuit": "closed",
+            }
         return {
             "latency_last_30m": health.latency_percentiles(endpoint_id),
             "throughput_last_30m": health.throughput_percentiles(endpoint_id),
+            "uptime_last_5m": health.uptime(endpoint_id, 5),
+            "uptime_last_30m": health.uptime(endpoint_id, 30),
+            "uptime_last_1d": health.uptime(endpoint_id, 24 * 60),
             "circuit": health.state(endpoint_id),
         }
 
@@ -289,9 +299,6 @@ def endpoint_objects(model: CatalogModel, health: HealthBoard | None = None) -> 
             "supports_implicit_caching": False,
             "supports_diarization": False,
             "status": 0,
-            "uptime_last_5m": None,
-            "uptime_last_30m": None,
-            "uptime_last_1d": None,
             **live(endpoint.endpoint_id),
         }
         for endpoint in model.endpoints

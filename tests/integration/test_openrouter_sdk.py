@@ -96,11 +96,16 @@ def test_endpoints_carry_every_field_and_percentile_objects(server: GatewayServe
     account = server.new_account("1")
     client = sdk(server, account.key)
     list(client.chat.send(model="fake/chat", messages=HELLO, stream=True))
+    fresh = client.endpoints.list(author="fake", slug="failover").data.endpoints[0]
+    assert fresh.uptime_last_5m is None  # never tried: no figure rather than 100
+    client.chat.send(model="fake/failover", messages=HELLO, provider={"order": ["deadup"]})
 
     endpoints = client.endpoints.list(author="fake", slug="failover").data.endpoints
     assert [e.provider_name for e in endpoints] == ["deadup", "FakeUp"]
     first = endpoints[0]  # never served a token: no figures, null rather than zeros
     assert first.latency_last_30m is None and first.throughput_last_30m is None
+    assert (first.uptime_last_5m, first.uptime_last_30m, first.uptime_last_1d) == (0, 0, 0)
+    assert endpoints[1].uptime_last_5m == 100
     assert first.model_id == "fake/failover" and first.quantization is None and first.service_tier is None
     assert first.supports_tool_choice.auto is True and first.supports_implicit_caching is False
     after = client.endpoints.list(author="fake", slug="chat").data.endpoints[0]

@@ -121,3 +121,17 @@ def test_charts_have_axes_titles_and_a_legend_and_escape_names() -> None:
     assert "<b>" not in svg and 'class="legend-item"' in svg and "$2.00" in svg and "<script" not in svg
     line = balance_line([(day, -100_000_000 if n == 0 else 5_000_000_000) for n, day in enumerate(days)], "Balance")
     assert line.count('class="point"') == 30 and "-$" in line and "2026-11-30: balance 5.00 USD" in line
+
+
+def test_uptime_counts_the_attempts_of_each_window() -> None:
+    clock = FixedClock(10**15)
+    board = HealthBoard(clock)
+    assert board.uptime("e", 5) is None
+    for answered in (True, True, True, False):
+        board.attempted("e", answered=answered)
+    assert board.uptime("e", 5) == 75.0
+    clock.advance(10 * 60)
+    board.attempted("e", answered=True)
+    assert (board.uptime("e", 5), board.uptime("e", 30)) == (100.0, 80.0)
+    clock.advance(25 * 3600)
+    assert board.uptime("e", 24 * 60) is None

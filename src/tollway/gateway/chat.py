@@ -314,6 +314,8 @@ class ChatGateway:
 
     def _attempt(self, context: ChatContext, candidate: Candidate, status: int, started: float) -> None:
         elapsed = time.monotonic() - started
+        if status == 200 or status in (0, 408, 429) or status >= 500:
+            self.health.attempted(candidate.endpoint.endpoint_id, answered=status == 200)
         if status == 200:
             self.health.success(candidate.endpoint.endpoint_id)
             if context.session_id is not None:

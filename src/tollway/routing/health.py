@@ -19,9 +19,13 @@ class EndpointHealth:
     # (at_us, value) of recent streamed answers, for the percentiles of the last 30 minutes.
     latency_samples: deque[tuple[int, float]] = field(default_factory=deque)
     throughput_samples: deque[tuple[int, float]] = field(default_factory=deque)
+    # Attempts per UTC minute: minute -> [answered, tried], the last day's, for uptime.
+    attempts_by_minute: dict[int, list[int]] = field(default_factory=dict)
 
 
 _PERCENTILE_WINDOW_US = 30 * 60 * 1_000_000
+_MINUTE_US = 60 * 1_000_000
+_UPTIME_KEEP_MINUTES = 24 * 60
 _MAX_SAMPLES = 2048
 
 
@@ -106,6 +110,31 @@ class HealthBoard:
         if len(state.failures) >= self._threshold:
             state.open_until_us = now + self._cooldown_us
             state.failures.clear()
+
+    def attempted(self, endpoint_id: str, answered: bool) -> None:
+        """One attempt's outcome for uptime: answered, or failed as the endpoint's fault (timeout, 429, 5xx)."""
+        state = self._get(endpoint_id)
+        minute = self._clock.now_us() // _MINUTE_US
+        counts = state.attempts_by_minute.get(minute)
+        if counts is None:
+            counts = state.attempts_by_minute[minute] = [0, 0]
+            for old in [m for m in state.attempts_by_minute if m <= minute - _UPTIME_KEEP_MINUTES]:
+                del state.attempts_by_minute[old]
+        counts[0] += answered
+        counts[1] += 1
+
+    def uptime(self, endpoint_id: str, minutes: int) -> float | None:
+        """Percent of the attempts of the last `minutes` that were answered; None without any."""
+        state = self._endpoints.get(endpoint_id)
+        if state is None:
+            return None
+        since = self._clock.now_us() // _MINUTE_US - minutes
+        answered = tried = 0
+        for minute, (ok, total) in state.attempts_by_minute.items():
+            if minute > since:
+                answered += ok
+                tried += total
+        return None if tried == 0 else round(100 * answered / tried, 2)
 
     def stats(self, endpoint_id: str) -> EndpointHealth:
         return self._get(endpoint_id)
