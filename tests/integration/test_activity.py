@@ -186,6 +186,13 @@ def test_the_dashboard_draws_spend_by_model_and_key_and_the_balance(
     assert "charts &lt;key&gt;" in key_svg and "<key>" not in key_svg  # names are escaped
     assert re.findall(r"<title>" + today + r" · charts &lt;key&gt;: [0-9.]+ USD \(2 requests\)</title>", key_svg)
 
+    twins = [now.new_key(account_id, name="twin") for _ in range(2)]
+    for twin_key, _twin_hash in twins:
+        spend(now, twin_key, "fake/chat")
+    twin_svg = client.get("/activity?by=key").text
+    for _twin_key, twin_hash in twins:  # two keys of one name stay two series
+        assert f"twin ({twin_hash[:8]})" in twin_svg
+
     credits = client.get("/credits").text
     chart = credits[credits.index('id="balance-history"') :]
     points = re.findall(r'<circle class="point"[^>]*><title>([^<]+)</title>', chart)

@@ -41,10 +41,15 @@ async def spend_chart(services: Services, account_id: str, by: str) -> Markup:
     store = AccountActivity(services.engine)
     first, last = window(services.clock.now_us())
     keys = await store.key_names(account_id) if by == "key" else {}
+    names = [name for _hash, name in keys.values()]
+    labels = {  # a key's name, told apart by its hash where two keys share one
+        key_id: name if names.count(name) == 1 else f"{name} ({key_hash[:8]})"
+        for key_id, (key_hash, name) in keys.items()
+    }
     bars: dict[date, list[Segment]] = {}
     merged: dict[tuple[date, str], list[int]] = {}
     for row in await store.rows(account_id, first, last):
-        series = row.model if by == "model" else keys.get(row.key_id or "", ("", "(no key)"))[1]
+        series = row.model if by == "model" else labels.get(row.key_id or "", "(no key)")
         figures = merged.setdefault((row.day, series), [0, 0])
         figures[0] += row.spend_nanos
         figures[1] += row.requests
