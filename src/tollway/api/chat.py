@@ -69,7 +69,7 @@ def session_id_of(request: web.Request, body: dict[str, Any]) -> str | None:
         return None
     if (
         not isinstance(value, str)
-        or not value.strip()
+        or not value
         or len(value) > MAX_SESSION_ID_CHARS
         or any(ord(c) < 32 or ord(c) == 127 for c in value)  # stored on the generation: no NUL or controls
     ):

@@ -111,6 +111,16 @@ class ChatCompletionRequest(SamplingFields):
     reasoning: Reasoning | None = None
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    session_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Sticky routing: the session's requests go to the endpoint that served it (also X-Session-Id)",
+    )
+    preset: str | None = Field(
+        default=None, description='One of the account\'s presets by name (or send "model": "@preset/NAME")'
+    )
 
 
 class PromptTokensDetails(Shape):
