@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -212,14 +213,14 @@ def test_presets_and_aliases_work_on_responses_completions_and_messages(
     assert legacy.status_code == 200, legacy.text
     assert legacy.json()["model"] == "fake/chat" and upstream.calls[-1].body["temperature"] == 0.25
 
-    message = httpx.post(
-        server.api + "/messages",
-        json={"model": "@preset/everywhere", "max_tokens": 32, "messages": HELLO},
-        headers={"x-api-key": account.key},
-        timeout=30,
+    message = anthropic.Anthropic(
+        base_url=server.base_url + "/api", api_key=account.key, max_retries=0
+    ).messages.create(model="@preset/everywhere", max_tokens=32, messages=[{"role": "user", "content": "Say hello"}])
+    assert message.model == "fake/chat" and upstream.calls[-1].body["temperature"] == 0.25
+    alias = anthropic.Anthropic(base_url=server.base_url + "/api", api_key=account.key, max_retries=0).messages.create(
+        model="fast", max_tokens=32, messages=[{"role": "user", "content": "Say hello"}]
     )
-    assert message.status_code == 200, message.text
-    assert message.json()["model"] == "fake/chat" and upstream.calls[-1].body["temperature"] == 0.25
+    assert alias.model == "fake/chat"
 
 
 def test_an_alias_to_no_model_stops_the_start(
