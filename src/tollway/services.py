@@ -55,6 +55,7 @@ from tollway.refusals import RefusalLog
 from tollway.routing.build import build_catalog
 from tollway.routing.catalog import Catalog
 from tollway.routing.health import HealthBoard
+from tollway.routing.sessions import StickySessions
 from tollway.settings import Settings
 
 log = logging.getLogger("tollway")
@@ -122,6 +123,7 @@ class Services:
         await self.http.close()
         await self.upstream.close()
         await self.limiter.backend.close()
+        await self.gateway.sessions.close()
         if isinstance(self.ledger.book, RedisBook):
             await self.ledger.book.close()
         await self.sink.close()
@@ -241,6 +243,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         HealthBoard(clock),
         providers.keys(),
         allowances=PromptAllowances(settings.image_prompt_tokens, settings.file_page_prompt_tokens),
+        sessions=StickySessions(clock, redis_url=settings.redis_url),
     )
 
     async def watch_balance(account_id: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,11 +26,7 @@ def pair() -> Iterator[tuple[FakeOpenAIUpstream, FakeOpenAIUpstream]]:
     second.stop()
 
 
-@pytest.fixture(scope="module")
-def server(
-    pair: tuple[FakeOpenAIUpstream, FakeOpenAIUpstream], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayServer]:
-    directory = tmp_path_factory.mktemp("sticky")
+def twin_config(directory: Path, pair: tuple[FakeOpenAIUpstream, FakeOpenAIUpstream]) -> Path:
     config = {
         "providers": [
             {"name": "alpha", "kind": "openai", "base_url": pair[0].base_url, "display_name": "Alpha"},
@@ -47,7 +44,15 @@ def server(
     }
     path = directory / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    gateway = start_gateway(f"sqlite:///{directory / 'sticky.db'}", path, directory)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(
+    pair: tuple[FakeOpenAIUpstream, FakeOpenAIUpstream], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayServer]:
+    directory = tmp_path_factory.mktemp("sticky")
+    gateway = start_gateway(f"sqlite:///{directory / 'sticky.db'}", twin_config(directory, pair), directory)
     yield gateway
     gateway.stop()
 
@@ -158,3 +163,30 @@ def test_a_nul_in_user_is_refused_before_it_reaches_the_ledger(server: GatewaySe
         timeout=30,
     )
     assert response.status_code == 400 and response.json()["error"]["metadata"]["field"] == "user"
+
+
+def test_with_redis_every_process_knows_the_session(
+    pair: tuple[FakeOpenAIUpstream, FakeOpenAIUpstream], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    directory = tmp_path_factory.mktemp("sticky-redis")
+    config = twin_config(directory, pair)
+    database = f"sqlite:///{directory / 'shared.db'}"
+    env = {"TOLLWAY_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    first = start_gateway(database, config, directory, env=env)
+    second = start_gateway(database, config, directory, env=env)
+    try:
+        account = first.new_account("5")
+        home = served_by(ask(first, account.key, session_id="shared"))
+        for server in (second, first, second):
+            for _ in range(4):
+                assert served_by(ask(server, account.key, session_id="shared")) == home
+        upstreams = {"Alpha": pair[0], "Beta": pair[1]}
+        away = "Beta" if home == "Alpha" else "Alpha"
+        upstreams[home].behaviour.status = 503
+        assert served_by(ask(second, account.key, session_id="shared")) == away
+        upstreams[home].reset()
+        for _ in range(4):  # the first process never saw the move, yet follows it
+            assert served_by(ask(first, account.key, session_id="shared")) == away
+    finally:
+        second.stop()
+        first.stop()

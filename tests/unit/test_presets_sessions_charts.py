@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from datetime import date, timedelta
 from typing import Any
@@ -88,14 +89,19 @@ def test_a_session_sticks_while_its_endpoint_is_healthy() -> None:
             self.model, self.endpoint = pair
 
     ordered = [Candidate(c) for c in candidates]
-    sessions.remember("acct", "s1", "b/acme/twin-b")
-    assert [c.endpoint.provider.name for c in sessions.ordered("acct", "s1", ordered, lambda _e: True)] == ["b", "a"]
-    assert [c.endpoint.provider.name for c in sessions.ordered("acct", "s1", ordered, lambda _e: False)] == ["a", "b"]
+    sessions.remember_here("acct", "s1", "b/acme/twin-b")
+
+    def names(available: bool) -> list[str]:
+        found = asyncio.run(sessions.ordered("acct", "s1", ordered, lambda _e: available))
+        return [c.endpoint.provider.name for c in found]
+
+    assert names(True) == ["b", "a"]
+    assert names(False) == ["a", "b"]  # an unhealthy home is not preferred
     assert sessions.endpoint_for("other", "s1") is None  # per account
     clock.advance(61)
     assert sessions.endpoint_for("acct", "s1") is None  # idle sessions are forgotten
     for name in ("x", "y", "z"):
-        sessions.remember("acct", name, "a/acme/twin-a")
+        asyncio.run(sessions.remember("acct", name, "a/acme/twin-a"))
     assert sessions.endpoint_for("acct", "x") is None  # bounded: least recently used forgotten first
 
 

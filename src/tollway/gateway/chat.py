@@ -211,7 +211,7 @@ class ChatGateway:
             )
         candidates = self.candidates(body)
         if session_id is not None:  # the endpoint that served the session before, first while it is healthy
-            candidates = self.sessions.ordered(key.account_id, session_id, candidates, self.health.available)
+            candidates = await self.sessions.ordered(key.account_id, session_id, candidates, self.health.available)
         requested = body.max_tokens
         default_max = max(c.endpoint.max_completion_tokens for c in candidates)
         max_tokens = requested if requested is not None else default_max
@@ -278,6 +278,8 @@ class ChatGateway:
         else:
             await self._ledger.settle(context.reservation.hold, generation)
         await self._limiter.finish(context.ticket, generation.tokens_prompt + generation.tokens_completion)
+        if context.session_id is not None and context.attempts:  # the session's next requests go there first
+            await self.sessions.remember(context.key.account_id, context.session_id, context.attempts[-1].endpoint_id)
         if generation.cost_nanos:
             for listener in self.settlement_listeners:
                 await listener(generation.account_id)
@@ -318,8 +320,6 @@ class ChatGateway:
             self.health.attempted(candidate.endpoint.endpoint_id, answered=status == 200)
         if status == 200:
             self.health.success(candidate.endpoint.endpoint_id)
-            if context.session_id is not None:
-                self.sessions.remember(context.key.account_id, context.session_id, candidate.endpoint.endpoint_id)
         elif status in (0, 408, 429) or status >= 500:
             self.health.failure(candidate.endpoint.endpoint_id)
         self._metrics.upstream_attempt(candidate.endpoint.provider_name, status, elapsed)
