@@ -141,3 +141,15 @@ def test_uptime_counts_the_attempts_of_each_window() -> None:
     assert (board.uptime("e", 5), board.uptime("e", 30)) == (100.0, 80.0)
     clock.advance(25 * 3600)
     assert board.uptime("e", 24 * 60) is None
+
+
+def test_sessions_fall_back_to_memory_when_redis_does_not_answer() -> None:
+    sessions = StickySessions(FixedClock(10**15), redis_url="redis://127.0.0.1:1/0")  # nothing listens there
+
+    async def scenario() -> str | None:
+        await sessions.remember("acct", "s", "b/x")
+        found = await sessions.lookup("acct", "s")
+        await sessions.close()
+        return found
+
+    assert asyncio.run(scenario()) == "b/x"

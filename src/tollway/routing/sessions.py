@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
@@ -23,6 +24,7 @@ from tollway.clock import Clock
 
 log = logging.getLogger(__name__)
 _REDIS_PREFIX = "tollway:session:"
+_REDIS_BACKOFF_S = 10.0
 
 
 class _HasEndpoint(Protocol):
@@ -53,6 +55,16 @@ class StickySessions:
         self._redis: redis.Redis | None = (
             redis.Redis.from_url(redis_url, socket_timeout=0.5, socket_connect_timeout=0.5) if redis_url else None
         )
+        self._redis_down_until = 0.0  # after a failure, Redis is left alone for a while (monotonic seconds)
+
+    def _shared(self) -> redis.Redis | None:
+        return self._redis if self._redis is not None and time.monotonic() >= self._redis_down_until else None
+
+    def _redis_failed(self, what: str, exc: Exception) -> None:
+        self._redis_down_until = time.monotonic() + _REDIS_BACKOFF_S
+        log.warning(
+            f"sticky session {what} failed; memory only for {_REDIS_BACKOFF_S:.0f} s", extra={"error": str(exc)[:200]}
+        )
 
     @staticmethod
     def _redis_key(account_id: str, session_id: str) -> str:
@@ -72,11 +84,12 @@ class StickySessions:
 
     async def lookup(self, account_id: str, session_id: str) -> str | None:
         """The session's endpoint: Redis's (shared by every process) when there is Redis, else this process's."""
-        if self._redis is not None:
+        shared = self._shared()
+        if shared is not None:
             try:
-                raw = await self._redis.get(self._redis_key(account_id, session_id))
+                raw = await shared.get(self._redis_key(account_id, session_id))
             except RedisError as exc:
-                log.warning("sticky session lookup failed", extra={"error": str(exc)[:200]})
+                self._redis_failed("lookup", exc)
             else:
                 return raw.decode() if isinstance(raw, bytes) else raw
         return self.endpoint_for(account_id, session_id)
@@ -91,11 +104,12 @@ class StickySessions:
     async def remember(self, account_id: str, session_id: str, endpoint_id: str) -> None:
         """The endpoint that just served the session: its next requests go there first."""
         self.remember_here(account_id, session_id, endpoint_id)
-        if self._redis is not None:
+        shared = self._shared()
+        if shared is not None:
             try:
-                await self._redis.set(self._redis_key(account_id, session_id), endpoint_id, ex=int(self._ttl_s))
+                await shared.set(self._redis_key(account_id, session_id), endpoint_id, ex=int(self._ttl_s))
             except RedisError as exc:
-                log.warning("sticky session write failed", extra={"error": str(exc)[:200]})
+                self._redis_failed("write", exc)
 
     async def ordered(
         self, account_id: str, session_id: str, candidates: Sequence[C], available: Callable[[str], bool]
