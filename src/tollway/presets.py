@@ -77,40 +77,38 @@ class PresetRules:
     fallback_limit: int
 
 
-def parse_config(body: dict[str, Any], rules: PresetRules, base: Preset | None = None) -> dict[str, Any]:
-    """The preset's config from a POST (or, over `base`, a PATCH) body; a precise 400 for anything wrong."""
-    config = base.config() if base is not None else {"model": None, "models": [], "provider": None, "parameters": {}}
-    if "model" in body:
-        model = body["model"]
-        if model is not None and (not isinstance(model, str) or not model.strip()):
-            raise _bad("model must be a model id string such as tollway/offline-small, or null", "model")
-        if isinstance(model, str) and not rules.model_exists(model):
-            raise _bad(f"model {model[:200]!r} is not served here; see GET /api/v1/models", "model")
-        config["model"] = model
-    if "models" in body:
-        models = body["models"] if body["models"] is not None else []
-        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
-            raise _bad("models must be an array of model id strings", "models")
-        if len(models) > rules.fallback_limit:
-            raise _bad(f"models array must have {rules.fallback_limit} items or fewer", "models")
-        for index, model in enumerate(models):
-            if not rules.model_exists(model):
-                raise _bad(f"models[{index}] {model[:200]!r} is not served here; see GET /api/v1/models", "models")
-        config["models"] = models
-    if "provider" in body:
-        if body["provider"] is not None:
-            rules.check_provider(body["provider"])
-        config["provider"] = body["provider"]
-    if "parameters" in body:
-        parameters = body["parameters"] if body["parameters"] is not None else {}
-        if not isinstance(parameters, dict):
-            raise _bad('parameters must be an object of request fields such as {"temperature": 0.2}', "parameters")
-        for name in parameters:
-            if name in _NOT_PARAMETERS:
-                raise _bad(f"parameters.{name} cannot be preset: {name} belongs to each request", "parameters")
-        config["parameters"] = parameters
-    if not config["model"] and not config["models"]:
-        raise _bad("a preset needs a model (or a models array)", "model")
+def _model(value: Any, rules: PresetRules) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise _bad("model must be a model id string such as tollway/offline-small, or null", "model")
+    if isinstance(value, str) and not rules.model_exists(value):
+        raise _bad(f"model {value[:200]!r} is not served here; see GET /api/v1/models", "model")
+    return value
+
+
+def _models(value: Any, rules: PresetRules) -> list[str]:
+    models = value if value is not None else []
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise _bad("models must be an array of model id strings", "models")
+    if len(models) > rules.fallback_limit:
+        raise _bad(f"models array must have {rules.fallback_limit} items or fewer", "models")
+    for index, model in enumerate(models):
+        if not rules.model_exists(model):
+            raise _bad(f"models[{index}] {model[:200]!r} is not served here; see GET /api/v1/models", "models")
+    return models
+
+
+def _parameters(value: Any) -> dict[str, Any]:
+    parameters = value if value is not None else {}
+    if not isinstance(parameters, dict):
+        raise _bad('parameters must be an object of request fields such as {"temperature": 0.2}', "parameters")
+    for name in parameters:
+        if name in _NOT_PARAMETERS:
+            raise _bad(f"parameters.{name} cannot be preset: {name} belongs to each request", "parameters")
+    return parameters
+
+
+def _check_as_request(config: dict[str, Any], rules: PresetRules) -> None:
+    """The preset's parameters must pass the checks a request with them would meet."""
     sample = {
         **config["parameters"],
         "model": config["model"] or config["models"][0],
@@ -122,6 +120,24 @@ def parse_config(body: dict[str, Any], rules: PresetRules, base: Preset | None =
         raise InvalidRequest(
             f"parameters: {exc.message}", metadata={"field": f"parameters.{exc.metadata.get('field', '')}"}
         ) from exc
+
+
+def parse_config(body: dict[str, Any], rules: PresetRules, base: Preset | None = None) -> dict[str, Any]:
+    """The preset's config from a POST (or, over `base`, a PATCH) body; a precise 400 for anything wrong."""
+    config = base.config() if base is not None else {"model": None, "models": [], "provider": None, "parameters": {}}
+    if "model" in body:
+        config["model"] = _model(body["model"], rules)
+    if "models" in body:
+        config["models"] = _models(body["models"], rules)
+    if "provider" in body:
+        if body["provider"] is not None:
+            rules.check_provider(body["provider"])
+        config["provider"] = body["provider"]
+    if "parameters" in body:
+        config["parameters"] = _parameters(body["parameters"])
+    if not config["model"] and not config["models"]:
+        raise _bad("a preset needs a model (or a models array)", "model")
+    _check_as_request(config, rules)
     if len(orjson.dumps(config)) > _MAX_CONFIG_BYTES:
         raise _bad(f"the preset is larger than {_MAX_CONFIG_BYTES} bytes of JSON", "parameters")
     return config
