@@ -6,7 +6,7 @@ recorded, prompts and answers only with `otel_capture_content`.
 
 Off unless `otel_endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set. `ENABLED` is the one module-level switch,
 set once at start-up by `start` (or `enable`, in tests): the request path reads it before any tracing call, so a
-gateway without an endpoint never imports the SDK nor calls a tracer.
+gateway without an endpoint never loads the trace SDK or exporter nor calls a tracer.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ across processes with a loopback OTLP/HTTP receiver decoding what a `tollway ser
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -271,3 +274,28 @@ def test_a_served_gateway_exports_spans_over_otlp_http(upstream: FakeOpenAIUpstr
     assert attributes["tollway.account.id"].string_value == account.id
     # The admin API's requests are traced too, but health probes are not.
     assert not any(name.endswith("/health") for name in names)
+
+
+def test_without_an_endpoint_no_tracer_is_loaded(tmp_path: Path) -> None:
+    """Off by default and free: no endpoint, no trace SDK or exporter loaded, no middleware, one flag read.
+
+    (redis imports OpenTelemetry's metrics SDK for its own observability when it is installed: not ours.)"""
+    probe = (
+        "import sys, asyncio\n"
+        "from tollway import tracing\n"
+        "from tollway.settings import load_settings\n"
+        "from tollway.app import build_app\n"
+        "from tollway.services import build_services\n"
+        f"settings = load_settings(database_url='sqlite:///{tmp_path / 'db.sqlite'}')\n"
+        "assert tracing.start(settings) is False and tracing.ENABLED is False\n"
+        "async def main():\n"
+        "    app = build_app(await build_services(settings))\n"
+        "    assert all(m.__name__ != 'tracing_middleware' for m in app.middlewares)\n"
+        "asyncio.run(main())\n"
+        "ours = ('opentelemetry.sdk.trace', 'opentelemetry.exporter')\n"
+        "loaded = sorted(name for name in sys.modules if name.startswith(ours))\n"
+        "assert not loaded, loaded\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TOLLWAY_"))}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
