@@ -114,6 +114,7 @@ def test_requests_of_a_session_stick_to_the_endpoint_that_served_the_first(
     assert generation(server, account.key, streamed_id)["provider_name"] == home
     record = generation(server, account.key, first.json()["id"])
     assert record["session_id"] == "conv-1"
+    assert all("session_id" not in call.body for upstream in pair for call in upstream.calls)  # the gateway's
 
     # The home endpoint fails: the session moves to the other one and stays there once home recovers.
     upstreams = {"Alpha": pair[0], "Beta": pair[1]}

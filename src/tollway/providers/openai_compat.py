@@ -72,7 +72,19 @@ class OpenAICompatibleProvider(HttpProvider):
         field = "max_completion_tokens" if "max_completion_tokens" in body else self._max_tokens_field
         body.pop("max_tokens", None)
         body[field] = request.output_tokens
-        for tollway_only in ("models", "provider", "route", "transforms", "usage", "plugins", "reasoning"):
+        # Gateway fields an OpenAI-compatible upstream would refuse as unknown (session_id routes, preset fills).
+        gateway_only = (
+            "models",
+            "provider",
+            "route",
+            "transforms",
+            "usage",
+            "plugins",
+            "reasoning",
+            "session_id",
+            "preset",
+        )
+        for tollway_only in gateway_only:
             body.pop(tollway_only, None)
         body.pop("reasoning_effort", None)
         if request.reasoning is not None:
