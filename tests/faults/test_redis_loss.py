@@ -15,7 +15,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from tollway.db.migrations import migrate
 from tollway.ledger.book import Hold
 from tollway.ledger.records import EntryKind, LedgerEntry
 from tollway.ledger.redis_book import RedisBook
-from tollway.ledger.store import LedgerStore
+from tollway.ledger.store import AccountLoad, LedgerStore
 
 pytestmark = pytest.mark.slow
 
@@ -536,5 +536,64 @@ def test_concurrent_reloads_settlements_and_flushes_end_equal_to_the_ledger(tmp_
 
     try:
         asyncio.run(rounds())
+    finally:
+        redis_server.stop()
+
+
+class RacingStore(LedgerStore):
+    """The real ledger store, with a hook that runs once between a load's SQL read and its Redis write."""
+
+    race: Callable[[], Awaitable[None]] | None = None
+
+    async def account_load(
+        self,
+        account_id: str,
+        parked_generation_ids: list[str],
+        parked_entry_ids: list[int],
+        recent_credits_since_us: int,
+        recent_usage_since_us: int,
+    ) -> AccountLoad:
+        load = await super().account_load(
+            account_id, parked_generation_ids, parked_entry_ids, recent_credits_since_us, recent_usage_since_us
+        )
+        race, self.race = self.race, None
+        if race is not None:
+            await race()
+        return load
+
+
+def test_a_flush_during_a_reload_does_not_lose_what_was_parked_meanwhile(tmp_path: Path) -> None:
+    redis_server = OwnRedis(tmp_path).start()
+
+    async def scenario() -> None:
+        engine = create_engine(f"sqlite:///{tmp_path / 'race.db'}")
+        await migrate(engine)
+        store = RacingStore(engine)
+        book = RedisBook(store, "race", redis_server.url, hold_ttl_s=60)
+        account_id = uuid.uuid4().hex
+        key = key_record(account_id)
+        now_us = int(time.time() * 1_000_000)
+        opening = LedgerEntry(account_id, EntryKind.GRANT, 10_000_000, now_us)
+        await book.apply_local(replace(opening, id=await store.append(opening, origin="race")))
+        hold = (await book.try_reserve(key, 50_000, now_us)).hold
+        assert hold is not None
+        redis_server.flushall()
+
+        async def settle_then_flush() -> None:
+            # After the loader read the ledger: a settlement commits and, the account not being loaded,
+            # parks its usage; then Redis is flushed again, parked item included.
+            entry = LedgerEntry(account_id, EntryKind.USAGE, 40_000, now_us, key_id=key.id, generation_id="gen-race")
+            await store.write_batch([entry], [], "race")
+            await book.settle(hold, 40_000, now_us, "gen-race")
+            redis_server.flushall()
+
+        store.race = settle_then_flush
+        figures = await book.account_snapshot(account_id)
+        assert (figures.credits_nanos, figures.usage_nanos) == (10_000_000, 40_000)
+        await book.close()
+        await engine.dispose()
+
+    try:
+        asyncio.run(scenario())
     finally:
         redis_server.stop()

@@ -97,7 +97,7 @@ class RedisBook:
     async def start(self) -> None:
         self.watermark = await self._store.max_entry_id()
         try:
-            await self._client.set(scripts.EPOCH, "1", nx=True)
+            await self._client.set(scripts.EPOCH, uuid.uuid4().hex, nx=True)
         except RedisError as exc:
             log.warning("redis unreachable at start-up", extra={"error": str(exc)[:300]})
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import redis.asyncio as redis
@@ -65,6 +66,11 @@ class FigureLoader:
         self.reloads = 0  # figures (re)loaded from the ledger by this process
         self.load_retries = 0  # loads begun again because items were parked meanwhile
 
+    async def _epoch(self) -> str:
+        """This Redis lifetime's token (created by the first loader after a loss)."""
+        await self._client.set(scripts.EPOCH, uuid.uuid4().hex, nx=True)
+        return text(await self._client.get(scripts.EPOCH) or "")
+
     async def load_account(self, account_id: str) -> None:
         """(Re)load an account's figures from the ledger, counting parked usage and credits exactly once."""
         lock = self._locks.setdefault("a:" + account_id, asyncio.Lock())
@@ -74,6 +80,7 @@ class FigureLoader:
             for _ in range(_LOAD_ATTEMPTS):
                 if await self._client.hexists(account_key, "loaded"):
                     return
+                epoch, version = await self._epoch(), text(await self._client.hget(account_key, "v") or "")
                 parked = [text(f) for f in await self._client.hkeys(pending_key)]
                 generation_ids = [f[2:] for f in parked if f.startswith("g:")]
                 entry_ids = [int(f[2:]) for f in parked if f.startswith("e:")]
@@ -92,6 +99,8 @@ class FigureLoader:
                     keys=[account_key, pending_key, scripts.EPOCH],
                     args=[
                         scripts.PREFIX,
+                        epoch,
+                        version,
                         len(parked),
                         *parked,
                         len(included),
@@ -120,6 +129,7 @@ class FigureLoader:
             for _ in range(_LOAD_ATTEMPTS):
                 if await self._client.hexists(key_key, "loaded"):
                     return
+                epoch, version = await self._epoch(), text(await self._client.hget(key_key, "v") or "")
                 parked = [text(f) for f in await self._client.hkeys(pending_key)]
                 since_us = int(time.time() * 1_000_000) - scripts.RECENT_USAGE_S * 1_000_000
                 load = await self._store.key_load(key_id, now_us, parked, since_us)
@@ -130,6 +140,8 @@ class FigureLoader:
                     keys=[key_key, pending_key, scripts.EPOCH],
                     args=[
                         scripts.PREFIX,
+                        epoch,
+                        version,
                         len(parked),
                         *parked,
                         len(load.included_generation_ids),

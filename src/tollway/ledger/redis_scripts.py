@@ -18,7 +18,7 @@ from __future__ import annotations
 
 PREFIX = "tw:book:"
 HOLD_INDEX = PREFIX + "hold-expiries"
-EPOCH = PREFIX + "epoch"
+EPOCH = PREFIX + "epoch"  # a random token while Redis holds figures; a new one after each loss
 MARKER_TTL_S = 7 * 24 * 3600
 # A reload marks the usage entries settled in the last RECENT_USAGE_S as counted, so their settlement
 # script (which runs right after the commit, within the flush timeout) does not count them again.
@@ -55,8 +55,9 @@ def key_pending(key_id: str) -> str:
 PURGE = """
 local function unload(hash)
   for _, field in ipairs(redis.call('HKEYS', hash)) do
-    if field ~= 'held' then redis.call('HDEL', hash, field) end
+    if field ~= 'held' and field ~= 'v' then redis.call('HDEL', hash, field) end
   end
+  redis.call('HINCRBY', hash, 'v', 1)  -- a load that began before this must begin again
 end
 local function purge(prefix, acct, holds, now)
   local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
@@ -187,9 +188,13 @@ redis.call('HINCRBY', KEYS[1], 'granted', ARGV[4])
 return 1
 """.replace("MARKER_TTL", str(MARKER_TTL_S))
 
-# Shared by both loaders: which parked items the loader saw, and which of those the ledger sums include.
+# Shared by both loaders. A load is undone by anything that happened since it began reading: Redis
+# lost everything (the epoch token changed), the hash was unloaded again (its version changed), or items
+# were parked that the loader did not see. Then it answers -1 and the loader begins again.
 _READ_SETS = """
-local i = 2
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-1} end
+if (redis.call('HGET', KEYS[1], 'v') or '') ~= ARGV[3] then return {-1} end
+local i = 4
 local seen, included = {}, {}
 local n = tonumber(ARGV[i])
 for j = 1, n do seen[ARGV[i + j]] = true end
@@ -205,7 +210,8 @@ end
 
 LOAD_ACCOUNT = (
     """
--- KEYS: account hash, account pending, epoch. ARGV: prefix, n seen, seen..., n included, included...,
+-- KEYS: account hash, account pending, epoch. ARGV: prefix, epoch token, version ('' for none) read before
+--       the pending set, n seen, seen..., n included, included...,
 --       credits, usage, purchased, granted, n, ids of recent credit entries the sums include...,
 --       generation ids of recent usage entries the sums include (their settlement may not have reached Redis)
 if redis.call('HEXISTS', KEYS[1], 'loaded') == 1 then return {0} end
@@ -242,14 +248,14 @@ for j = i + 5 + n_credits, #ARGV do
 end
 redis.call('HSET', KEYS[1], 'loaded', '1')
 redis.call('DEL', KEYS[2])
-redis.call('SET', KEYS[3], '1', 'NX')
 return {1}
 """.replace("MARKER_TTL", str(MARKER_TTL_S)).replace("COUNTED_TTL", str(COUNTED_TTL_S))
 )
 
 LOAD_KEY = (
     """
--- KEYS: key hash, key pending, epoch. ARGV: prefix, n seen, seen..., n included, included..., n, generation ids
+-- KEYS: key hash, key pending, epoch. ARGV: prefix, epoch token, version, n seen, seen..., n included,
+--       included..., n, generation ids
 --       of recent usage entries the sums include..., field, value, ... (total and the current windows)
 if redis.call('HEXISTS', KEYS[1], 'loaded') == 1 then return {0} end
 """
@@ -271,7 +277,6 @@ for j = 1, #parked, 2 do
 end
 redis.call('HSET', KEYS[1], 'loaded', '1')
 redis.call('DEL', KEYS[2])
-redis.call('SET', KEYS[3], '1', 'NX')
 return {1}
 """.replace("COUNTED_TTL", str(COUNTED_TTL_S))
 )
@@ -307,8 +312,9 @@ FORGET = """
 -- KEYS: account and key hashes
 for _, hash in ipairs(KEYS) do
   for _, field in ipairs(redis.call('HKEYS', hash)) do
-    if field ~= 'held' then redis.call('HDEL', hash, field) end
+    if field ~= 'held' and field ~= 'v' then redis.call('HDEL', hash, field) end
   end
+  redis.call('HINCRBY', hash, 'v', 1)
 end
 return #KEYS
 """
