@@ -263,12 +263,19 @@ def test_replay_skips_a_torn_line_and_fills_columns_an_older_version_did_not_spo
         older = json.loads(lines[1])
         for newer_column in ("session_id", "preset_id", "cost_details", "hold_nanos", "hold_overrun_nanos"):
             older["generation"].pop(newer_column, None)
-        path.write_bytes(lines[0] + b"\n" + json.dumps(older).encode() + b"\n" + lines[0][: len(lines[0]) // 2])
-        first = await replay(directory, store)
-        assert (first.settlements, first.written) == (2, 2)
+        poisoned = json.loads(lines[0])
+        poisoned["generation"]["id"] = "gen-poisoned"
+        poisoned["generation"]["account_id"] = None  # a row the database refuses (NOT NULL)
+        poisoned["entry"]["generation_id"] = "gen-poisoned"
+        body = [lines[0], json.dumps(poisoned).encode(), json.dumps(older).encode(), lines[0][: len(lines[0]) // 2]]
+        path.write_bytes(b"\n".join(body))
+        first = await replay(directory, store)  # one refused row holds neither the others nor a start back
+        assert (first.settlements, first.written) == (3, 2)
+        assert [s.generation["id"] for s in first.refused] == ["gen-poisoned"]
         assert not path.exists()
+        assert [p.name for p in directory.iterdir()] == [path.name + ".refused"]
         again = await replay(directory, store)
-        assert again.written == 0
+        assert again.written == 0 and len(again.refused) == 1  # kept aside for an operator, not retried
         totals = await store.account_totals("acct")
         assert totals.usage_nanos == 2 * 76_000
         await engine.dispose()

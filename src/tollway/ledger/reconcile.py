@@ -100,6 +100,18 @@ async def _check_spool(
     found = await replay(spool_dir, store, write_dead=fix, write_live=fix)
     missing = found.missing_in_dead + found.missing_in_live
     report.spool_replayed = found.written
+    for item in found.refused:
+        report.mismatches.append(
+            {
+                "kind": "spooled_settlement_refused",
+                "generation_id": item.generation.get("id"),
+                "account_id": item.generation.get("account_id"),
+                "cost": nanos_to_usd(int(item.generation.get("cost_nanos") or 0)),
+                "detail": f"the database refuses this answered settlement; it is kept in {spool_dir}/*.refused "
+                "until an operator records it (e.g. as an adjustment) and deletes that file",
+            }
+        )
+    refused_ids = {item.generation.get("id") for item in found.refused}
     for item in missing:
         report.mismatches.append(
             {
@@ -107,7 +119,7 @@ async def _check_spool(
                 "generation_id": item.generation["id"],
                 "account_id": item.generation["account_id"],
                 "cost": nanos_to_usd(int(item.generation["cost_nanos"])),
-                "fixed": fix,
+                "fixed": fix and item.generation["id"] not in refused_ids,
             }
         )
     return [] if fix else missing

@@ -30,6 +30,7 @@ from tollway.ledger.store import LedgerStore, entry_row, generation_row
 log = logging.getLogger("tollway.ledger")
 
 SUFFIX = ".spool"
+REFUSED_SUFFIX = ".refused"
 
 
 def default_spool_dir(database_url: str) -> Path:
@@ -139,18 +140,48 @@ class ReplayReport:
     live_files: list[str] = field(default_factory=list)
     missing_in_dead: list[SpooledSettlement] = field(default_factory=list)
     missing_in_live: list[SpooledSettlement] = field(default_factory=list)
+    refused: list[SpooledSettlement] = field(default_factory=list)  # set aside: the database refuses them
 
 
-async def _write_missing(store: LedgerStore, settlements: list[SpooledSettlement]) -> list[SpooledSettlement]:
+async def _write_one(store: LedgerStore, settlement: SpooledSettlement) -> None:
+    entries = [settlement.entry] if settlement.entry is not None else []
+    await store.write_rows(entries, [settlement.generation])
+
+
+async def _write_missing(
+    store: LedgerStore, settlements: list[SpooledSettlement]
+) -> tuple[list[SpooledSettlement], list[SpooledSettlement]]:
+    """Write what the ledger lacks: (written, refused). One refused row does not hold the others back."""
     ids = [s.generation["id"] for s in settlements]
     present = await store.existing_generation_ids(ids)
     missing = [s for s in settlements if s.generation["id"] not in present]
-    if missing:
-        await store.write_rows(
-            [s.entry for s in missing if s.entry is not None],
-            [s.generation for s in missing],
-        )
-    return missing
+    if not missing:
+        return [], []
+    try:
+        await store.write_rows([s.entry for s in missing if s.entry is not None], [s.generation for s in missing])
+        return missing, []
+    except Exception:  # the database refused the batch: find the rows it refuses, write the rest
+        written, refused = [], []
+        for settlement in missing:
+            try:
+                await _write_one(store, settlement)
+                written.append(settlement)
+            except Exception as exc:  # kept aside for an operator; never blocks a start
+                log.error(
+                    "a spooled settlement was refused by the database",
+                    extra={"generation_id": settlement.generation.get("id"), "error": str(exc)[:300]},
+                )
+                refused.append(settlement)
+        return written, refused
+
+
+def _set_aside(spool_file: _SpoolFile, refused: list[SpooledSettlement]) -> None:
+    """Keep refused settlements in `<file>.refused` (not replayed again; reconcile reports them)."""
+    lines = b"".join(orjson.dumps({"generation": s.generation, "entry": s.entry}) + b"\n" for s in refused)
+    with open(spool_file.path.with_name(spool_file.path.name + REFUSED_SUFFIX), "ab") as out:
+        out.write(lines)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 @dataclass
@@ -206,7 +237,8 @@ async def replay(
     `write_dead`, dead processes' spools are reported the same way and left in place.
     """
     report = ReplayReport()
-    files = _scan(directory, await store.identity(), own)
+    database_tag = await store.identity()
+    files = _scan(directory, database_tag, own)
     try:
         for spool_file in files:
             alive = spool_file.fd is None
@@ -220,14 +252,24 @@ async def replay(
             missing = [s for s in spool_file.settlements if s.generation["id"] not in present]
             (report.missing_in_live if alive else report.missing_in_dead).extend(missing)
             if write_live if alive else write_dead:
-                written = await _write_missing(store, missing)
+                written, refused = await _write_missing(store, missing)
                 report.written += len(written)
                 report.written_entries += [entry_from_dict(s.entry) for s in written if s.entry is not None]
+                if refused and not alive:
+                    _set_aside(spool_file, refused)
                 if not alive:
                     _drop(spool_file)
     finally:
         for spool_file in files:
             _release(spool_file)
+    report.refused = _refused(directory, database_tag)
     if report.written:
         log.warning("replayed spooled settlements into the ledger", extra={"written": report.written})
     return report
+
+
+def _refused(directory: Path, database_tag: str) -> list[SpooledSettlement]:
+    if not directory.is_dir():
+        return []
+    paths = sorted(directory.glob(f"{database_tag}.*{SUFFIX}{REFUSED_SUFFIX}"))
+    return [s for path in paths for s in _parse(path.read_bytes())]
