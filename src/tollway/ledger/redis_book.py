@@ -5,7 +5,9 @@ ledger of record; every script that reads figures checks the hash's `loaded` mar
 Redis lost it (flush, restart, eviction) this process reloads it from the database (once per
 process under a lock; across processes the load script applies only to a hash not yet loaded)
 and tries again. Usage settled and credits applied meanwhile are parked and counted exactly once
-by the reload (see redis_scripts.py).
+by the reload (see redis_scripts.py and redis_loader.py). A settlement reaches this book after its
+commit; when that order could not hold (a late commit, a settlement Redis could not take, an expired
+hold whose process may have died between the two), the figures concerned are dropped and reload.
 
 Holds are members of a per-account sorted set scored by their expiry. Each process renews its
 open holds every third of the TTL (so a long stream keeps its hold) and sweeps every account's
