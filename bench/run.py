@@ -1,11 +1,14 @@
 """Tollway against a direct call and a plain reverse proxy (nginx), measured in the same run.
 
 Starts a fast fake upstream (nginx serving fixed answers), a 50 ms fake upstream (aiohttp), nginx as a
-plain reverse proxy in front of both, and Tollway (SQLite, one process, auth + ledger on) in front of
-both; then drives each with the same load from wrk and a paced client, and prints requests/s, p50/p99
-latency, latency added over the direct call, and the gateway's CPU time per request.
+plain reverse proxy in front of both, the "floor" (bench/floor.py: a bare aiohttp + uvloop pass-through
+proxy, no features) in front of the fast one, Tollway (SQLite, one process, auth + ledger on) and Tollway
+on PostgreSQL + Redis (one worker, limits on); then drives each with the same load from wrk and a paced
+client, and prints requests/s, p50/p99 latency, latency added over the direct call, and the gateway's CPU
+time per request (for PostgreSQL + Redis also the CPU the database and Redis servers spent, "store").
 
-Usage: python bench/run.py [--duration 5] [--only direct,nginx,tollway] [--json results.json]
+Usage: python bench/run.py [--duration 5] [--targets direct,floor,tollway,tollway-pg]
+       [--scenarios unloaded,c1,c16,c64,stream,slow] [--core-only] [--json results.json]
 Needs nginx and wrk (apt-get install nginx-light wrk); the script says so if they are missing.
 """
 
@@ -122,6 +125,8 @@ class Ports:
     slow: int = field(default_factory=free_port)
     proxy: int = field(default_factory=free_port)
     tollway: int = field(default_factory=free_port)
+    tollway_pg: int = field(default_factory=free_port)
+    floor: int = field(default_factory=free_port)
     dead: int = field(default_factory=free_port)
 
 
@@ -224,10 +229,11 @@ def tollway_config(ports: Ports) -> str:
 @dataclass
 class Target:
     name: str
-    url_for: Callable[[str], str]
+    url_for: Callable[[str], str | None]
     headers: dict[str, str]
     model_prefix: str
     pid: int | None = None
+    count_store: bool = False  # add the CPU of the PostgreSQL and Redis servers (as "store")
 
     def body(self, kind: str) -> str:
         model = {"fast": "fast", "stream": "stream", "slow": "slow", "anthropic": "anthropic", "failover": "failover"}[
@@ -258,6 +264,35 @@ def children_of(pid: int) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def store_pids() -> list[int]:
+    """The PostgreSQL and Redis server processes on this machine (their CPU counts for the scaled-out mode)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                name = Path(f"/proc/{entry.name}/comm").read_text().strip()
+            except OSError:
+                continue
+            if name.startswith(("postgres", "redis-server")):
+                found.append(int(entry.name))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    figures = {}
+    for pid in pids:
+        try:
+            figures[pid] = process_cpu_seconds(pid)
+        except OSError:
+            continue
+    return figures
+
+
+def cpu_spent(before: dict[int, float], pids: list[int]) -> float:
+    after = cpu_seconds(pids)
+    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -340,13 +375,14 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
 
 
 def start_tollway(
-    ports: Ports, work: Path, env_extra: dict[str, str], workers: int = 1
+    ports: Ports, work: Path, env_extra: dict[str, str], workers: int = 1, port: int | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
+    port = port or ports.tollway
     database = env_extra.get("TOLLWAY_DATABASE_URL", f"sqlite:///{work / 'bench.db'}")
     env = {**os.environ, "TOLLWAY_DATABASE_URL": database, **env_extra}
     cli = [PYTHON, "-m", "tollway"]
     account = subprocess.run(
-        [*cli, "accounts", "create", "--email", f"bench-{ports.tollway}@example.com"],
+        [*cli, "accounts", "create", "--email", f"bench-{port}@example.com"],
         env=env,
         capture_output=True,
         text=True,
@@ -370,16 +406,16 @@ def start_tollway(
             check=True,
             capture_output=True,
         )
-    (work / f"tollway-{ports.tollway}.yaml").write_text(tollway_config(ports))
-    log = (work / f"tollway-{ports.tollway}.log").open("wb")
+    (work / f"tollway-{port}.yaml").write_text(tollway_config(ports))
+    log = (work / f"tollway-{port}.log").open("wb")
     process = subprocess.Popen(
         [
             *cli,
             "serve",
             "--port",
-            str(ports.tollway),
+            str(port),
             "--config",
-            str(work / f"tollway-{ports.tollway}.yaml"),
+            str(work / f"tollway-{port}.yaml"),
             "--workers",
             str(workers),
         ],
@@ -387,53 +423,64 @@ def start_tollway(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    wait_http(f"http://127.0.0.1:{ports.tollway}/health")
+    wait_http(f"http://127.0.0.1:{port}/health")
     return process, key
 
 
-SCENARIOS = [
-    ("unloaded (1 req / 20 ms)", "fast", 0),
-    ("closed loop, 1 connection", "fast", 1),
-    ("closed loop, 16 connections", "fast", 16),
-    ("closed loop, 64 connections", "fast", 64),
-    ("streaming, 16 connections", "stream", 16),
-    ("50 ms upstream, 64 connections", "slow", 64),
-]
+SCENARIOS = {
+    "unloaded": ("unloaded (1 req / 20 ms)", "fast", 0),
+    "c1": ("closed loop, 1 connection", "fast", 1),
+    "c16": ("closed loop, 16 connections", "fast", 16),
+    "c64": ("closed loop, 64 connections", "fast", 64),
+    "stream": ("streaming (20 chunks), 16 connections", "stream", 16),
+    "slow": ("50 ms upstream, 64 connections", "slow", 64),
+}
 
 
 def measure(
-    targets: list[Target], duration: float, work: Path, paced_count: int
+    targets: list[Target], scenarios: list[str], duration: float, work: Path, paced_count: int
 ) -> dict[str, dict[str, dict[str, float]]]:
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for label, kind, connections in SCENARIOS:
+    for key in scenarios:
+        label, kind, connections = SCENARIOS[key]
         results[label] = {}
         for target in targets:  # interleaved: every target sees the same machine state
             url = target.url_for(kind)
-            cpu_before = process_cpu_seconds(target.pid) if target.pid else 0.0
+            if url is None:
+                continue
+            gateway = [target.pid, *children_of(target.pid)] if target.pid else []
+            stores = store_pids() if target.count_store else []
+            gateway_before, store_before = cpu_seconds(gateway), cpu_seconds(stores)
             if connections == 0:
                 figures = run_paced(url, target.headers, target.body(kind), paced_count, 0.02)
             else:
                 figures = run_wrk(url, target.headers, target.body(kind), connections, duration, work)
-            if target.pid and figures["requests"]:
-                cpu = process_cpu_seconds(target.pid) - cpu_before
-                figures["cpu_ms_per_request"] = cpu * 1000 / figures["requests"]
+            if gateway and figures["requests"]:
+                figures["cpu_ms_per_request"] = cpu_spent(gateway_before, gateway) * 1000 / figures["requests"]
+            if stores and figures["requests"]:
+                figures["store_cpu_ms_per_request"] = cpu_spent(store_before, stores) * 1000 / figures["requests"]
             results[label][target.name] = figures
     return results
 
 
 def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
     print(
-        f"{'scenario':34} {'target':16} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} {'cpu ms/req':>10}"
+        f"{'scenario':38} {'target':12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'added p50':>10} "
+        f"{'added p99':>10} {'cpu ms/req':>10} {'store cpu':>10}"
     )
     for label, by_target in results.items():
         direct = by_target.get("direct", {}).get("p50_ms")
+        direct_p99 = by_target.get("direct", {}).get("p99_ms")
         for name, figures in by_target.items():
             added = "" if direct is None or name == "direct" else f"{figures['p50_ms'] - direct:+.3f}"
+            added_p99 = "" if direct_p99 is None or name == "direct" else f"{figures['p99_ms'] - direct_p99:+.3f}"
             cpu = figures.get("cpu_ms_per_request")
+            store = figures.get("store_cpu_ms_per_request")
             errors = f"  ({int(figures['errors'])} non-2xx)" if figures.get("errors") else ""
             print(
-                f"{label:34} {name:16} {figures['rps']:9.0f} {figures['p50_ms']:8.3f} {figures['p99_ms']:8.3f} "
-                f"{added:>10} {'' if cpu is None else f'{cpu:.3f}':>10}{errors}"
+                f"{label:38} {name:12} {figures['rps']:9.0f} {figures['p50_ms']:8.3f} {figures['p99_ms']:8.3f} "
+                f"{added:>10} {added_p99:>10} {'' if cpu is None else f'{cpu:.3f}':>10} "
+                f"{'' if store is None else f'{store:.3f}':>10}{errors}"
             )
         print()
 
@@ -486,13 +533,17 @@ def extended(ports: Ports, work: Path, args: argparse.Namespace, sqlite_rps: flo
                 pid=process.pid,
             )
             # Warm-up first: connection pools fill and accounts load, as in any process that has served a while.
-            run_wrk(target.url_for(kind), target.headers, target.body(kind), 64, 1.0, work)
+            warm_url = f"http://127.0.0.1:{ports.tollway}/api/v1/chat/completions"
+            run_wrk(warm_url, target.headers, target.body(kind), 64, 1.0, work)
             pids = [process.pid, *children_of(process.pid)]
-            before = sum(process_cpu_seconds(pid) for pid in pids)
-            figures = run_wrk(target.url_for(kind), target.headers, target.body(kind), 64, args.duration, work)
-            after = sum(process_cpu_seconds(pid) for pid in pids)
+            stores = store_pids()
+            before, store_before = cpu_seconds(pids), cpu_seconds(stores)
+            url = target.url_for(kind)
+            assert url is not None
+            figures = run_wrk(url, target.headers, target.body(kind), 64, args.duration, work)
             if figures["requests"]:
-                figures["cpu_ms_per_request"] = (after - before) * 1000 / figures["requests"]
+                figures["cpu_ms_per_request"] = cpu_spent(before, pids) * 1000 / figures["requests"]
+                figures["store_cpu_ms_per_request"] = cpu_spent(store_before, stores) * 1000 / figures["requests"]
             results[label] = figures
         finally:
             process.send_signal(signal.SIGTERM)
@@ -500,13 +551,17 @@ def extended(ports: Ports, work: Path, args: argparse.Namespace, sqlite_rps: flo
             if "pg" in env:
                 _scratch_database(args.postgres, "tollway_bench", create=False)
     base = sqlite_rps
-    print(f"{'closed loop, 64 connections':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10}")
+    print(
+        f"{'closed loop, 64 connections':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10} "
+        f"{'store cpu':>10}"
+    )
     for label, figures in results.items():
         errors = f"  ({int(figures['errors'])} non-2xx)" if figures.get("errors") else ""
         cpu = figures.get("cpu_ms_per_request")
+        store = figures.get("store_cpu_ms_per_request")
         print(
             f"{label:44} {figures['rps']:9.0f} {figures['p50_ms']:8.3f} {figures['p99_ms']:8.3f} "
-            f"{'' if cpu is None else f'{cpu:.3f}':>10}{errors}"
+            f"{'' if cpu is None else f'{cpu:.3f}':>10} {'' if store is None else f'{store:.3f}':>10}{errors}"
         )
     if base:
         for label in ("PostgreSQL + Redis, 1 worker", "PostgreSQL + Redis, 2 workers"):
@@ -526,6 +581,13 @@ def main() -> None:
     )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="Redis for the shared cases")
     parser.add_argument("--core-only", action="store_true", help="skip the routing and scale-out cases")
+    parser.add_argument(
+        "--targets",
+        default="direct,nginx,floor,tollway,tollway-pg",
+        help="comma-separated targets of the interleaved run",
+    )
+    parser.add_argument("--pg-workers", type=int, default=1, help="worker processes of the tollway-pg target")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated, of {', '.join(SCENARIOS)}")
     parser.add_argument("--json", type=Path, help="write the figures to this file too")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
@@ -535,6 +597,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tollway-bench-"))
     ports = Ports()
     processes: list[subprocess.Popen[bytes]] = []
+    pg_tollway: subprocess.Popen[bytes] | None = None
     try:
         (work / "nginx.conf").write_text(nginx_config(ports, work))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -546,8 +609,34 @@ def main() -> None:
         )
         wait_http(f"http://127.0.0.1:{ports.upstream}/")
         wait_http(f"http://127.0.0.1:{ports.slow}/")
+        chosen = args.targets.split(",")
+        processes.append(
+            subprocess.Popen(
+                [
+                    PYTHON,
+                    str(ROOT / "bench" / "floor.py"),
+                    "--port",
+                    str(ports.floor),
+                    "--upstream",
+                    f"http://127.0.0.1:{ports.upstream}",
+                ]
+            )
+        )
+        wait_http(f"http://127.0.0.1:{ports.floor}/")
+        floor = processes[-1]
         tollway, key = start_tollway(ports, work, {})
         processes.append(tollway)
+        pg_key = ""
+        if "tollway-pg" in chosen:
+            import redis
+
+            redis.Redis.from_url(args.redis).flushdb()
+            pg_env = {
+                "TOLLWAY_REDIS_URL": args.redis,
+                "TOLLWAY_DATABASE_URL": _scratch_database(args.postgres, "tollway_bench_core", create=True),
+            }
+            pg_tollway, pg_key = start_tollway(ports, work, pg_env, args.pg_workers, port=ports.tollway_pg)
+            processes.append(pg_tollway)
         nginx_workers = children_of(processes[0].pid)
 
         def direct_url(kind: str) -> str:
@@ -558,9 +647,13 @@ def main() -> None:
             prefix = {"slow": "/slow", "stream": "/stream", "fast": ""}[kind]
             return f"http://127.0.0.1:{ports.proxy}{prefix}/v1/chat/completions"
 
+        def floor_url(kind: str) -> str | None:
+            return None if kind == "slow" else direct_url(kind).replace(str(ports.upstream), str(ports.floor))
+
         targets = [
             Target("direct", direct_url, {}, ""),
             Target("nginx", proxy_url, {}, "", pid=nginx_workers[0] if nginx_workers else None),
+            Target("floor", floor_url, {}, "", pid=floor.pid),
             Target(
                 "tollway",
                 lambda _kind: f"http://127.0.0.1:{ports.tollway}/api/v1/chat/completions",
@@ -569,17 +662,34 @@ def main() -> None:
                 pid=tollway.pid,
             ),
         ]
+        if pg_tollway is not None:
+            targets.append(
+                Target(
+                    "tollway-pg",
+                    lambda _kind: f"http://127.0.0.1:{ports.tollway_pg}/api/v1/chat/completions",
+                    {"Authorization": f"Bearer {pg_key}"},
+                    "bench/",
+                    pid=pg_tollway.pid,
+                    count_store=True,
+                )
+            )
+        targets = [target for target in targets if target.name in chosen]
         print(
             f"Tollway bench: {os.cpu_count()} cores, {args.duration:.0f} s per closed-loop run, "
             "nginx and wrk on loopback\n"
         )
-        results = measure(targets, args.duration, work, args.paced)
+        results = measure(targets, args.scenarios.split(","), args.duration, work, args.paced)
         print_table(results)
         if not args.core_only:
-            tollway.send_signal(signal.SIGTERM)
-            tollway.wait(20)
-            processes.remove(tollway)
-            sqlite_rps = results["closed loop, 64 connections"]["tollway"]["rps"]
+            for gateway in (tollway, pg_tollway):
+                if gateway is not None:
+                    gateway.send_signal(signal.SIGTERM)
+                    gateway.wait(20)
+                    processes.remove(gateway)
+            if pg_tollway is not None:
+                _scratch_database(args.postgres, "tollway_bench_core", create=False)
+                pg_tollway = None
+            sqlite_rps = results.get("closed loop, 64 connections", {}).get("tollway", {}).get("rps", 0.0)
             results["extended"] = extended(ports, work, args, sqlite_rps)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
@@ -591,6 +701,8 @@ def main() -> None:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if pg_tollway is not None:
+            _scratch_database(args.postgres, "tollway_bench_core", create=False)
         shutil.rmtree(work, ignore_errors=True)
 
 
