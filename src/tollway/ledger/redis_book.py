@@ -31,6 +31,7 @@ from tollway.auth.records import KeyRecord, LimitReset
 from tollway.ledger import redis_scripts as scripts
 from tollway.ledger.book import AccountSnapshot, Hold, KeySnapshot, ReserveOutcome
 from tollway.ledger.records import EntryKind, LedgerEntry
+from tollway.ledger.redis_fast import ScriptRunner, script_for
 from tollway.ledger.redis_loader import FigureLoader, connect, text, unavailable
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.windows import next_reset_us, window_start_us
@@ -72,8 +73,10 @@ class RedisBook:
         self.watermark = 0
         self.counts_external_usage = False  # each process's settlement script updates the shared figures
         self._client = connect(url)
-        self._reserve = self._client.register_script(scripts.RESERVE)
-        self._settle = self._client.register_script(scripts.SETTLE)
+        # The two scripts of every paid request run on the lean runner; the rest on redis-py.
+        self._runner = ScriptRunner.from_url(url)
+        self._reserve = script_for(self._client, self._runner, scripts.RESERVE)
+        self._settle = script_for(self._client, self._runner, scripts.SETTLE)
         self._renew = self._client.register_script(scripts.RENEW)
         self._sweep = self._client.register_script(scripts.SWEEP)
         self._apply_once = self._client.register_script(scripts.APPLY_ONCE)
@@ -366,5 +369,7 @@ class RedisBook:
         return len(self._open)
 
     async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.aclose()
         with contextlib.suppress(RedisError):
             await self._client.aclose()

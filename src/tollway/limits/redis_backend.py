@@ -12,6 +12,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from tollway.ledger.redis_fast import ScriptRunner, script_for
 from tollway.ledger.redis_loader import connect
 from tollway.limits.backend import LimiterUnavailable
 from tollway.limits.rules import DAY_US, LimitCheck, LimitKind, LimitState, Verdict, emission_us, next_midnight_us
@@ -137,8 +138,10 @@ class RedisLimiter:
 
     def __init__(self, url: str, slot_ttl_s: float = _DEFAULT_SLOT_TTL_S) -> None:
         self._client: redis.Redis = connect(url)
-        self._acquire = self._client.register_script(_ACQUIRE)
-        self._give_back = self._client.register_script(_GIVE_BACK)
+        # Acquire and give back run on every request: the lean runner; the rest on redis-py.
+        self._runner = ScriptRunner.from_url(url)
+        self._acquire = script_for(self._client, self._runner, _ACQUIRE)
+        self._give_back = script_for(self._client, self._runner, _GIVE_BACK)
         self._renew = self._client.register_script(_RENEW)
         # A slot a dead process left behind frees itself this long after its last renewal.
         self._slot_ttl_us = int(slot_ttl_s * 1_000_000)
@@ -226,6 +229,8 @@ class RedisLimiter:
             return False
 
     async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.aclose()
         await self._client.aclose()
 
 
