@@ -67,7 +67,8 @@ def test_500_concurrent_requests_against_100_per_minute_admit_exactly_100(gatewa
     assert int(refused.headers["Retry-After"]) >= 1
     # Refused requests cost nothing: usage is exactly 100 requests' worth.
     info = gateway.get("/key", account.key).json()["data"]
-    assert info["rate_limit"] == {"requests": 100, "interval": "1m"}
+    assert info["rate_limit"] == {"requests": 100, "interval": "1m", "note": info["rate_limit"]["note"]}
+    assert isinstance(info["rate_limit"]["note"], str)
     costs = sum(round(r.json()["usage"]["cost"] * 1e9) for r in responses if r.status_code == 200)
     assert round(gateway.balance(account.id)["total_usage"] * 1e9) == costs
 
@@ -202,7 +203,7 @@ def test_cli_sets_and_shows_limits_and_running_servers_apply_them(gateway: Gatew
         info = gateway.get("/key", account.key).json()["data"]
         if info["rate_limit"]:
             break
-    assert info["rate_limit"] == {"requests": 3, "interval": "1h"}
+    assert info["rate_limit"] == {"requests": 3, "interval": "1h", "note": info["rate_limit"]["note"]}
     bad = run_cli(
         "limits",
         "set",
