@@ -8,7 +8,7 @@ import re
 import orjson
 from aiohttp import web
 
-from tollway.api.chat import remember_refusal
+from tollway.api.admission import remember_refusal
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
 from tollway.assistant.links import DiscordLinks

@@ -11,13 +11,12 @@ from typing import Any
 
 from aiohttp import web
 
-from tollway.api.chat import remember_refusal, send_stream, session_id_of
-from tollway.api.context import authenticate, services_of
-from tollway.api.http import json_response, read_json
-from tollway.api.presets import with_preset
-from tollway.errors import InvalidRequest, TollwayError
+from tollway.api.admission import admit_chat_request
+from tollway.api.chat import send_stream
+from tollway.api.http import json_response
+from tollway.errors import InvalidRequest
 from tollway.gateway.stream import DONE, KEEPALIVE, StreamRelay, sse
-from tollway.gateway.validation import MAX_STRING_CHARS, bad, parse_chat_body
+from tollway.gateway.validation import MAX_STRING_CHARS, bad
 
 # Legacy options this gateway cannot honour: refused by name rather than silently ignored.
 _UNSUPPORTED = {
@@ -86,27 +85,9 @@ def chat_chunk_to_completion(chunk: dict[str, Any]) -> dict[str, Any]:
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    key = await authenticate(request)
-    raw = await read_json(request, services.settings.max_body_bytes)
-    chat_raw, preset_id = await with_preset(services, key, raw, completion_request_to_chat(raw))
-    body = parse_chat_body(chat_raw, services.settings.models_fallback_limit)
-    try:
-        context = await services.gateway.admit(
-            key,
-            body,
-            user_agent=request.headers.get("User-Agent"),
-            referer=request.headers.get("HTTP-Referer"),
-            session_id=session_id_of(request, raw if isinstance(raw, dict) else {}),
-            preset_id=preset_id,
-        )
-    except TollwayError as exc:
-        remember_refusal(services, key, exc)
-        raise
-    headers = {"X-Generation-Id": context.generation_id}
-    if context.reservation.max_tokens_capped:
-        headers["X-Tollway-Max-Tokens-Capped"] = str(context.max_tokens)
-    if not body.stream:
+    admitted = await admit_chat_request(request, completion_request_to_chat, session_in_sent_body=True)
+    services, context, headers = admitted.services, admitted.context, admitted.headers
+    if not admitted.body.stream:
         return json_response(chat_result_to_completion(await services.gateway.complete(context)), headers=headers)
     candidate, upstream, first = await services.gateway.open_stream(context)
     relay = StreamRelay(services.gateway, context, candidate, upstream, first)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tollway.api.chat import remember_refusal
+from tollway.api.admission import remember_refusal
 from tollway.api.context import authenticate, services_of
 from tollway.api.http import json_response, read_json
 from tollway.errors import TollwayError

@@ -12,14 +12,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tollway.api.chat import remember_refusal, send_stream, session_id_of
-from tollway.api.context import authenticate, services_of
-from tollway.api.http import json_response, read_json
-from tollway.api.presets import with_preset
-from tollway.errors import TollwayError
+from tollway.api.admission import admit_chat_request
+from tollway.api.chat import send_stream
+from tollway.api.http import json_response
 from tollway.gateway.anthropic_validation import check_anthropic_body
 from tollway.gateway.stream import StreamRelay
-from tollway.gateway.validation import parse_chat_body
 from tollway.providers.anthropic_translate import (
     FINISH_TO_STOP,
     anthropic_request_to_openai,
@@ -32,25 +29,14 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps({"type": name, **payload}) + b"\n\n"
 
 
+def _anthropic_request_to_chat(body: Any) -> dict[str, Any]:
+    return anthropic_request_to_openai(check_anthropic_body(body))
+
+
 async def messages(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    key = await authenticate(request, allow_x_api_key=True)
-    anthropic_body = check_anthropic_body(await read_json(request, services.settings.max_body_bytes))
-    chat_raw, preset_id = await with_preset(services, key, anthropic_body, anthropic_request_to_openai(anthropic_body))
-    chat_body = parse_chat_body(chat_raw, services.settings.models_fallback_limit)
-    try:
-        context = await services.gateway.admit(
-            key,
-            chat_body,
-            user_agent=request.headers.get("User-Agent"),
-            session_id=session_id_of(request, {}),
-            preset_id=preset_id,
-        )
-    except TollwayError as exc:
-        remember_refusal(services, key, exc)
-        raise
-    headers = {"X-Generation-Id": context.generation_id}
-    if not chat_body.stream:
+    admitted = await admit_chat_request(request, _anthropic_request_to_chat, anthropic_client=True)
+    services, context, headers = admitted.services, admitted.context, admitted.headers
+    if not admitted.body.stream:
         result = await services.gateway.complete(context)
         choice = result["choices"][0]
         usage = result["usage"]

@@ -12,15 +12,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tollway.api.chat import remember_refusal, send_stream, session_id_of
-from tollway.api.context import authenticate, services_of
-from tollway.api.http import json_response, read_json
-from tollway.api.presets import with_preset
-from tollway.errors import NotFound, TollwayError
+from tollway.api.admission import admit_chat_request
+from tollway.api.chat import send_stream
+from tollway.api.context import authenticate
+from tollway.api.http import json_response
+from tollway.errors import NotFound
 from tollway.gateway.responses_api import STATELESS, chat_result_to_response, responses_request_to_chat
 from tollway.gateway.responses_stream import ResponsesEvents
 from tollway.gateway.stream import KEEPALIVE, StreamRelay
-from tollway.gateway.validation import parse_chat_body
 
 
 def _sse(event: dict[str, Any]) -> bytes:
@@ -29,27 +28,9 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 
 async def create_response(request: web.Request) -> web.StreamResponse:
-    services = services_of(request)
-    key = await authenticate(request)
-    body = await read_json(request, services.settings.max_body_bytes)
-    chat_raw, preset_id = await with_preset(services, key, body, responses_request_to_chat(body))
-    chat_body = parse_chat_body(chat_raw, services.settings.models_fallback_limit)
-    try:
-        context = await services.gateway.admit(
-            key,
-            chat_body,
-            user_agent=request.headers.get("User-Agent"),
-            referer=request.headers.get("HTTP-Referer"),
-            session_id=session_id_of(request, chat_body.raw),
-            preset_id=preset_id,
-        )
-    except TollwayError as exc:
-        remember_refusal(services, key, exc)
-        raise
-    headers = {"X-Generation-Id": context.generation_id}
-    if context.reservation.max_tokens_capped:
-        headers["X-Tollway-Max-Tokens-Capped"] = str(context.max_tokens)
-    if not chat_body.stream:
+    admitted = await admit_chat_request(request, responses_request_to_chat)
+    services, body, context, headers = admitted.services, admitted.sent, admitted.context, admitted.headers
+    if not admitted.body.stream:
         result = await services.gateway.complete(context)
         return json_response(chat_result_to_response(result, body), headers=headers)
     candidate, upstream, first = await services.gateway.open_stream(context)
