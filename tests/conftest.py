@@ -12,6 +12,8 @@ import asyncpg
 import pytest
 from hypothesis import settings
 
+from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
+from tests.fakes.gemini_upstream import FakeGeminiUpstream
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.fakes.payment_servers import FakePayments
 from tests.support import GatewayServer, start_gateway, write_config
@@ -37,6 +39,27 @@ def upstream() -> Iterator[FakeOpenAIUpstream]:
 def _reset_upstream(request: pytest.FixtureRequest) -> None:
     if "upstream" in request.fixturenames:
         request.getfixturevalue("upstream").reset()
+
+
+@pytest.fixture(scope="module")
+def claude() -> Iterator[FakeAnthropicUpstream]:
+    server = FakeAnthropicUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gemini() -> Iterator[FakeGeminiUpstream]:
+    server = FakeGeminiUpstream().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_fakes(claude: FakeAnthropicUpstream, gemini: FakeGeminiUpstream) -> None:
+    """The Anthropic and Gemini fakes with no calls or scripted answers left from an earlier test."""
+    claude.reset()
+    gemini.reset()
 
 
 @pytest.fixture(scope="session")

@@ -147,6 +147,27 @@ def write_config(path: Path, upstream_base_url: str, extra: dict[str, Any] | Non
     return path
 
 
+def provider_kinds(
+    openai_base_url: str, anthropic_base_url: str, gemini_base_url: str, pricing: dict[str, str]
+) -> dict[str, Any]:
+    """Config with one provider of each kind (oa: OpenAI-compatible, cl: Anthropic, gm: Gemini), each serving
+    a model `kinds/<name>` at `pricing`."""
+    return {
+        "providers": [
+            {"name": "oa", "kind": "openai", "base_url": openai_base_url, "display_name": "OA"},
+            {"name": "cl", "kind": "anthropic", "base_url": anthropic_base_url, "display_name": "CL"},
+            {"name": "gm", "kind": "gemini", "base_url": gemini_base_url, "display_name": "GM"},
+        ],
+        "models": [
+            {
+                "id": f"kinds/{name}",
+                "endpoints": [{"provider": name, "upstream_model": f"{name}-1", "pricing": pricing}],
+            }
+            for name in ("oa", "cl", "gm")
+        ],
+    }
+
+
 def start_gateway(
     database_url: str,
     config_path: Path | None,

@@ -27,20 +27,6 @@ WEATHER_TOOL = {
 
 
 @pytest.fixture(scope="module")
-def claude() -> Iterator[FakeAnthropicUpstream]:
-    server = FakeAnthropicUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gemini() -> Iterator[FakeGeminiUpstream]:
-    server = FakeGeminiUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def routed(
     claude: FakeAnthropicUpstream,
     gemini: FakeGeminiUpstream,

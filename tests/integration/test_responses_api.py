@@ -18,7 +18,9 @@ from pydantic import BaseModel
 from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
 from tests.fakes.gemini_upstream import FakeGeminiUpstream
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.support import GatewayServer, nanos, start_gateway, write_config
+from tests.support import GatewayServer, nanos, provider_kinds, start_gateway, write_config
+
+pytestmark = pytest.mark.usefixtures("fresh_fakes")
 
 PRICING = {"prompt": "0.000003", "completion": "0.000015", "request": "0.00001"}
 KINDS = ("oa", "cl", "gm")
@@ -37,26 +39,6 @@ def expected_nanos(prompt: int, completion: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def claude() -> Iterator[FakeAnthropicUpstream]:
-    server = FakeAnthropicUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def gemini() -> Iterator[FakeGeminiUpstream]:
-    server = FakeGeminiUpstream().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(autouse=True)
-def _reset_fakes(claude: FakeAnthropicUpstream, gemini: FakeGeminiUpstream) -> None:
-    claude.reset()
-    gemini.reset()
-
-
-@pytest.fixture(scope="module")
 def gateway_of_kinds(
     claude: FakeAnthropicUpstream,
     gemini: FakeGeminiUpstream,
@@ -64,20 +46,7 @@ def gateway_of_kinds(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("responses")
-    extra = {
-        "providers": [
-            {"name": "oa", "kind": "openai", "base_url": upstream.base_url, "display_name": "OA"},
-            {"name": "cl", "kind": "anthropic", "base_url": claude.base_url, "display_name": "CL"},
-            {"name": "gm", "kind": "gemini", "base_url": gemini.base_url, "display_name": "GM"},
-        ],
-        "models": [
-            {
-                "id": f"kinds/{name}",
-                "endpoints": [{"provider": name, "upstream_model": f"{name}-1", "pricing": PRICING}],
-            }
-            for name in KINDS
-        ],
-    }
+    extra = provider_kinds(upstream.base_url, claude.base_url, gemini.base_url, PRICING)
     config = write_config(directory / "config.yaml", upstream.base_url, extra)
     server = start_gateway(f"sqlite:///{directory / 'responses.db'}", config, directory)
     yield server
