@@ -132,6 +132,18 @@ def fake_payments() -> Iterator[FakePayments]:
     server.stop()
 
 
+def fake_payments_env(fake_payments: FakePayments) -> dict[str, str]:
+    """The settings that point a gateway's Stripe and crypto payments at the fake payment servers."""
+    return {
+        "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
+        "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+        "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
+        "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
+        "TOLLWAY_CRYPTO_WEBHOOK_SECRET": CRYPTO_WEBHOOK_SECRET,
+        "TOLLWAY_CRYPTO_API_BASE": fake_payments.crypto_base,
+    }
+
+
 @pytest.fixture(scope="session")
 def paying_gateway(fake_payments: FakePayments, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("payments")
@@ -139,15 +151,7 @@ def paying_gateway(fake_payments: FakePayments, tmp_path_factory: pytest.TempPat
         f"sqlite:///{directory / 'payments.db'}",
         None,
         directory,
-        env={
-            "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
-            "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
-            "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
-            "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
-            "TOLLWAY_CRYPTO_WEBHOOK_SECRET": CRYPTO_WEBHOOK_SECRET,
-            "TOLLWAY_CRYPTO_API_BASE": fake_payments.crypto_base,
-            "TOLLWAY_AUTO_RECHARGE_MIN_INTERVAL_SECONDS": "600",
-        },
+        env={**fake_payments_env(fake_payments), "TOLLWAY_AUTO_RECHARGE_MIN_INTERVAL_SECONDS": "600"},
     )
     yield server
     server.stop()

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import orjson
 
-from tests.conftest import CRYPTO_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET, make_database_url
+from tests.conftest import STRIPE_WEBHOOK_SECRET, fake_payments_env, make_database_url
 from tests.fakes.payment_servers import FakePayments, stripe_signature
 from tests.support import GatewayServer, nanos, run_cli, start_gateway
 
@@ -32,12 +32,7 @@ class Site:
 
 def payment_env(fake: FakePayments) -> dict[str, str]:
     return {
-        "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
-        "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
-        "TOLLWAY_STRIPE_API_BASE": fake.stripe_base,
-        "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
-        "TOLLWAY_CRYPTO_WEBHOOK_SECRET": CRYPTO_WEBHOOK_SECRET,
-        "TOLLWAY_CRYPTO_API_BASE": fake.crypto_base,
+        **fake_payments_env(fake),
         "TOLLWAY_AUTO_RECHARGE_CLAIM_TIMEOUT_SECONDS": "1",
         # Fees other than the defaults, to show the settings are the ones applied.
         "TOLLWAY_CARD_FEE_PERCENT": "3",

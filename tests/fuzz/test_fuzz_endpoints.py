@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import STRIPE_WEBHOOK_SECRET
+from tests.conftest import fake_payments_env
 from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
 from tests.fakes.gemini_upstream import FakeGeminiUpstream
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
@@ -215,14 +215,7 @@ def target(
         f"sqlite:///{directory / 'fuzz.db'}",
         config,
         directory,
-        env={
-            "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
-            "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
-            "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
-            "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
-            "TOLLWAY_CRYPTO_WEBHOOK_SECRET": "crypto_secret_test",
-            "TOLLWAY_CRYPTO_API_BASE": fake_payments.crypto_base,
-        },
+        env=fake_payments_env(fake_payments),
     )
     account = server.new_account(None)
     owner, _ = server.new_key(account.id, management=True)

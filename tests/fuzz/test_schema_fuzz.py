@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.conftest import CRYPTO_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
+from tests.conftest import fake_payments_env
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.fakes.payment_servers import FakePayments
 from tests.support import GatewayServer, start_gateway, write_config
@@ -40,14 +40,7 @@ def fuzzed(
         config,
         directory,
         # Payments configured (against the fake Stripe and crypto servers), so their endpoints answer.
-        env={
-            "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
-            "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
-            "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
-            "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
-            "TOLLWAY_CRYPTO_WEBHOOK_SECRET": CRYPTO_WEBHOOK_SECRET,
-            "TOLLWAY_CRYPTO_API_BASE": fake_payments.crypto_base,
-        },
+        env=fake_payments_env(fake_payments),
     )
     yield server
     server.stop()

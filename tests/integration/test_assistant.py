@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import CRYPTO_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
+from tests.conftest import fake_payments_env
 from tests.fakes.payment_servers import FakePayments
 from tests.integration.test_payments import checkout, completed_session, send_stripe, stripe_event
 from tests.support import Account, GatewayServer, run_cli, start_gateway
@@ -45,12 +45,7 @@ def helpdesk(fake_payments: FakePayments, tmp_path_factory: pytest.TempPathFacto
         None,
         directory,
         env={
-            "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
-            "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
-            "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
-            "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
-            "TOLLWAY_CRYPTO_WEBHOOK_SECRET": CRYPTO_WEBHOOK_SECRET,
-            "TOLLWAY_CRYPTO_API_BASE": fake_payments.crypto_base,
+            **fake_payments_env(fake_payments),
             "TOLLWAY_FREE_REQUESTS_PER_DAY": str(FREE_PER_DAY),
             "TOLLWAY_ASSISTANT_REQUESTS_PER_MINUTE": "100000",
             "TOLLWAY_ASSISTANT_MAX_MESSAGE_CHARS": "500",

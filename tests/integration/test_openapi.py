@@ -12,7 +12,7 @@ import httpx
 import jsonschema_rs
 import pytest
 
-from tests.conftest import CRYPTO_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
+from tests.conftest import fake_payments_env
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.fakes.payment_servers import FakePayments
 from tests.support import GatewayServer, start_gateway, write_config
@@ -25,15 +25,9 @@ def server(
 ) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("openapi")
     config = write_config(directory / "config.yaml", upstream.base_url)
-    payments = {
-        "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
-        "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
-        "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
-        "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
-        "TOLLWAY_CRYPTO_WEBHOOK_SECRET": CRYPTO_WEBHOOK_SECRET,
-        "TOLLWAY_CRYPTO_API_BASE": fake_payments.crypto_base,
-    }
-    gateway = start_gateway(f"sqlite:///{directory / 'openapi.db'}", config, directory, env=payments)
+    gateway = start_gateway(
+        f"sqlite:///{directory / 'openapi.db'}", config, directory, env=fake_payments_env(fake_payments)
+    )
     yield gateway
     gateway.stop()
 
