@@ -180,6 +180,12 @@ def _columns(rows: Sequence[Row], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
+async def _nothing_to_reset(_connection: asyncpg.Connection) -> None:
+    """These connections run one kind of statement and set no session state (no LISTEN, advisory lock,
+    cursor or SET), so the reset query asyncpg sends on every release, a round trip per batch, is skipped;
+    asyncpg still rolls back a transaction left open."""
+
+
 class PostgresSink:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
@@ -188,7 +194,9 @@ class PostgresSink:
 
     async def write(self, entries: Sequence[Row], generations: Sequence[Row]) -> None:
         if self._pool is None:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2, command_timeout=10)
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=2, command_timeout=10, reset=_nothing_to_reset
+            )
         arguments = _columns(generations, len(GENERATION_COLUMNS)) + _columns(entries, len(ENTRY_COLUMNS))
         async with self._pool.acquire() as connection:
             await connection.execute(self._batch_sql, *arguments)
