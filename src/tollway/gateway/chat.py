@@ -520,7 +520,12 @@ async def guarded_complete(candidate: Candidate, request: UpstreamRequest) -> Co
 
 async def guarded_stream(candidate: Candidate, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
     """The provider's stream; whatever else it raises mid-way becomes a 502 like any broken upstream."""
-    stream = candidate.endpoint.provider.stream(request)
+    try:  # an adapter may build its request when called rather than when first iterated
+        stream = candidate.endpoint.provider.stream(request)
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise broken_adapter(candidate, exc) from exc
     try:
         async for chunk in stream:
             yield chunk
