@@ -30,7 +30,7 @@ from tests.conftest import make_database_url
 from tests.fakes.tcp_proxy import CuttableProxy
 from tests.faults.own_redis import OwnRedis
 from tests.support import GatewayServer, nanos, run_cli, start_gateway
-from tollway.auth.records import KeyRecord
+from tollway.auth.records import KeyRecord, unlimited_key
 from tollway.db.engine import create_engine
 from tollway.db.migrations import migrate
 from tollway.ledger.book import Hold
@@ -300,23 +300,8 @@ STEPS = st.lists(
 
 
 def key_record(account_id: str) -> KeyRecord:
-    return KeyRecord(
-        id="key-" + account_id,
-        hash="h" + account_id,
-        account_id=account_id,
-        name="k",
-        label="k",
-        is_management=False,
-        disabled=False,
-        limit_nanos=None,
-        limit_reset=None,
-        include_byok_in_limit=False,
-        creator_user_id=None,
-        created_at_us=0,
-        updated_at_us=None,
-        expires_at_us=None,
-        deleted_at_us=None,
-        revision=0,
+    return unlimited_key(
+        account_id, key_id="key-" + account_id, key_hash="h" + account_id, name="k", label="k", revision=0
     )
 
 

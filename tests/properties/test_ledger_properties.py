@@ -17,7 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from tollway.auth.records import KeyRecord
+from tollway.auth.records import KeyRecord, unlimited_key
 from tollway.clock import FixedClock
 from tollway.db.engine import create_engine
 from tollway.db.migrations import migrate
@@ -33,24 +33,7 @@ _generation_ids = itertools.count()
 
 
 def key_record() -> KeyRecord:
-    return KeyRecord(
-        id="key_prop",
-        hash="0" * 64,
-        account_id=ACCOUNT,
-        name="k",
-        label="l",
-        is_management=False,
-        disabled=False,
-        limit_nanos=None,
-        limit_reset=None,
-        include_byok_in_limit=False,
-        creator_user_id=None,
-        created_at_us=0,
-        updated_at_us=None,
-        expires_at_us=None,
-        deleted_at_us=None,
-        revision=1,
-    )
+    return unlimited_key(ACCOUNT, key_id="key_prop", key_hash="0" * 64, name="k", label="l", revision=1)
 
 
 class LedgerMachine(RuleBasedStateMachine):

@@ -19,7 +19,7 @@ from tollway.assistant.answers import TOPICS, Options, grounded
 from tollway.assistant.docs import DocIndex, Passage
 from tollway.assistant.facts import FactSheet
 from tollway.assistant.intents import GENERATION_ID, Intent, classify
-from tollway.auth.records import KeyRecord
+from tollway.auth.records import KeyRecord, unlimited_key
 from tollway.auth.store import AccountStore
 from tollway.balance import BalanceService
 from tollway.errors import InvalidRequest
@@ -129,24 +129,7 @@ def parse_turns(body: Any, max_chars: int, max_messages: int) -> list[Turn]:
 
 def _synthetic_key(account_id: str) -> KeyRecord:
     """The account seen without any key (an account that has none yet): no cap, no key limits."""
-    return KeyRecord(
-        id=f"account:{account_id}",
-        hash="",
-        account_id=account_id,
-        name="(no key)",
-        label="",
-        is_management=False,
-        disabled=False,
-        limit_nanos=None,
-        limit_reset=None,
-        include_byok_in_limit=False,
-        creator_user_id=None,
-        created_at_us=0,
-        updated_at_us=None,
-        expires_at_us=None,
-        deleted_at_us=None,
-        revision=0,
-    )
+    return unlimited_key(account_id, key_id=f"account:{account_id}", key_hash="", name="(no key)", label="", revision=0)
 
 
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]

@@ -38,6 +38,28 @@ class KeyRecord:
         return not (self.disabled or expired or self.deleted_at_us is not None)
 
 
+def unlimited_key(account_id: str, *, key_id: str, key_hash: str, name: str, label: str, revision: int) -> KeyRecord:
+    """An enabled, non-management key with no spending cap, no expiry and no creator, created at time 0."""
+    return KeyRecord(
+        id=key_id,
+        hash=key_hash,
+        account_id=account_id,
+        name=name,
+        label=label,
+        is_management=False,
+        disabled=False,
+        limit_nanos=None,
+        limit_reset=None,
+        include_byok_in_limit=False,
+        creator_user_id=None,
+        created_at_us=0,
+        updated_at_us=None,
+        expires_at_us=None,
+        deleted_at_us=None,
+        revision=revision,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AccountRecord:
     id: str
