@@ -27,8 +27,6 @@ from tests.faults.payment_support import (
     payment_row,
     purchases,
     refunded,
-    reset,
-    run_site,
     send,
     stripe_event,
     wait_for,
@@ -38,23 +36,7 @@ from tests.support import NANOS, GatewayServer, nanos, start_gateway
 TRIALS = 10
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakePayments]:
-    server = FakePayments().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def site(
-    request: pytest.FixtureRequest, fake: FakePayments, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Site]:
-    yield from run_site(request.param, fake, tmp_path_factory.mktemp(f"payments-{request.param}"))
-
-
-@pytest.fixture(autouse=True)
-def _reset_fake(fake: FakePayments) -> None:
-    reset(fake)
+pytestmark = pytest.mark.usefixtures("fresh_fake")
 
 
 # A crediting failure is retried by the provider and credits once --------------------------------------

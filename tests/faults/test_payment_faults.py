@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,32 +27,13 @@ from tests.faults.payment_support import (
     new_owner,
     payment_row,
     purchases,
-    reset,
-    run_site,
     send,
     stripe_event,
     wait_for,
 )
 from tests.support import NANOS, start_gateway
 
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakePayments]:
-    server = FakePayments().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def site(
-    request: pytest.FixtureRequest, fake: FakePayments, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Site]:
-    yield from run_site(request.param, fake, tmp_path_factory.mktemp(f"payments-{request.param}"))
-
-
-@pytest.fixture(autouse=True)
-def _reset_fake(fake: FakePayments) -> None:
-    reset(fake)
+pytestmark = pytest.mark.usefixtures("fresh_fake")
 
 
 # Ambiguous provider errors ----------------------------------------------------------------------------
