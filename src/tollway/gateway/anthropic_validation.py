@@ -9,105 +9,88 @@ from __future__ import annotations
 from typing import Any
 
 from tollway.errors import InvalidRequest
-from tollway.gateway.validation import MAX_LIST_ITEMS, MAX_STRING_CHARS, bad, check_number
+from tollway.gateway.validation import (
+    bad,
+    check_list,
+    check_number,
+    check_object,
+    check_string,
+)
 
 _ROLES = ("user", "assistant")
 _BLOCKS = ("text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "document")
 _TOOL_CHOICES = ("auto", "any", "tool", "none")
 
 
-def _string(value: Any, field: str, *, required: bool = True) -> None:
-    if value is None and not required:
-        return
-    if not isinstance(value, str):
-        raise bad(f"{field} must be a string", field)
-    if len(value) > MAX_STRING_CHARS:
-        raise bad(f"{field} is longer than {MAX_STRING_CHARS} characters", field)
-
-
-def _list(value: Any, field: str, what: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise bad(f"{field} must be an array of {what}", field)
-    if len(value) > MAX_LIST_ITEMS:
-        raise bad(f"{field} has more than {MAX_LIST_ITEMS} items", field)
-    return value
-
-
-def _object(value: Any, field: str, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise bad(f"{field} must be {what}", field)
-    return value
-
-
 def _text_blocks(value: Any, field: str) -> None:
-    for index, block in enumerate(_list(value, field, "text blocks")):
+    for index, block in enumerate(check_list(value, field, "text blocks")):
         where = f"{field}[{index}]"
-        _object(block, where, 'a text block such as {"type": "text", "text": "..."}')
+        check_object(block, where, 'a text block such as {"type": "text", "text": "..."}')
         if block.get("type") != "text":
             raise bad(f"{where}.type must be text", f"{where}.type")
-        _string(block.get("text"), f"{where}.text")
+        check_string(block.get("text"), f"{where}.text")
 
 
 def _block(block: Any, where: str) -> None:
-    _object(block, where, 'a content block object with a "type"')
+    check_object(block, where, 'a content block object with a "type"')
     kind = block.get("type")
     if kind not in _BLOCKS:
         raise bad(f"{where}.type must be one of {', '.join(_BLOCKS)}, got {str(kind)[:40]!r}", f"{where}.type")
     if kind == "text":
-        _string(block.get("text"), f"{where}.text")
+        check_string(block.get("text"), f"{where}.text")
     elif kind == "image":
-        source = _object(block.get("source"), f"{where}.source", "an object with type base64 or url")
+        source = check_object(block.get("source"), f"{where}.source", "an object with type base64 or url")
         if source.get("type") == "url":
-            _string(source.get("url"), f"{where}.source.url")
+            check_string(source.get("url"), f"{where}.source.url")
         elif source.get("type") == "base64":
-            _string(source.get("media_type"), f"{where}.source.media_type")
-            _string(source.get("data"), f"{where}.source.data")
+            check_string(source.get("media_type"), f"{where}.source.media_type")
+            check_string(source.get("data"), f"{where}.source.data")
         else:
             raise bad(f"{where}.source.type must be base64 or url", f"{where}.source.type")
     elif kind == "tool_use":
-        _string(block.get("id"), f"{where}.id")
-        _string(block.get("name"), f"{where}.name")
+        check_string(block.get("id"), f"{where}.id")
+        check_string(block.get("name"), f"{where}.name")
         if block.get("input") is not None:
-            _object(block["input"], f"{where}.input", "an object")
+            check_object(block["input"], f"{where}.input", "an object")
     elif kind == "tool_result":
-        _string(block.get("tool_use_id"), f"{where}.tool_use_id")
+        check_string(block.get("tool_use_id"), f"{where}.tool_use_id")
         content = block.get("content")
         if content is not None and not isinstance(content, str):
-            for index, inner in enumerate(_list(content, f"{where}.content", "content blocks")):
+            for index, inner in enumerate(check_list(content, f"{where}.content", "content blocks")):
                 _block(inner, f"{where}.content[{index}]")
 
 
 def _messages(value: Any) -> None:
-    messages = _list(value, "messages", "{role, content} objects")
+    messages = check_list(value, "messages", "{role, content} objects")
     if not messages:
         raise bad("messages must be a non-empty array", "messages")
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
-        _object(message, where, "an object with role and content")
+        check_object(message, where, "an object with role and content")
         if message.get("role") not in _ROLES:
             raise bad(f"{where}.role must be user or assistant", f"{where}.role")
         content = message.get("content")
         if isinstance(content, str):
-            _string(content, f"{where}.content")
+            check_string(content, f"{where}.content")
             continue
-        for position, block in enumerate(_list(content, f"{where}.content", "content blocks or a string")):
+        for position, block in enumerate(check_list(content, f"{where}.content", "content blocks or a string")):
             _block(block, f"{where}.content[{position}]")
 
 
 def _tools(value: Any) -> None:
-    for index, tool in enumerate(_list(value, "tools", "tool objects")):
+    for index, tool in enumerate(check_list(value, "tools", "tool objects")):
         where = f"tools[{index}]"
-        _object(tool, where, "a tool object with a name")
-        _string(tool.get("name"), f"{where}.name")
-        _string(tool.get("description"), f"{where}.description", required=False)
+        check_object(tool, where, "a tool object with a name")
+        check_string(tool.get("name"), f"{where}.name")
+        check_string(tool.get("description"), f"{where}.description", required=False)
         if tool.get("input_schema") is not None:
-            _object(tool["input_schema"], f"{where}.input_schema", "a JSON schema object")
+            check_object(tool["input_schema"], f"{where}.input_schema", "a JSON schema object")
 
 
 def check_anthropic_body(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object")
-    _string(body.get("model"), "model")
+    check_string(body.get("model"), "model")
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise bad("max_tokens is required: a positive integer", "max_tokens")
@@ -116,26 +99,26 @@ def check_anthropic_body(body: Any) -> dict[str, Any]:
     if isinstance(system, list):
         _text_blocks(system, "system")
     else:
-        _string(system, "system", required=False)
+        check_string(system, "system", required=False)
     if body.get("tools") is not None:
         _tools(body["tools"])
     choice = body.get("tool_choice")
     if choice is not None:
-        _object(choice, "tool_choice", 'an object such as {"type": "auto"}')
+        check_object(choice, "tool_choice", 'an object such as {"type": "auto"}')
         if choice.get("type") not in _TOOL_CHOICES:
             raise bad(f"tool_choice.type must be one of {', '.join(_TOOL_CHOICES)}", "tool_choice.type")
-        _string(choice.get("name"), "tool_choice.name", required=choice.get("type") == "tool")
+        check_string(choice.get("name"), "tool_choice.name", required=choice.get("type") == "tool")
     stops = body.get("stop_sequences")
     if stops is not None:
-        for index, stop in enumerate(_list(stops, "stop_sequences", "strings")):
-            _string(stop, f"stop_sequences[{index}]")
+        for index, stop in enumerate(check_list(stops, "stop_sequences", "strings")):
+            check_string(stop, f"stop_sequences[{index}]")
     if body.get("stream") is not None and not isinstance(body["stream"], bool):
         raise bad("stream must be true or false", "stream")
     if body.get("metadata") is not None:
-        _object(body["metadata"], "metadata", "an object")
+        check_object(body["metadata"], "metadata", "an object")
     thinking = body.get("thinking")
     if thinking is not None:
-        _object(thinking, "thinking", 'an object such as {"type": "enabled", "budget_tokens": 1024}')
+        check_object(thinking, "thinking", 'an object such as {"type": "enabled", "budget_tokens": 1024}')
         budget = thinking.get("budget_tokens")
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
             raise bad("thinking.budget_tokens must be a non-negative integer", "thinking.budget_tokens")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from tollway.errors import InvalidRequest
-from tollway.gateway.validation import MAX_LIST_ITEMS, MAX_STRING_CHARS, bad
+from tollway.gateway.validation import bad, check_list, check_object, check_string
 
 _MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 _TOOL_CHOICES = ("auto", "none", "required")
@@ -38,41 +38,17 @@ _PASSED_THROUGH = (
 )
 
 
-def _string(value: Any, field: str, *, required: bool = True) -> str | None:
-    if value is None and not required:
-        return None
-    if not isinstance(value, str):
-        raise bad(f"{field} must be a string", field)
-    if len(value) > MAX_STRING_CHARS:
-        raise bad(f"{field} is longer than {MAX_STRING_CHARS} characters", field)
-    return value
-
-
-def _list(value: Any, field: str, what: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise bad(f"{field} must be an array of {what}", field)
-    if len(value) > MAX_LIST_ITEMS:
-        raise bad(f"{field} has more than {MAX_LIST_ITEMS} items", field)
-    return value
-
-
-def _object(value: Any, field: str, what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise bad(f"{field} must be {what}", field)
-    return value
-
-
 def _content_part(part: Any, where: str) -> dict[str, Any]:
     """One input content part as a chat content part."""
-    _object(part, where, 'a content part such as {"type": "input_text", "text": "..."}')
+    check_object(part, where, 'a content part such as {"type": "input_text", "text": "..."}')
     kind = part.get("type")
     if kind in ("input_text", "output_text", "text", "refusal"):
-        text = _string(part.get("refusal") if kind == "refusal" else part.get("text"), f"{where}.text")
+        text = check_string(part.get("refusal") if kind == "refusal" else part.get("text"), f"{where}.text")
         return {"type": "text", "text": text}
     if kind == "input_image":
         if part.get("file_id") is not None:
             raise bad(f"{where}.file_id: uploaded files are not stored here; send image_url instead", where)
-        url = _string(part.get("image_url"), f"{where}.image_url")
+        url = check_string(part.get("image_url"), f"{where}.image_url")
         detail = part.get("detail")
         image: dict[str, Any] = {"url": url}
         if detail is not None:
@@ -83,8 +59,8 @@ def _content_part(part: Any, where: str) -> dict[str, Any]:
     if kind == "input_file":
         if part.get("file_id") is not None:
             raise bad(f"{where}.file_id: uploaded files are not stored here; send file_data instead", where)
-        data = _string(part.get("file_data") or part.get("file_url"), f"{where}.file_data")
-        filename = _string(part.get("filename"), f"{where}.filename", required=False)
+        data = check_string(part.get("file_data") or part.get("file_url"), f"{where}.file_data")
+        filename = check_string(part.get("filename"), f"{where}.filename", required=False)
         return {"type": "file", "file": {"filename": filename or "file", "file_data": data}}
     raise bad(
         f"{where}.type must be input_text, input_image, input_file or output_text, got {str(kind)[:40]!r}",
@@ -98,26 +74,26 @@ def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
         raise bad(f"{where}.role must be one of {', '.join(_MESSAGE_ROLES)}", f"{where}.role")
     content = item.get("content")
     if isinstance(content, str):
-        _string(content, f"{where}.content")
+        check_string(content, f"{where}.content")
         return {"role": role, "content": content}
-    parts = _list(content, f"{where}.content", "content parts or a string")
+    parts = check_list(content, f"{where}.content", "content parts or a string")
     return {"role": role, "content": [_content_part(part, f"{where}.content[{i}]") for i, part in enumerate(parts)]}
 
 
 def _function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
-    call_id = _string(item.get("call_id"), f"{where}.call_id")
-    name = _string(item.get("name"), f"{where}.name")
-    arguments = _string(item.get("arguments"), f"{where}.arguments")
+    call_id = check_string(item.get("call_id"), f"{where}.call_id")
+    name = check_string(item.get("name"), f"{where}.name")
+    arguments = check_string(item.get("arguments"), f"{where}.arguments")
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 def _function_output(item: dict[str, Any], where: str) -> dict[str, Any]:
-    call_id = _string(item.get("call_id"), f"{where}.call_id")
+    call_id = check_string(item.get("call_id"), f"{where}.call_id")
     output = item.get("output")
     if isinstance(output, str):
-        _string(output, f"{where}.output")
+        check_string(output, f"{where}.output")
         return {"role": "tool", "tool_call_id": call_id, "content": output}
-    parts = _list(output, f"{where}.output", "content parts or a string")
+    parts = check_list(output, f"{where}.output", "content parts or a string")
     content = [_content_part(part, f"{where}.output[{i}]") for i, part in enumerate(parts)]
     return {"role": "tool", "tool_call_id": call_id, "content": content}
 
@@ -125,14 +101,14 @@ def _function_output(item: dict[str, Any], where: str) -> dict[str, Any]:
 def _input_messages(value: Any) -> list[dict[str, Any]]:
     """The `input` as chat messages: function calls join the assistant turn they belong to."""
     if isinstance(value, str):
-        return [{"role": "user", "content": _string(value, "input")}]
-    items = _list(value, "input", "input items or a string")
+        return [{"role": "user", "content": check_string(value, "input")}]
+    items = check_list(value, "input", "input items or a string")
     if not items:
         raise bad("input must be a non-empty string or array of input items", "input")
     messages: list[dict[str, Any]] = []
     for index, item in enumerate(items):
         where = f"input[{index}]"
-        _object(item, where, 'an input item such as {"role": "user", "content": "..."}')
+        check_object(item, where, 'an input item such as {"role": "user", "content": "..."}')
         kind = item.get("type", "message")
         if kind == "message":
             messages.append(_message(item, where))
@@ -162,17 +138,17 @@ def _input_messages(value: Any) -> list[dict[str, Any]]:
 
 def _tools(value: Any) -> list[dict[str, Any]]:
     tools = []
-    for index, tool in enumerate(_list(value, "tools", "function tools")):
+    for index, tool in enumerate(check_list(value, "tools", "function tools")):
         where = f"tools[{index}]"
-        _object(tool, where, 'a tool such as {"type": "function", "name": ..., "parameters": {...}}')
+        check_object(tool, where, 'a tool such as {"type": "function", "name": ..., "parameters": {...}}')
         if tool.get("type") != "function":
             raise bad(f"{where}.type must be function (the only tool type this gateway runs)", f"{where}.type")
-        function: dict[str, Any] = {"name": _string(tool.get("name"), f"{where}.name")}
-        description = _string(tool.get("description"), f"{where}.description", required=False)
+        function: dict[str, Any] = {"name": check_string(tool.get("name"), f"{where}.name")}
+        description = check_string(tool.get("description"), f"{where}.description", required=False)
         if description is not None:
             function["description"] = description
         if tool.get("parameters") is not None:
-            function["parameters"] = _object(tool["parameters"], f"{where}.parameters", "a JSON schema object")
+            function["parameters"] = check_object(tool["parameters"], f"{where}.parameters", "a JSON schema object")
         if tool.get("strict") is not None:
             if not isinstance(tool["strict"], bool):
                 raise bad(f"{where}.strict must be true or false", f"{where}.strict")
@@ -186,17 +162,17 @@ def _tool_choice(value: Any) -> Any:
         if value not in _TOOL_CHOICES:
             raise bad("tool_choice must be auto, none, required or {type: function, name}", "tool_choice")
         return value
-    choice = _object(value, "tool_choice", 'auto, none, required or {"type": "function", "name": ...}')
+    choice = check_object(value, "tool_choice", 'auto, none, required or {"type": "function", "name": ...}')
     if choice.get("type") != "function":
         raise bad("tool_choice.type must be function", "tool_choice.type")
-    return {"type": "function", "function": {"name": _string(choice.get("name"), "tool_choice.name")}}
+    return {"type": "function", "function": {"name": check_string(choice.get("name"), "tool_choice.name")}}
 
 
 def _response_format(text: Any) -> dict[str, Any] | None:
-    config = _object(text, "text", 'an object such as {"format": {"type": "json_schema", ...}}')
+    config = check_object(text, "text", 'an object such as {"format": {"type": "json_schema", ...}}')
     if config.get("format") is None:
         return None
-    form = _object(config["format"], "text.format", "an object with a type")
+    form = check_object(config["format"], "text.format", "an object with a type")
     kind = form.get("type")
     if kind == "text":
         return None
@@ -205,14 +181,14 @@ def _response_format(text: Any) -> dict[str, Any] | None:
     if kind != "json_schema":
         raise bad("text.format.type must be text, json_object or json_schema", "text.format.type")
     schema: dict[str, Any] = {
-        "name": _string(form.get("name"), "text.format.name"),
-        "schema": _object(form.get("schema"), "text.format.schema", "a JSON schema object"),
+        "name": check_string(form.get("name"), "text.format.name"),
+        "schema": check_object(form.get("schema"), "text.format.schema", "a JSON schema object"),
     }
     if form.get("strict") is not None:
         if not isinstance(form["strict"], bool):
             raise bad("text.format.strict must be true or false", "text.format.strict")
         schema["strict"] = form["strict"]
-    description = _string(form.get("description"), "text.format.description", required=False)
+    description = check_string(form.get("description"), "text.format.description", required=False)
     if description is not None:
         schema["description"] = description
     return {"type": "json_schema", "json_schema": schema}
@@ -229,7 +205,7 @@ def _refuse_state(body: dict[str, Any]) -> None:
 
 
 def _reasoning(value: Any) -> dict[str, Any]:
-    reasoning = _object(value, "reasoning", 'an object such as {"effort": "high"}')
+    reasoning = check_object(value, "reasoning", 'an object such as {"effort": "high"}')
     chat: dict[str, Any] = {}
     for name in ("effort", "max_tokens", "enabled", "exclude"):
         if reasoning.get(name) is not None:
@@ -245,7 +221,7 @@ def responses_request_to_chat(body: Any) -> dict[str, Any]:
     if "input" not in body:
         raise bad("input is required: a string or an array of input items", "input")
     messages = _input_messages(body["input"])
-    instructions = _string(body.get("instructions"), "instructions", required=False)
+    instructions = check_string(body.get("instructions"), "instructions", required=False)
     if instructions:
         messages.insert(0, {"role": "system", "content": instructions})
     chat: dict[str, Any] = {name: body[name] for name in _PASSED_THROUGH if body.get(name) is not None}
@@ -267,9 +243,9 @@ def responses_request_to_chat(body: Any) -> dict[str, Any]:
             chat["response_format"] = response_format
     user = body.get("user") if body.get("user") is not None else body.get("safety_identifier")
     if user is not None:
-        chat["user"] = _string(user, "user")
+        chat["user"] = check_string(user, "user")
     if body.get("metadata") is not None:
-        _object(body["metadata"], "metadata", "an object of string values")
+        check_object(body["metadata"], "metadata", "an object of string values")
     if body.get("top_logprobs") is not None:
         chat["top_logprobs"] = body["top_logprobs"]
         chat["logprobs"] = True

@@ -48,6 +48,33 @@ def check_number(body: dict[str, Any], name: str, low: float, high: float) -> No
 _optional_number = check_number
 
 
+def check_string(value: Any, field: str, *, required: bool = True) -> str | None:
+    """A string of at most MAX_STRING_CHARS characters (or, when not required, None)."""
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{field} must be a string", field)
+    if len(value) > MAX_STRING_CHARS:
+        raise _bad(f"{field} is longer than {MAX_STRING_CHARS} characters", field)
+    return value
+
+
+def check_list(value: Any, field: str, what: str) -> list[Any]:
+    """An array of at most MAX_LIST_ITEMS items; `what` names the items in the message."""
+    if not isinstance(value, list):
+        raise _bad(f"{field} must be an array of {what}", field)
+    if len(value) > MAX_LIST_ITEMS:
+        raise _bad(f"{field} has more than {MAX_LIST_ITEMS} items", field)
+    return value
+
+
+def check_object(value: Any, field: str, what: str) -> dict[str, Any]:
+    """A JSON object; `what` describes the one expected."""
+    if not isinstance(value, dict):
+        raise _bad(f"{field} must be {what}", field)
+    return value
+
+
 def _check_integer(body: dict[str, Any], name: str, low: int, high: int) -> None:
     value = body.get(name)
     if value is None:
