@@ -80,6 +80,17 @@ class GatewayServer:
         data: dict[str, Any] = response.json()["data"]
         return data
 
+    def generation(self, key: str, generation_id: str) -> dict[str, Any]:
+        """GET /generation's record, asked again for up to 10 s: it is written when the request settles."""
+        deadline = time.monotonic() + 10
+        while True:
+            response = self.get("/generation", key, id=generation_id)
+            if response.status_code == 200:
+                data: dict[str, Any] = response.json()["data"]
+                return data
+            assert time.monotonic() < deadline, response.text
+            time.sleep(0.05)
+
     def get(self, path: str, key: str, **params: Any) -> httpx.Response:
         return httpx.get(self.api + path, headers={"Authorization": f"Bearer {key}"}, params=params, timeout=30)
 

@@ -37,17 +37,6 @@ def servers(
     databases.close()
 
 
-def generation(server: GatewayServer, key: str, generation_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        response = server.get("/generation", key, id=generation_id)
-        if response.status_code == 200:
-            data: dict[str, Any] = response.json()["data"]
-            return data
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.05)
-
-
 def spend(server: GatewayServer, key: str, model: str, *, stream: bool = False) -> dict[str, Any]:
     body = {"model": model, "messages": HELLO, "stream": stream}
     if stream:
@@ -61,7 +50,7 @@ def spend(server: GatewayServer, key: str, model: str, *, stream: bool = False) 
         response = server.post("/chat/completions", key, body)
         assert response.status_code == 200, response.text
         generation_id = response.json()["id"]
-    return generation(server, key, generation_id)
+    return server.generation(key, generation_id)
 
 
 def test_activity_is_the_sum_of_the_generations(servers: tuple[GatewayServer, GatewayServer]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,24 +44,13 @@ def call(server: GatewayServer, method: str, path: str, key: str, body: Any = No
     return httpx.request(method, server.api + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
-def generation(server: GatewayServer, key: str, generation_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        response = server.get("/generation", key, id=generation_id)
-        if response.status_code == 200 or time.monotonic() > deadline:
-            assert response.status_code == 200, response.text
-            data: dict[str, Any] = response.json()["data"]
-            return data
-        time.sleep(0.05)
-
-
 def test_aliases_and_latest_ids_resolve_before_routing(server: GatewayServer, upstream: FakeOpenAIUpstream) -> None:
     account = server.new_account("5")
     client = openai.OpenAI(base_url=server.api, api_key=account.key, max_retries=0)
     answer = client.chat.completions.create(model="fast", messages=HELLO)  # type: ignore[arg-type]
     assert answer.model == "fake/chat"
     assert upstream.calls[-1].body["model"] == "fake-chat-1"
-    assert generation(server, account.key, answer.id)["model"] == "fake/chat"
+    assert server.generation(account.key, answer.id)["model"] == "fake/chat"
 
     latest = client.chat.completions.create(model="~fake/chat-latest", messages=HELLO)  # type: ignore[arg-type]
     assert latest.model == "fake/chat-2" and upstream.calls[-1].body["model"] == "fake-chat-2"
@@ -101,7 +89,7 @@ def test_presets_fill_requests_and_request_fields_win(server: GatewayServer, ups
     sent = upstream.calls[-1].body
     assert (sent["temperature"], sent["max_tokens"], sent["top_p"]) == (0.3, 40, 0.5)
     assert "preset" not in sent
-    assert generation(server, account.key, answer.json()["id"])["preset_id"] == data["id"]
+    assert server.generation(account.key, answer.json()["id"])["preset_id"] == data["id"]
 
     overridden = call(
         server,

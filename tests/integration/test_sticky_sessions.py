@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,17 +78,6 @@ def served_by(response: httpx.Response) -> str:
     return provider
 
 
-def generation(server: GatewayServer, key: str, generation_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        response = server.get("/generation", key, id=generation_id)
-        if response.status_code == 200:
-            data: dict[str, Any] = response.json()["data"]
-            return data
-        assert time.monotonic() < deadline, response.text
-        time.sleep(0.05)
-
-
 def test_requests_of_a_session_stick_to_the_endpoint_that_served_the_first(
     server: GatewayServer, pair: tuple[FakeOpenAIUpstream, FakeOpenAIUpstream]
 ) -> None:
@@ -111,8 +99,8 @@ def test_requests_of_a_session_stick_to_the_endpoint_that_served_the_first(
         assert streamed.status_code == 200
         streamed_id = streamed.headers["X-Generation-Id"]
         streamed.read()
-    assert generation(server, account.key, streamed_id)["provider_name"] == home
-    record = generation(server, account.key, first.json()["id"])
+    assert server.generation(account.key, streamed_id)["provider_name"] == home
+    record = server.generation(account.key, first.json()["id"])
     assert record["session_id"] == "conv-1"
     assert all("session_id" not in call.body for upstream in pair for call in upstream.calls)  # the gateway's
 
@@ -122,7 +110,7 @@ def test_requests_of_a_session_stick_to_the_endpoint_that_served_the_first(
     upstreams[home].behaviour.status = 503
     moved = ask(server, account.key, session_id="conv-1")
     assert served_by(moved) == away
-    attempts = generation(server, account.key, moved.json()["id"])["provider_responses"]
+    attempts = server.generation(account.key, moved.json()["id"])["provider_responses"]
     assert [a["provider_name"] for a in attempts] == [home, away] and attempts[0]["status"] == 503
     upstreams[home].reset()
     for _ in range(5):
@@ -135,9 +123,9 @@ def test_the_header_names_the_session_too_and_the_body_wins(server: GatewayServe
     for _ in range(8):
         assert served_by(ask(server, account.key, headers={"X-Session-Id": "by-header"})) == home
     body_wins = ask(server, account.key, headers={"X-Session-Id": "by-header"}, session_id="by-body")
-    assert generation(server, account.key, body_wins.json()["id"])["session_id"] == "by-body"
+    assert server.generation(account.key, body_wins.json()["id"])["session_id"] == "by-body"
     plain = ask(server, account.key)
-    assert generation(server, account.key, plain.json()["id"])["session_id"] is None
+    assert server.generation(account.key, plain.json()["id"])["session_id"] is None
 
 
 @pytest.mark.parametrize("value", ["x" * 257, 42, "", ["a"], "nul\u0000byte", "line\nbreak"])
