@@ -15,6 +15,7 @@ from openrouter import OpenRouter
 
 from tests.conftest import make_database_url
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.integration.test_dashboard_http import csrf, signed_up
 from tests.support import GatewayServer, nanos, start_gateway, write_config
 
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -132,26 +133,12 @@ def usd_text(amount_nanos: int) -> str:
     return f"{whole}.{f'{fraction:09d}'.rstrip('0').ljust(2, '0')}"
 
 
-def csrf(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
-    assert match, page.text[:500]
-    return match.group(1)
-
-
 def test_the_dashboard_draws_spend_by_model_and_key_and_the_balance(
     servers: tuple[GatewayServer, GatewayServer],
 ) -> None:
     now, _later = servers
     email = f"charts-{time.monotonic_ns()}@example.com"
-    client = httpx.Client(base_url=now.base_url, timeout=30)
-    signup = client.post(
-        "/signup", data={"csrf_token": csrf(client.get("/signup")), "email": email, "password": "correct horse"}
-    )
-    assert signup.status_code == 303
-    login = client.post(
-        "/login", data={"csrf_token": csrf(client.get("/login")), "email": email, "password": "correct horse"}
-    )
-    assert login.status_code == 303
+    client = signed_up(now, email)
     account_id = now.admin("GET", f"/accounts?email={email}").json()["data"][0]["id"]
     assert now.admin("POST", f"/accounts/{account_id}/credits", {"amount": "3"}).status_code == 201
     created = client.post("/keys", data={"csrf_token": csrf(client.get("/keys")), "name": "charts <key>"})

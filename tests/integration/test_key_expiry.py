@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.integration.test_dashboard_http import csrf, signed_up
 from tests.support import GatewayServer, nanos, run_cli, start_gateway, write_config
 
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -146,24 +147,10 @@ def test_expiry_from_the_admin_api_and_the_cli(servers: tuple[GatewayServer, Gat
     assert nanos(now.balance(account.id)["balance"]) == nanos("1")
 
 
-def csrf(page: httpx.Response) -> str:
-    match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', page.text)
-    assert match, page.text[:500]
-    return match.group(1)
-
-
 def test_the_dashboard_sets_and_changes_a_key_expiry(servers: tuple[GatewayServer, GatewayServer]) -> None:
     now, later = servers
     email = f"expiry-{datetime.now(UTC).timestamp()}@example.com"
-    client = httpx.Client(base_url=now.base_url, timeout=30)
-    signup = client.post(
-        "/signup", data={"csrf_token": csrf(client.get("/signup")), "email": email, "password": "correct horse"}
-    )
-    assert signup.status_code == 303
-    login = client.post(
-        "/login", data={"csrf_token": csrf(client.get("/login")), "email": email, "password": "correct horse"}
-    )
-    assert login.status_code == 303
+    client = signed_up(now, email)
     moment = (datetime.now(UTC) + timedelta(days=1, hours=6)).replace(second=0, microsecond=0)
     field = moment.strftime("%Y-%m-%dT%H:%M")  # what a datetime-local input sends, read as UTC
     created = client.post("/keys", data={"csrf_token": csrf(client.get("/keys")), "name": "web", "expires_at": field})
