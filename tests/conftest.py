@@ -132,12 +132,19 @@ def fake_payments() -> Iterator[FakePayments]:
     server.stop()
 
 
-def fake_payments_env(fake_payments: FakePayments) -> dict[str, str]:
-    """The settings that point a gateway's Stripe and crypto payments at the fake payment servers."""
+def fake_stripe_env(fake_payments: FakePayments) -> dict[str, str]:
+    """The settings that point Stripe payments at the fake Stripe server."""
     return {
         "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
         "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
         "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
+    }
+
+
+def fake_payments_env(fake_payments: FakePayments) -> dict[str, str]:
+    """The settings that point a gateway's Stripe and crypto payments at the fake payment servers."""
+    return {
+        **fake_stripe_env(fake_payments),
         "TOLLWAY_CRYPTO_API_KEY": "crypto_key_test",
         "TOLLWAY_CRYPTO_WEBHOOK_SECRET": CRYPTO_WEBHOOK_SECRET,
         "TOLLWAY_CRYPTO_API_BASE": fake_payments.crypto_base,

@@ -216,10 +216,12 @@ def start_gateway(
 
 
 def run_cli(
-    *args: str, database_url: str, check: bool = True, stdin: str | None = None
+    *args: str, database_url: str, check: bool = True, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`tollway ARGS --database-url URL` in a subprocess; `env` is added to this process's environment."""
     result = subprocess.run(
         [sys.executable, "-m", "tollway", *args, "--database-url", database_url],
+        env=None if env is None else {**os.environ, **env},
         input=stdin,
         capture_output=True,
         text=True,

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import STRIPE_WEBHOOK_SECRET
+from tests.conftest import fake_stripe_env
 from tests.fakes.payment_servers import FakePayments
 from tests.integration.test_dashboard_http import create_user, csrf, signed_in, signed_up
 from tests.integration.test_payments import checkout, completed_session, owner, send_stripe, stripe_event
@@ -214,17 +214,15 @@ def test_saved_cards_and_refunds_are_audited(paying_gateway: GatewayServer, fake
     send_stripe(
         paying_gateway, stripe_event("checkout.session.completed", completed_session(fake_payments, payment_id))
     )
-    env = {
-        "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
-        "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
-        "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
-    }
-    os.environ.update(env)
-    try:
-        run_cli("payments", "refund", payment_id, "--amount", "1.50", database_url=paying_gateway.database_url)
-    finally:
-        for name in env:
-            os.environ.pop(name)
+    run_cli(
+        "payments",
+        "refund",
+        payment_id,
+        "--amount",
+        "1.50",
+        database_url=paying_gateway.database_url,
+        env=fake_stripe_env(fake_payments),
+    )
 
     entries = audit(paying_gateway, manager)
     card = only(entries, "card.save")

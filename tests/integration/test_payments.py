@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.conftest import CRYPTO_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET
+from tests.conftest import CRYPTO_WEBHOOK_SECRET, STRIPE_WEBHOOK_SECRET, fake_stripe_env
 from tests.fakes.payment_servers import FakePayments, crypto_signature, stripe_signature
 from tests.support import Account, GatewayServer, nanos, run_cli
 
@@ -209,20 +209,16 @@ def test_admin_refund_asks_stripe_within_the_window(paying_gateway: GatewayServe
         paying_gateway, stripe_event("checkout.session.completed", completed_session(fake_payments, payment_id))
     )
     env_url = paying_gateway.database_url
-    import os
-
-    os.environ.update(
-        {
-            "TOLLWAY_STRIPE_SECRET_KEY": "sk_test_fake",
-            "TOLLWAY_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
-            "TOLLWAY_STRIPE_API_BASE": fake_payments.stripe_base,
-        }
+    result = run_cli(
+        "payments",
+        "refund",
+        payment_id,
+        "--amount",
+        "2.70",
+        "--json",
+        database_url=env_url,
+        env=fake_stripe_env(fake_payments),
     )
-    try:
-        result = run_cli("payments", "refund", payment_id, "--amount", "2.70", "--json", database_url=env_url)
-    finally:
-        for name in ("TOLLWAY_STRIPE_SECRET_KEY", "TOLLWAY_STRIPE_WEBHOOK_SECRET", "TOLLWAY_STRIPE_API_BASE"):
-            os.environ.pop(name)
     assert json.loads(result.stdout)["refund_requested"] is True
     assert fake_payments.refunds[-1]["amount"] == 270
     listed = json.loads(run_cli("payments", "list", account.id, "--json", database_url=env_url).stdout)
