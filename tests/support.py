@@ -215,6 +215,14 @@ def start_gateway(
     raise RuntimeError(f"gateway did not start:\n{log_path.read_text()}")
 
 
+def start_sqlite_gateway(
+    directory: Path, upstream_base_url: str, extra: dict[str, Any] | None = None, *, env: dict[str, str] | None = None
+) -> GatewayServer:
+    """A gateway on a new SQLite database in `directory`, configured by write_config (with `extra`)."""
+    config = write_config(directory / "config.yaml", upstream_base_url, extra)
+    return start_gateway(f"sqlite:///{directory / 'tollway.db'}", config, directory, env=env)
+
+
 def run_cli(
     *args: str, database_url: str, check: bool = True, stdin: str | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:

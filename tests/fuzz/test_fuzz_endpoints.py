@@ -25,7 +25,7 @@ from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
 from tests.fakes.gemini_upstream import FakeGeminiUpstream
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.fakes.payment_servers import FakePayments
-from tests.support import GatewayServer, nanos, start_gateway, write_config
+from tests.support import GatewayServer, nanos, start_sqlite_gateway
 
 
 class Raw(str):
@@ -210,13 +210,7 @@ def target(
     upstream: FakeOpenAIUpstream, fake_payments: FakePayments, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[GatewayServer, str, str, str, str]]:
     directory: Path = tmp_path_factory.mktemp("fuzz")
-    config = write_config(directory / f"config-{secrets.token_hex(3)}.yaml", upstream.base_url)
-    server = start_gateway(
-        f"sqlite:///{directory / 'fuzz.db'}",
-        config,
-        directory,
-        env=fake_payments_env(fake_payments),
-    )
+    server = start_sqlite_gateway(directory, upstream.base_url, env=fake_payments_env(fake_payments))
     account = server.new_account(None)
     owner, _ = server.new_key(account.id, management=True)
     _, spare_hash = server.new_key(account.id)
@@ -388,10 +382,7 @@ def funded(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactor
             {"id": "gemini/fuzz", "endpoints": [{"provider": "gem", "upstream_model": "gemini-x", "pricing": price}]},
         ],
     }
-    config = write_config(directory / "funded.yaml", upstream.base_url, extra)
-    server = start_gateway(
-        f"sqlite:///{directory / 'funded.db'}", config, directory, env={"CLAUDE_KEY": "k", "GEMINI_KEY": "k"}
-    )
+    server = start_sqlite_gateway(directory, upstream.base_url, extra, env={"CLAUDE_KEY": "k", "GEMINI_KEY": "k"})
     yield server
     server.stop()
     claude.stop()

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.conftest import fake_payments_env
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.fakes.payment_servers import FakePayments
-from tests.support import GatewayServer, start_gateway, write_config
+from tests.support import GatewayServer, start_sqlite_gateway
 from tollway.api.openapi import document
 
 schema = schemathesis.openapi.from_dict(document())
@@ -34,14 +34,8 @@ def fuzzed(
     upstream: FakeOpenAIUpstream, fake_payments: FakePayments, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("fuzz")
-    config = write_config(directory / "config.yaml", upstream.base_url)
-    server = start_gateway(
-        f"sqlite:///{directory / 'fuzz.db'}",
-        config,
-        directory,
-        # Payments configured (against the fake Stripe and crypto servers), so their endpoints answer.
-        env=fake_payments_env(fake_payments),
-    )
+    # Payments configured (against the fake Stripe and crypto servers), so their endpoints answer.
+    server = start_sqlite_gateway(directory, upstream.base_url, env=fake_payments_env(fake_payments))
     yield server
     server.stop()
 

@@ -11,14 +11,13 @@ import openai
 import pytest
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.support import GatewayServer, nanos, start_gateway, write_config
+from tests.support import GatewayServer, nanos, start_sqlite_gateway
 
 
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("legacy")
-    config = write_config(directory / "config.yaml", upstream.base_url)
-    server = start_gateway(f"sqlite:///{directory / 'legacy.db'}", config, directory)
+    server = start_sqlite_gateway(directory, upstream.base_url)
     yield server
     server.stop()
 

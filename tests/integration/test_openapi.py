@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import fake_payments_env
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.fakes.payment_servers import FakePayments
-from tests.support import GatewayServer, start_gateway, write_config
+from tests.support import GatewayServer, start_sqlite_gateway
 from tollway.app import _routes
 
 
@@ -24,10 +24,7 @@ def server(
     upstream: FakeOpenAIUpstream, fake_payments: FakePayments, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("openapi")
-    config = write_config(directory / "config.yaml", upstream.base_url)
-    gateway = start_gateway(
-        f"sqlite:///{directory / 'openapi.db'}", config, directory, env=fake_payments_env(fake_payments)
-    )
+    gateway = start_sqlite_gateway(directory, upstream.base_url, env=fake_payments_env(fake_payments))
     yield gateway
     gateway.stop()
 

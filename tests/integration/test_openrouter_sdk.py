@@ -16,7 +16,7 @@ import pytest
 from openrouter import OpenRouter
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.support import Account, GatewayServer, nanos, start_gateway, write_config
+from tests.support import Account, GatewayServer, nanos, start_sqlite_gateway
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 # The SDK warns when it reads fields OpenRouter marks deprecated (rate_limit, is_provisioning_key): sent on purpose.
@@ -26,8 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*DEPRECATED.*")
 @pytest.fixture(scope="module")
 def server(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("openrouter-sdk")
-    config = write_config(directory / "config.yaml", upstream.base_url)
-    gateway = start_gateway(f"sqlite:///{directory / 'sdk.db'}", config, directory)
+    gateway = start_sqlite_gateway(directory, upstream.base_url)
     yield gateway
     gateway.stop()
 

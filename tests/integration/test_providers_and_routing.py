@@ -14,7 +14,7 @@ import pytest
 from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
 from tests.fakes.gemini_upstream import FakeGeminiUpstream
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.support import GatewayServer, nanos, start_gateway, write_config
+from tests.support import GatewayServer, nanos, start_sqlite_gateway
 
 WEATHER_TOOL = {
     "type": "function",
@@ -82,12 +82,8 @@ def routed(
             },
         ],
     }
-    config = write_config(directory / "routing.yaml", upstream.base_url, extra)
-    server = start_gateway(
-        f"sqlite:///{directory / 'routing.db'}",
-        config,
-        directory,
-        env={"CLAUDE_KEY": "sk-ant-x", "GEMINI_KEY": "g-key"},
+    server = start_sqlite_gateway(
+        directory, upstream.base_url, extra, env={"CLAUDE_KEY": "sk-ant-x", "GEMINI_KEY": "g-key"}
     )
     yield server
     server.stop()

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
 from tests.fakes.gemini_upstream import FakeGeminiUpstream
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.support import GatewayServer, nanos, provider_kinds, start_gateway, write_config
+from tests.support import GatewayServer, nanos, provider_kinds, start_sqlite_gateway
 
 pytestmark = pytest.mark.usefixtures("fresh_fakes")
 
@@ -47,8 +47,7 @@ def gateway_of_kinds(
 ) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("responses")
     extra = provider_kinds(upstream.base_url, claude.base_url, gemini.base_url, PRICING)
-    config = write_config(directory / "config.yaml", upstream.base_url, extra)
-    server = start_gateway(f"sqlite:///{directory / 'responses.db'}", config, directory)
+    server = start_sqlite_gateway(directory, upstream.base_url, extra)
     yield server
     server.stop()
 

@@ -16,7 +16,7 @@ import pytest
 from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
 from tests.fakes.gemini_upstream import FakeGeminiUpstream
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.support import GatewayServer, nanos, provider_kinds, start_gateway, write_config
+from tests.support import GatewayServer, nanos, provider_kinds, start_sqlite_gateway
 
 pytestmark = pytest.mark.usefixtures("fresh_fakes")
 
@@ -91,8 +91,7 @@ def priced(
             ],
         }
     )
-    config = write_config(directory / "config.yaml", upstream.base_url, extra)
-    server = start_gateway(f"sqlite:///{directory / 'pricing.db'}", config, directory)
+    server = start_sqlite_gateway(directory, upstream.base_url, extra)
     yield server
     server.stop()
 

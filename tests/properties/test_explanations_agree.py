@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.support import GatewayServer, run_cli, start_gateway, write_config
+from tests.support import GatewayServer, run_cli, start_gateway, start_sqlite_gateway
 
 FREE_PER_DAY = 3
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -32,11 +32,9 @@ HELLO = [{"role": "user", "content": "hello"}]
 @pytest.fixture(scope="module")
 def agreeing_gateway(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     directory = tmp_path_factory.mktemp("agree")
-    config = write_config(directory / "config.yaml", upstream.base_url)
-    server = start_gateway(
-        f"sqlite:///{directory / 'agree.db'}",
-        config,
+    server = start_sqlite_gateway(
         directory,
+        upstream.base_url,
         env={
             "TOLLWAY_FREE_REQUESTS_PER_MINUTE": "1000",
             "TOLLWAY_FREE_REQUESTS_PER_DAY": str(FREE_PER_DAY),
