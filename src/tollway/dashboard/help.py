@@ -6,6 +6,8 @@ new question and re-renders the page with every turn.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from aiohttp import web
 
@@ -13,7 +15,7 @@ from tollway.api.assistant import admit_question, assistant_of, discord_links_of
 from tollway.api.context import services_of
 from tollway.assistant.service import Asker, Turn, parse_turns
 from tollway.clock import us_to_iso
-from tollway.dashboard.web import form, render, require_user
+from tollway.dashboard.web import Visitor, form, render, require_user
 from tollway.errors import TollwayError
 
 _KEPT_TURNS = 10
@@ -40,10 +42,32 @@ async def _link(request: web.Request, account_id: str) -> dict[str, str | None]:
     return {"code": code, "expires_at": us_to_iso(expires_at_us)}
 
 
+def _page(
+    request: web.Request,
+    who: Visitor,
+    turns: list[dict[str, str]],
+    link: dict[str, str | None],
+    status: int = 200,
+    **context: Any,
+) -> web.Response:
+    """The Help page showing `turns`, which also go in the hidden field for the next question."""
+    return render(
+        request,
+        who,
+        "help.html",
+        status=status,
+        title="Help",
+        active="/help",
+        turns=turns,
+        conversation=orjson.dumps(turns).decode(),
+        link=link,
+        **context,
+    )
+
+
 async def help_page(request: web.Request) -> web.Response:
     who, user = await require_user(request)
-    link = await _link(request, user.account_id)
-    return render(request, who, "help.html", title="Help", active="/help", turns=[], conversation="[]", link=link)
+    return _page(request, who, [], await _link(request, user.account_id))
 
 
 async def ask(request: web.Request) -> web.Response:
@@ -62,18 +86,14 @@ async def ask(request: web.Request) -> web.Response:
         await admit_question(services, user.account_id)
         answer = await assistant_of(request).answer(Asker(user.account_id), turns)
     except TollwayError as exc:
-        return render(
+        return _page(
             request,
             who,
-            "help.html",
-            status=exc.status,
-            title="Help",
-            active="/help",
-            turns=earlier,
-            conversation=orjson.dumps(earlier).decode(),
+            earlier,
+            await _link(request, user.account_id),
+            exc.status,
             errors={"question": exc.message},
             question=question,
-            link=await _link(request, user.account_id),
         )
     shown = [
         *(Turn(t["role"], t["content"]) for t in earlier),
@@ -81,33 +101,14 @@ async def ask(request: web.Request) -> web.Response:
         Turn("assistant", answer.answer),
     ]
     conversation = [{"role": t.role, "content": t.content} for t in shown][-_KEPT_TURNS:]
-    return render(
-        request,
-        who,
-        "help.html",
-        title="Help",
-        active="/help",
-        turns=conversation,
-        conversation=orjson.dumps(conversation).decode(),
-        sources=answer.sources,
-        link=await _link(request, user.account_id),
-    )
+    return _page(request, who, conversation, await _link(request, user.account_id), sources=answer.sources)
 
 
 async def discord_code(request: web.Request) -> web.Response:
     who, user = await require_user(request)
     await form(request, who)
     code, expires_at_us = await discord_links_of(request).new_code(user.account_id)
-    return render(
-        request,
-        who,
-        "help.html",
-        title="Help",
-        active="/help",
-        turns=[],
-        conversation="[]",
-        link={"code": code, "expires_at": us_to_iso(expires_at_us)},
-    )
+    return _page(request, who, [], {"code": code, "expires_at": us_to_iso(expires_at_us)})
 
 
 def routes() -> list[web.RouteDef]:
