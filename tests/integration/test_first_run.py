@@ -27,8 +27,11 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway
     server.stop()
 
 
-def _bare_env() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith("TOLLWAY_")}
+def _bare_tollway(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`tollway ARGS` run in `folder` with no TOLLWAY_ setting in its environment and no --database-url."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("TOLLWAY_")}
+    command = [sys.executable, "-m", "tollway", *args]
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_demo_shows_the_same_key_and_sign_in_each_run(demo_run: tuple[GatewayServer, dict[str, object]]) -> None:
@@ -116,38 +119,17 @@ def test_limits_set_changes_only_the_named_limits(demo_run: tuple[GatewayServer,
 
 
 def test_no_database_is_created_silently_in_the_current_folder(tmp_path: Path) -> None:
-    command = [sys.executable, "-m", "tollway"]
-    refused = subprocess.run(
-        [*command, "accounts", "list"],
-        cwd=tmp_path,
-        env=_bare_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = _bare_tollway(tmp_path, "accounts", "list")
     assert refused.returncode == 2
     assert str(tmp_path / "tollway.db") in refused.stderr and "tollway init" in refused.stderr
     assert "--database-url" in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "tollway.db").exists()
-    serve = subprocess.run(
-        [*command, "serve"], cwd=tmp_path, env=_bare_env(), capture_output=True, text=True, timeout=60, check=False
-    )
+    serve = _bare_tollway(tmp_path, "serve")
     assert serve.returncode == 2 and "tollway init" in serve.stderr
     assert not (tmp_path / "tollway.db").exists()
-    init = subprocess.run(
-        [*command, "init"], cwd=tmp_path, env=_bare_env(), capture_output=True, text=True, timeout=60, check=False
-    )
+    init = _bare_tollway(tmp_path, "init")
     assert init.returncode == 0 and str(tmp_path / "tollway.db") in init.stdout
-    listed = subprocess.run(
-        [*command, "accounts", "list"],
-        cwd=tmp_path,
-        env=_bare_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    listed = _bare_tollway(tmp_path, "accounts", "list")
     assert listed.returncode == 0, listed.stderr
 
 
