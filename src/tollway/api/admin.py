@@ -6,12 +6,11 @@ It offers what the admin CLI offers, through the same AccountsService, so both b
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from aiohttp import web
 
 from tollway.api.context import services_of
-from tollway.api.http import bearer_token, json_response, read_json
+from tollway.api.http import bearer_token, json_response, read_json_object
 from tollway.audit import ADMIN_API, entry_state, key_state, limit_state
 from tollway.auth.expiry import parse_expires_at
 from tollway.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
@@ -31,16 +30,9 @@ def _admin(request: web.Request) -> Services:
     return services
 
 
-async def _json_object(request: web.Request, services: Services) -> dict[str, Any]:
-    body = await read_json(request, services.settings.max_body_bytes)
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object")
-    return body
-
-
 async def create_account(request: web.Request) -> web.Response:
     services = _admin(request)
-    body = await _json_object(request, services)
+    body = await read_json_object(request, services.settings.max_body_bytes)
     email = body.get("email")
     if not isinstance(email, str):
         raise InvalidRequest("email is required", metadata={"field": "email"})
@@ -65,7 +57,7 @@ async def account_balance(request: web.Request) -> web.Response:
 async def grant_credits(request: web.Request) -> web.Response:
     """Grant credits, or record a purchase paid outside Tollway (kind "purchase", with a unique reference)."""
     services = _admin(request)
-    body = await _json_object(request, services)
+    body = await read_json_object(request, services.settings.max_body_bytes)
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise InvalidRequest("reason must be a string", metadata={"field": "reason"})
@@ -117,7 +109,7 @@ async def get_limits(request: web.Request) -> web.Response:
 async def put_limits(request: web.Request) -> web.Response:
     services = _admin(request)
     kind, subject = await _limit_subject(services, request)
-    spec = parse_limit_spec(await _json_object(request, services))
+    spec = parse_limit_spec(await read_json_object(request, services.settings.max_body_bytes))
     before = await services.limiter.rules.store.get(kind, subject)
     await services.limiter.rules.store.set(kind, subject, spec, services.clock.now_us())
     services.limiter.rules.put(kind, subject, spec)
@@ -129,7 +121,7 @@ async def put_limits(request: web.Request) -> web.Response:
 
 async def create_account_key(request: web.Request) -> web.Response:
     services = _admin(request)
-    body = await _json_object(request, services)
+    body = await read_json_object(request, services.settings.max_body_bytes)
     management = body.get("management", False)
     if not isinstance(management, bool):
         raise InvalidRequest("management must be true or false", metadata={"field": "management"})

@@ -43,6 +43,14 @@ async def read_json(request: web.Request, limit_bytes: int) -> Any:
     return body
 
 
+async def read_json_object(request: web.Request, limit_bytes: int, example: str = "") -> dict[str, Any]:
+    """The body as read_json reads it, which must be a JSON object (`example`, if given, shows one)."""
+    body = await read_json(request, limit_bytes)
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object" + (f" such as {example}" if example else ""))
+    return body
+
+
 def check_depth(value: Any, limit: int) -> None:
     """Refuse JSON nested deeper than `limit` levels; iterative, so no recursion limit is ever near."""
     stack: list[tuple[Any, int]] = [(value, 1)]

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from tollway.accounts import parse_usd
 from tollway.api.context import authenticate, services_of
-from tollway.api.http import json_response, read_json
+from tollway.api.http import json_response, read_json_object
 from tollway.audit import Actor, auto_recharge_state
 from tollway.auth.records import KeyRecord
 from tollway.errors import InvalidRequest, PermissionDenied
@@ -42,17 +42,10 @@ def auto_recharge_bounds_error(threshold_nanos: int, amount_nanos: int, max_nano
     return None
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    body = await read_json(request, services_of(request).settings.max_body_bytes)
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object")
-    return body
-
-
 async def checkout(request: web.Request) -> web.Response:
     services = services_of(request)
     key = await _owner(request)
-    body = await _body(request)
+    body = await read_json_object(request, services_of(request).settings.max_body_bytes)
     provider = body.get("provider", "stripe")
     if provider not in ("stripe", "crypto"):
         raise InvalidRequest("provider must be stripe or crypto", metadata={"field": "provider"})
@@ -86,7 +79,7 @@ async def put_auto_recharge(request: web.Request) -> web.Response:
     """Only the account's owner (a management key) changes auto-recharge; a failed charge turned it off."""
     services = services_of(request)
     key = await _owner(request)
-    body = await _body(request)
+    body = await read_json_object(request, services_of(request).settings.max_body_bytes)
     current = await services.payments.auto.get(key.account_id)
     values: dict[str, Any] = {}
     if "threshold" in body:

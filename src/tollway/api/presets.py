@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from tollway.api.context import authenticate, require_management, services_of
-from tollway.api.http import json_response, query_int, read_json
+from tollway.api.http import json_response, query_int, read_json_object
 from tollway.audit import Actor
 from tollway.auth.records import KeyRecord
 from tollway.clock import us_to_iso
@@ -91,11 +91,7 @@ async def _manager(request: web.Request) -> tuple[Services, KeyRecord, PresetSto
     return services, key, PresetStore(services.engine)
 
 
-async def _body(request: web.Request, services: Services) -> dict[str, Any]:
-    body = await read_json(request, services.settings.max_body_bytes)
-    if not isinstance(body, dict):
-        raise InvalidRequest('The request body must be a JSON object such as {"name": ..., "model": ...}')
-    return body
+_EXAMPLE = '{"name": ..., "model": ...}'
 
 
 async def list_presets(request: web.Request) -> web.Response:
@@ -109,7 +105,7 @@ async def list_presets(request: web.Request) -> web.Response:
 
 async def create_preset(request: web.Request) -> web.Response:
     services, key, store = await _manager(request)
-    body = await _body(request, services)
+    body = await read_json_object(request, services.settings.max_body_bytes, _EXAMPLE)
     name = check_name(body.get("name"))
     description = check_description(body.get("description"))
     config = parse_config(body, _rules(services))
@@ -126,7 +122,7 @@ async def get_preset(request: web.Request) -> web.Response:
 async def update_preset(request: web.Request) -> web.Response:
     services, key, store = await _manager(request)
     before = await store.require(key.account_id, request.match_info["name"])
-    body = await _body(request, services)
+    body = await read_json_object(request, services.settings.max_body_bytes, _EXAMPLE)
     if "name" in body and body["name"] != before.name:
         raise InvalidRequest("name cannot change; create a preset with the new name", metadata={"field": "name"})
     description = check_description(body["description"]) if "description" in body else before.description
