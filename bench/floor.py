@@ -7,6 +7,7 @@ received; the answer comes back with its status and content type, streamed chunk
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 import aiohttp
 import uvloop
@@ -37,10 +38,11 @@ def main() -> None:
             if not content_type.startswith("text/event-stream"):
                 return web.Response(body=await upstream.read(), status=upstream.status, content_type=content_type)
             response = web.StreamResponse(status=upstream.status, headers={"Content-Type": content_type})
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-            await response.write_eof()
+            with contextlib.suppress(ConnectionResetError):  # wrk closes its connections mid-answer at the end
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
             return response
 
     async def health(_request: web.Request) -> web.Response:
