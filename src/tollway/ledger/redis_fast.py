@@ -3,8 +3,8 @@
 redis-py spends about 40 µs of CPU per call here (a pool checkout, a retry wrapper, a timeout context,
 command packing in Python); these four scripts run on every paid request, so in Redis mode that was a
 third of the gateway's CPU. This runner keeps one connection and pipelines every call on it (Redis
-answers in order, so each reply resolves the oldest waiting call), packs commands in one join and
-parses replies with hiredis.
+answers in order, so each reply resolves the oldest waiting call), writes every command queued during
+one turn of the event loop in one system call, packs commands in one join and parses replies with hiredis.
 
 It behaves as `redis_loader.connect`'s client does where the money rules depend on it: errors are
 redis-py's exception classes (so every caller's `except RedisError` still applies), a dropped
@@ -52,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._timeout_s = timeout_s
         self._loop = asyncio.get_running_loop()
+        self._outgoing: list[bytes] = []
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -78,6 +79,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, error: Exception) -> None:
         self.closed = True
+        self._outgoing.clear()
         while self._waiting:
             future, timer = self._waiting.popleft()
             timer.cancel()
@@ -94,8 +96,17 @@ class _Connection(asyncio.Protocol):
             raise RedisConnectionError("Connection to Redis closed")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._waiting.append((future, self._loop.call_later(self._timeout_s, self._timed_out)))
-        self._transport.write(command)
+        if not self._outgoing:
+            self._loop.call_soon(self._send)
+        self._outgoing.append(command)
         return future
+
+    def _send(self) -> None:
+        """Every command queued during one turn of the loop leaves in one write (one system call)."""
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        if data and not self.closed and self._transport is not None:
+            self._transport.write(data)
 
     def close(self) -> None:
         if self._transport is not None:
