@@ -25,9 +25,9 @@ class LedgerCatchUp:
         async with self._book.sync_lock:
             before_us = self._clock.now_us() - self._commit_lag_us if self._commit_lag_us else None
             # The watermark is read before the entries, so nothing at or below it can be missed.
-            new_watermark = await self._store.highest_id_created_before(self._book.watermark, before_us)
-            entries = await self._store.entries_after(
+            new_watermark, entries = await self._store.changes_after(
                 self._book.watermark,
+                before_us,
                 exclude_origin=self._book.origin,
                 include_usage=self._book.counts_external_usage,
             )

@@ -312,6 +312,32 @@ class LedgerStore:
             value = await connection.scalar(select(func.max(_E.c.id)))
         return int(value or 0)
 
+    async def changes_after(
+        self, after_id: int, before_us: int | None, exclude_origin: str, include_usage: bool
+    ) -> tuple[int, list[LedgerEntry]]:
+        """The poll's two reads on one pooled connection (one checkout and pre-ping instead of two): the
+        watermark `highest_id_created_before` gives, then `entries_after`, in that order."""
+        async with self._engine.connect() as connection:
+            watermark = await connection.scalar(self._highest_id_query(after_id, before_us))
+            rows = (await connection.execute(self._entries_query(after_id, exclude_origin, 5000, include_usage))).all()
+        return int(watermark or after_id), [entry_from_row(row) for row in rows]
+
+    @staticmethod
+    def _entries_query(after_id: int, exclude_origin: str, limit: int, include_usage: bool) -> Any:
+        query = (
+            select(_E)
+            .where(_E.c.id > after_id)
+            .where(or_(_E.c.origin.is_(None), _E.c.origin != exclude_origin))
+            .order_by(_E.c.id)
+            .limit(limit)
+        )
+        return query if include_usage else query.where(_E.c.kind != EntryKind.USAGE.value)
+
+    @staticmethod
+    def _highest_id_query(after_id: int, before_us: int | None) -> Any:
+        query = select(func.max(_E.c.id)).where(_E.c.id > after_id)
+        return query if before_us is None else query.where(_E.c.created_at_us < before_us)
+
     async def entries_after(
         self, after_id: int, exclude_origin: str, limit: int = 5000, include_usage: bool = True
     ) -> list[LedgerEntry]:
@@ -321,26 +347,14 @@ class LedgerStore:
         trails by seconds, and re-reading every settlement of that window on each poll cost more CPU
         than the requests of a second worker.
         """
-        query = (
-            select(_E)
-            .where(_E.c.id > after_id)
-            .where(or_(_E.c.origin.is_(None), _E.c.origin != exclude_origin))
-            .order_by(_E.c.id)
-            .limit(limit)
-        )
-        if not include_usage:
-            query = query.where(_E.c.kind != EntryKind.USAGE.value)
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(query)).all()
+            rows = (await connection.execute(self._entries_query(after_id, exclude_origin, limit, include_usage))).all()
         return [entry_from_row(row) for row in rows]
 
     async def highest_id_created_before(self, after_id: int, before_us: int | None) -> int:
         """The id the poll watermark can safely move to (all rows at or below it are committed)."""
-        query = select(func.max(_E.c.id)).where(_E.c.id > after_id)
-        if before_us is not None:
-            query = query.where(_E.c.created_at_us < before_us)
         async with self._engine.connect() as connection:
-            value = await connection.scalar(query)
+            value = await connection.scalar(self._highest_id_query(after_id, before_us))
         return int(value or after_id)
 
     async def account_totals(
