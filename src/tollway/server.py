@@ -19,7 +19,7 @@ from aiohttp import web
 from tollway import tracing
 from tollway.app import build_app
 from tollway.db.engine import create_engine
-from tollway.db.migrations import migrate
+from tollway.db.migrations import check_schema
 from tollway.logs import configure_logging
 from tollway.services import build_services
 from tollway.settings import Settings
@@ -102,10 +102,10 @@ def _run_worker(settings: Settings, sock: socket.socket | None) -> None:
     asyncio.run(_serve(settings, sock))
 
 
-async def _migrate_once(database_url: str) -> list[int]:
-    engine = create_engine(database_url)
+async def _migrate_once(settings: Settings) -> list[str]:
+    engine = create_engine(settings.database_url)
     try:
-        return await migrate(engine)
+        return await check_schema(engine, settings.auto_migrate)
     finally:
         await engine.dispose()
 
@@ -116,7 +116,7 @@ def run(settings: Settings) -> None:
         return
     configure_logging(settings.log_level)
     # Migrated here, once, before any worker starts: workers never race to create tables.
-    applied = asyncio.run(_migrate_once(settings.database_url))
+    applied = asyncio.run(_migrate_once(settings))
     if applied:
         log.info("database migrated", extra={"applied": applied})
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)

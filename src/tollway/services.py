@@ -23,7 +23,7 @@ from tollway.dashboard.activity import ActivityStore
 from tollway.dashboard.guard import LoginThrottle
 from tollway.dashboard.users import UserStore
 from tollway.db.engine import create_engine, is_sqlite
-from tollway.db.migrations import migrate
+from tollway.db.migrations import check_schema
 from tollway.gateway.chat import ChatGateway, PromptAllowances
 from tollway.gateway.embeddings import EmbeddingsGateway
 from tollway.ledger.book import AccountBook, Book
@@ -190,7 +190,7 @@ def build_payments(
 async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock(offset_us=int(settings.clock_offset_seconds * 1_000_000))
     engine = create_engine(settings.database_url)
-    await migrate(engine)
+    await check_schema(engine, settings.auto_migrate)
     http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300),
         skip_auto_headers=("User-Agent",),

@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     port: int = 8080
     workers: int = 1
     database_url: str = "sqlite:///./tollway.db"
+    # Upgrade a database behind the code at start (default: refuse, naming `tollway migrate`); a new, empty
+    # database is always created.
+    auto_migrate: bool = False
     redis_url: str | None = None
     admin_token: SecretStr | None = None
     secret_key: SecretStr | None = None  # signs dashboard CSRF tokens; generated and stored when unset

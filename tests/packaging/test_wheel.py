@@ -75,6 +75,8 @@ def test_the_wheel_carries_templates_docs_and_license(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "tollway/dashboard/templates/base.html" in names
     assert "tollway/py.typed" in names
+    assert "tollway/db/alembic/env.py" in names
+    assert "tollway/db/alembic/versions/v0001_baseline.py" in names
     data = [name for name in names if ".data/data/share/tollway/" in name]
     assert any(name.endswith("share/tollway/README.md") for name in data)
     assert any(name.endswith("share/tollway/docs/deploy.md") for name in data)

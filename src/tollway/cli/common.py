@@ -1,4 +1,4 @@
-"""What every admin command shares: settings from flags and env, a migrated database, output."""
+"""What every admin command shares: settings from flags and env, a database at the code's schema, output."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tollway.accounts import AccountsService
 from tollway.auth.store import AccountStore
 from tollway.clock import SystemClock
 from tollway.db.engine import DatabaseUrlError, create_engine
-from tollway.db.migrations import migrate
+from tollway.db.migrations import SchemaMismatch, check_schema
 from tollway.errors import TollwayError
 from tollway.ledger.direct import DirectLedger
 from tollway.ledger.store import LedgerStore
@@ -69,7 +69,7 @@ async def admin_context(database_url: str | None, create_database: bool = False)
         refuse_unconfigured_database(settings)
     engine = create_engine(settings.database_url)
     try:
-        await migrate(engine)
+        await check_schema(engine, settings.auto_migrate)
         clock = SystemClock()
         ledger = DirectLedger(LedgerStore(engine), clock, settings.redis_url)
         yield AdminContext(AccountsService(AccountStore(engine), ledger, clock), ledger, LimitStore(engine), settings)
@@ -104,7 +104,7 @@ def run_admin(
         return asyncio.run(main())
     except TollwayError as exc:
         fail(exc.message, as_json)
-    except (SettingsError, DatabaseUrlError) as exc:
+    except (SettingsError, DatabaseUrlError, SchemaMismatch) as exc:
         fail(str(exc), as_json, code=2)
     raise AssertionError("unreachable")
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from tollway.cli import admin
 from tollway.cli.ask import ask
@@ -30,9 +31,16 @@ from tollway.cli.limits import limits_app
 from tollway.cli.payments import auto_app, payments_app
 from tollway.cli.users import users_app
 from tollway.db.engine import DatabaseUrlError, create_engine
+from tollway.db.migrations import (
+    SchemaMismatch,
+    check_schema,
+    head_revision,
+    migration_sql,
+    pending_sql,
+)
 from tollway.db.migrations import migrate as apply_migrations
 from tollway.payments.model import fee_rules
-from tollway.settings import SettingsError, load_settings
+from tollway.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(
     help="Tollway: a self-hosted, OpenRouter-compatible LLM gateway with exact credits.",
@@ -83,8 +91,12 @@ def serve(
         )
     try:
         refuse_unconfigured_database(settings)
-    except SettingsError as exc:
+        # Checked (and a new database created) once, before any worker starts and before the port is taken.
+        asyncio.run(_checked(settings))
+    except (SettingsError, SchemaMismatch) as exc:
         fail(str(exc), False, code=2)
+    except (OSError, DBAPIError) as exc:
+        fail(_database_problem(exc), False, code=2)
     try:
         _try_listen(settings.host, settings.port)  # before start-up work, so a taken port is all the output
         run(settings)
@@ -114,52 +126,93 @@ def _listen_problem(host: str, port: int, code: int | None) -> str:
     )
 
 
+async def _upgraded(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        return await apply_migrations(engine)
+    finally:
+        await engine.dispose()
+
+
+async def _checked(settings: Settings) -> list[str]:
+    engine = create_engine(settings.database_url)
+    try:
+        return await check_schema(engine, settings.auto_migrate)
+    finally:
+        await engine.dispose()
+
+
+def _database_problem(exc: Exception) -> str:
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"cannot use the database ({type(exc).__name__}: {first_line}); check database_url / "
+        "TOLLWAY_DATABASE_URL and that the database server runs"
+    )
+
+
 @app.command()
 def init(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """Create the database (default ./tollway.db, or --database-url) with the current schema, and say where."""
-
-    async def main(url: str) -> list[int]:
-        engine = create_engine(url)
-        try:
-            return await apply_migrations(engine)
-        finally:
-            await engine.dispose()
-
     try:
         settings = load_settings(database_url=database_url)
         where = unconfigured_database(settings)
-        applied = asyncio.run(main(settings.database_url))
-    except (SettingsError, DatabaseUrlError) as exc:
+        applied = asyncio.run(_upgraded(settings.database_url))
+    except (SettingsError, DatabaseUrlError, SchemaMismatch) as exc:
         fail(str(exc), as_json, code=2)
+        return
+    except (OSError, DBAPIError) as exc:
+        fail(_database_problem(exc), as_json, code=2)
         return
     parsed = make_url(settings.database_url)
     sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" and parsed.database else None
     shown = str(Path(sqlite_file).resolve()) if sqlite_file else parsed.render_as_string(hide_password=True)
-    text = f"database ready: {shown}" + (" (created)" if applied else " (already up to date)")
+    text = f"database ready: {shown}" + (f" (applied {', '.join(applied)})" if applied else " (already up to date)")
     if where is not None:
         text += f"\nother commands find it when run from this folder, or with --database-url sqlite:///{where}"
-    emit({"database": shown, "applied": applied}, as_json, text)
+    emit({"database": shown, "applied": applied, "revision": head_revision()}, as_json, text)
+
+
+async def _pending_sql(settings: Settings, dialect: str, new_database: bool) -> str:
+    if new_database:
+        return migration_sql(dialect, None)
+    engine = create_engine(settings.database_url)
+    try:
+        return await pending_sql(engine)
+    except (OSError, DBAPIError) as exc:
+        typer.echo(f"note: {_database_problem(exc)}; the DDL below starts from an empty database", err=True)
+        return migration_sql(dialect, None)
+    finally:
+        await engine.dispose()
 
 
 @app.command()
-def migrate(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
-    """Upgrade the database schema of a configured database (`tollway init` creates a new one)."""
-
-    async def main(url: str) -> list[int]:
-        engine = create_engine(url)
-        try:
-            return await apply_migrations(engine)
-        finally:
-            await engine.dispose()
-
+def migrate(
+    sql: Annotated[
+        bool, typer.Option("--sql", help="Print the DDL from the database's revision to head; run nothing.")
+    ] = False,
+    database_url: DatabaseUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Upgrade a configured database to this version's schema (back it up first); `tollway init` creates one."""
     try:
         settings = load_settings(database_url=database_url)
+        if sql:
+            parsed = make_url(settings.database_url)
+            dialect = "postgresql" if parsed.get_backend_name() in ("postgresql", "postgres") else "sqlite"
+            new_sqlite = dialect == "sqlite" and (not parsed.database or not Path(parsed.database).exists())
+            typer.echo(asyncio.run(_pending_sql(settings, dialect, new_sqlite)), nl=False)
+            return
         refuse_unconfigured_database(settings)
-        applied = asyncio.run(main(settings.database_url))
-    except (SettingsError, DatabaseUrlError) as exc:
+        applied = asyncio.run(_upgraded(settings.database_url))
+    except (SettingsError, DatabaseUrlError, SchemaMismatch) as exc:
         fail(str(exc), as_json, code=2)
         return
-    emit({"applied": applied}, as_json, f"applied migrations: {applied}" if applied else "schema is up to date")
+    except (OSError, DBAPIError) as exc:
+        fail(_database_problem(exc), as_json, code=2)
+        return
+    head = head_revision()
+    text = f"upgraded to {head}: applied {', '.join(applied)}" if applied else f"schema is up to date ({head})"
+    emit({"applied": applied, "revision": head}, as_json, text)
 
 
 @app.command()

@@ -29,18 +29,3 @@ async def next_revision(connection: AsyncConnection, subject: str, now_us: int) 
         .returning(tables.change_revisions.c.id)
     )
     return int(inserted.scalar_one())
-
-
-async def continue_after_existing(connection: AsyncConnection) -> None:
-    """Migration step: revisions already on keys and limits stay below every new one."""
-    highest = 0
-    for table in (tables.api_keys, tables.rate_limits):
-        value = await connection.scalar(text(f"SELECT COALESCE(MAX(revision), 0) FROM {table.name}"))
-        highest = max(highest, int(value or 0))
-    if highest == 0:
-        return
-    await connection.execute(
-        tables.change_revisions.insert().values(id=highest, subject="migrated revisions", changed_at_us=0)
-    )
-    if connection.dialect.name == "postgresql":
-        await connection.execute(text(f"SELECT setval(pg_get_serial_sequence('change_revisions', 'id'), {highest})"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Index,
     Integer,
@@ -87,6 +88,10 @@ ledger_entries = Table(
     UniqueConstraint("kind", "reference", name="uq_ledger_kind_reference"),
     Index("ix_ledger_account", "account_id", "id"),
     Index("ix_ledger_key_time", "key_id", "created_at_us"),
+    CheckConstraint(
+        "kind IN ('grant', 'purchase', 'usage', 'refund', 'adjustment')", name="ck_ledger_kind"
+    ),
+    CheckConstraint("kind <> 'usage' OR amount_nanos >= 0", name="ck_ledger_usage_not_negative"),
 )
 
 generations = Table(
@@ -129,8 +134,16 @@ generations = Table(
     Column("preset_id", String(40), nullable=True),  # the preset the request used, if any
     Index("ix_generations_account_time", "account_id", "created_at_us"),
     Index("ix_generations_key_time", "key_id", "created_at_us"),
+    CheckConstraint(
+        "cost_nanos >= 0 AND hold_nanos >= 0 AND hold_overrun_nanos >= 0", name="ck_generations_cost_not_negative"
+    ),
+    CheckConstraint(
+        "tokens_prompt >= 0 AND tokens_completion >= 0 AND tokens_reasoning >= 0 AND tokens_cached >= 0",
+        name="ck_generations_tokens_not_negative",
+    ),
 )
 
+# Written by releases before Alembic (tollway.db.migrations maps its last step to a revision); read only.
 schema_migrations = Table(
     "schema_migrations",
     metadata,
@@ -191,6 +204,10 @@ payments = Table(
     Column("credited_at_us", BigInteger, nullable=True),
     Index("ix_payments_account", "account_id", "created_at_us"),
     Index("ix_payments_intent", "payment_intent"),
+    CheckConstraint(
+        "amount_nanos >= 0 AND fee_nanos >= 0 AND total_cents >= 0 AND refunded_cents >= 0",
+        name="ck_payments_amounts_not_negative",
+    ),
 )
 
 # Every webhook event seen, deduplicated by (provider, event id) in the transaction that applies it.
