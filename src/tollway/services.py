@@ -190,7 +190,9 @@ def build_payments(
 async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock(offset_us=int(settings.clock_offset_seconds * 1_000_000))
     engine = create_engine(settings.database_url)
-    await check_schema(engine, settings.auto_migrate)
+    applied = await check_schema(engine, settings.auto_migrate)  # a worker of a supervisor finds it done
+    if applied:
+        log.info("database migrated", extra={"applied": applied})
     http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300),
         skip_auto_headers=("User-Agent",),

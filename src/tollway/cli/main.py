@@ -33,10 +33,10 @@ from tollway.cli.users import users_app
 from tollway.db.engine import DatabaseUrlError, create_engine
 from tollway.db.migrations import (
     SchemaMismatch,
-    check_schema,
     head_revision,
     migration_sql,
     pending_sql,
+    verify_schema,
 )
 from tollway.db.migrations import migrate as apply_migrations
 from tollway.payments.model import fee_rules
@@ -91,8 +91,8 @@ def serve(
         )
     try:
         refuse_unconfigured_database(settings)
-        # Checked (and a new database created) once, before any worker starts and before the port is taken.
-        asyncio.run(_checked(settings))
+        # A schema ahead of or behind the code is refused here, in words; the server creates or upgrades it.
+        asyncio.run(_verified(settings))
     except (SettingsError, SchemaMismatch) as exc:
         fail(str(exc), False, code=2)
     except (OSError, DBAPIError) as exc:
@@ -134,10 +134,10 @@ async def _upgraded(url: str) -> list[str]:
         await engine.dispose()
 
 
-async def _checked(settings: Settings) -> list[str]:
+async def _verified(settings: Settings) -> None:
     engine = create_engine(settings.database_url)
     try:
-        return await check_schema(engine, settings.auto_migrate)
+        await verify_schema(engine, settings.auto_migrate)
     finally:
         await engine.dispose()
 

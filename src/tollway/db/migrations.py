@@ -11,6 +11,7 @@ always refused.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,8 @@ def include_object(_object: object, name: str | None, kind: str, _reflected: boo
 
 def alembic_config(*, dialect_name: str | None = None, output: io.StringIO | None = None) -> Config:
     """Alembic's configuration, built in code: the scripts travel inside the package (no alembic.ini)."""
+    # Its INFO lines ("Context impl SQLiteImpl.") are noise in Tollway's logs; callers log what was applied.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     config = Config(output_buffer=output) if output is not None else Config()
     config.set_main_option("script_location", str(_SCRIPTS))
     if dialect_name is not None:
@@ -152,18 +155,31 @@ def _ahead_message(status: SchemaStatus) -> str:
     )
 
 
-async def check_schema(engine: AsyncEngine, auto_migrate: bool) -> list[str]:
-    """Before serving: create a new database, refuse one ahead of the code, and one behind unless auto_migrate."""
-    status = await schema_status(engine)
-    if status.state == "current":
-        return []
+def _refusal(status: SchemaStatus, auto_migrate: bool) -> SchemaMismatch | None:
     if status.state == "ahead":
-        raise SchemaMismatch(_ahead_message(status))
+        return SchemaMismatch(_ahead_message(status))
     if status.state == "behind" and not auto_migrate:
-        raise SchemaMismatch(
+        return SchemaMismatch(
             f"the database schema ({status.describe()}) is behind this Tollway (head {status.head}): back it up, "
             "then run `tollway migrate` (or set auto_migrate: true / TOLLWAY_AUTO_MIGRATE=1 to upgrade at start)"
         )
+    return None
+
+
+async def verify_schema(engine: AsyncEngine, auto_migrate: bool) -> SchemaStatus:
+    """Raise SchemaMismatch where `check_schema` would refuse; change nothing."""
+    status = await schema_status(engine)
+    refusal = _refusal(status, auto_migrate)
+    if refusal is not None:
+        raise refusal
+    return status
+
+
+async def check_schema(engine: AsyncEngine, auto_migrate: bool) -> list[str]:
+    """Before serving: create a new database, refuse one ahead of the code, and one behind unless auto_migrate."""
+    status = await verify_schema(engine, auto_migrate)
+    if status.state == "current":
+        return []
     return await migrate(engine)
 
 
