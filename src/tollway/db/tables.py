@@ -88,9 +88,7 @@ ledger_entries = Table(
     UniqueConstraint("kind", "reference", name="uq_ledger_kind_reference"),
     Index("ix_ledger_account", "account_id", "id"),
     Index("ix_ledger_key_time", "key_id", "created_at_us"),
-    CheckConstraint(
-        "kind IN ('grant', 'purchase', 'usage', 'refund', 'adjustment')", name="ck_ledger_kind"
-    ),
+    CheckConstraint("kind IN ('grant', 'purchase', 'usage', 'refund', 'adjustment')", name="ck_ledger_kind"),
     CheckConstraint("kind <> 'usage' OR amount_nanos >= 0", name="ck_ledger_usage_not_negative"),
 )
 
