@@ -192,6 +192,12 @@ def record_attempt(context: ChatContext, candidate: Candidate, status: int, elap
     span.end(end_time=end_ns)
 
 
+def record_output(message: Any) -> None:
+    """A non-streamed answer on the request span, with otel_capture_content only (streams are not kept)."""
+    if _capture_content:
+        _current().set_attribute("gen_ai.output.messages", _content([message]))
+
+
 @contextmanager
 def settlement_span(context: ChatContext, generation: GenerationRecord) -> Iterator[None]:
     """Settlement: the exact cost written to the ledger (and the hold resolved)."""

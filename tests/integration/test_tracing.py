@@ -98,11 +98,18 @@ def traced(
 
 
 def _trace_of(exporter: InMemorySpanExporter, generation_id: str | None = None) -> list[ReadableSpan]:
-    """The spans of the last traced request (or of the request that made this generation)."""
-    finished = list(exporter.get_finished_spans())
-    roots = [s for s in finished if s.parent is None and s.name.startswith("POST ")]
-    if generation_id is not None:
-        roots = [s for s in roots if (s.attributes or {}).get("tollway.generation.id") == generation_id]
+    """The spans of the last traced request (or of the request that made this generation).
+
+    A request's span ends when its handler returns, which may be just after the client read the last byte."""
+    deadline = time.monotonic() + 10
+    while True:
+        finished = list(exporter.get_finished_spans())
+        roots = [s for s in finished if s.parent is None and s.name.startswith("POST ")]
+        if generation_id is not None:
+            roots = [s for s in roots if (s.attributes or {}).get("tollway.generation.id") == generation_id]
+        if roots or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert roots, [s.name for s in finished]
     root = roots[-1]
     assert root.context is not None
@@ -207,6 +214,7 @@ def test_prompts_are_recorded_only_with_capture_content(
     assert reply.status_code == 200
     root = _attributes(_trace_of(spans, reply.json()["id"])[0])
     assert "captured" in root["gen_ai.input.messages"]
+    assert reply.json()["choices"][0]["message"]["content"] in root["gen_ai.output.messages"]
     assert account.key not in repr(root)
 
 

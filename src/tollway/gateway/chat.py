@@ -430,6 +430,8 @@ class ChatGateway:
                     continue
                 self._attempt(context, candidate, 200, started)
                 body, generation = self._finish_completion(context, candidate, result)
+                if tracing.ENABLED:
+                    tracing.record_output(result.message)
                 settled = True
                 await self.settle(context, generation)
                 return body
