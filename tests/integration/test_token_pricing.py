@@ -16,7 +16,7 @@ import pytest
 from tests.fakes.anthropic_upstream import FakeAnthropicUpstream
 from tests.fakes.gemini_upstream import FakeGeminiUpstream
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.support import GatewayServer, nanos, provider_kinds, start_sqlite_gateway
+from tests.support import GatewayServer, nanos, provider_kinds, run_cli, start_sqlite_gateway
 
 pytestmark = pytest.mark.usefixtures("fresh_fakes")
 
@@ -466,6 +466,9 @@ def test_a_settlement_above_its_hold_is_recorded_as_an_overrun(
     assert nanos(record["hold_overrun"]) == nanos(record["total_cost"]) - nanos(record["hold"]) > 0
     metrics = httpx.get(priced.base_url + "/metrics", timeout=10).text
     assert 'tollway_hold_overruns_total{model="plain/oa"}' in metrics
+    shown = json.loads(run_cli("reconcile", "--json", database_url=priced.database_url).stdout)
+    mine = next(o for o in shown["hold_overruns"] if o["account_id"] == account.id)
+    assert mine["generations"] == 1 and nanos(mine["overrun"]) == nanos(record["hold_overrun"])
 
 
 @pytest.mark.parametrize(

@@ -247,6 +247,12 @@ def reconcile(
         f"mismatches: {len(report['mismatches'])}"
     )
     text += "".join(f"\n  {m}" for m in report["mismatches"])
+    if report["hold_overruns"]:
+        text += "\nsettlements above their hold (billed as reported; the balance may dip below zero by this much):"
+        text += "".join(
+            f"\n  account {o['account_id']}: {o['generations']} generation(s), {o['overrun']:.9f} USD"
+            for o in report["hold_overruns"]
+        )
     emit(report, as_json, text)
     if not report["clean"]:
         raise typer.Exit(1)

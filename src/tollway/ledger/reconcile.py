@@ -52,6 +52,9 @@ class ReconcileReport:
     spool_replayed: int = 0
     reloaded: int = 0
     mismatches: list[dict[str, Any]] = field(default_factory=list)
+    # Settlements that cost more than their hold, per account: not a difference between cache and ledger
+    # (the ledger billed what the upstream reported), but how far a balance could dip below zero.
+    hold_overruns: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -66,6 +69,7 @@ class ReconcileReport:
             "spool_replayed": self.spool_replayed,
             "reloaded": self.reloaded,
             "mismatches": self.mismatches,
+            "hold_overruns": self.hold_overruns,
         }
 
 
@@ -87,6 +91,22 @@ async def _generation_mismatches(engine: AsyncEngine) -> list[dict[str, Any]]:
             "cost": nanos_to_usd(r[2]),
             "usage_entry": None if r[3] is None else nanos_to_usd(r[3]),
         }
+        for r in rows
+    ]
+
+
+async def _hold_overruns(engine: AsyncEngine) -> list[dict[str, Any]]:
+    query = (
+        select(_G.c.account_id, func.count(), func.sum(_G.c.hold_overrun_nanos), func.max(_G.c.created_at_us))
+        .where(_G.c.hold_overrun_nanos > 0)
+        .group_by(_G.c.account_id)
+        .order_by(func.sum(_G.c.hold_overrun_nanos).desc())
+        .limit(100)
+    )
+    async with engine.connect() as connection:
+        rows = (await connection.execute(query)).all()
+    return [
+        {"account_id": r[0], "generations": int(r[1]), "overrun": nanos_to_usd(int(r[2])), "last_at_us": int(r[3])}
         for r in rows
     ]
 
@@ -297,6 +317,7 @@ async def reconcile(
     store = LedgerStore(engine)
     spooled = await _check_spool(spool_dir, store, fix, report)
     report.mismatches += await _generation_mismatches(engine)
+    report.hold_overruns = await _hold_overruns(engine)
     if redis_url is None:
         async with engine.connect() as connection:
             report.accounts_checked = int(
