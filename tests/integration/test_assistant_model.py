@@ -42,10 +42,18 @@ def model_mode(upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFa
         },
     )
     server.house = house  # type: ignore[attr-defined]
-    # The documentation is embedded in the background at start-up, in batches of passages.
-    deadline = time.monotonic() + 20
-    while not any(c.path == "/v1/embeddings" and len(c.body["input"]) > 1 for c in list(upstream.calls)):
-        assert time.monotonic() < deadline, "the documentation was never embedded"
+    # The documentation is embedded in the background at start-up, in batches of passages: wait until the
+    # first batch came and no further batch for two seconds, so no batch lands inside a test's calls.
+    deadline = time.monotonic() + 30
+
+    def batches() -> int:
+        return sum(1 for c in list(upstream.calls) if c.path == "/v1/embeddings" and len(c.body["input"]) > 1)
+
+    seen, quiet_since = 0, time.monotonic()
+    while seen == 0 or time.monotonic() - quiet_since < 2:
+        assert time.monotonic() < deadline, "the documentation was never embedded, or its embedding never ended"
+        if batches() != seen:
+            seen, quiet_since = batches(), time.monotonic()
         time.sleep(0.05)
     yield server
     server.stop()
