@@ -43,10 +43,6 @@ class Usage:
             counted_locally=self.counted_locally,
         )
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
 
 # A count above this is not a usage report but a broken upstream; it is clamped so that a cost
 # stays far inside a 64-bit column (10^12 tokens at the dearest price is still a finite bill).

@@ -87,10 +87,3 @@ def measure_prompt(body: dict[str, Any], messages: list[dict[str, Any]]) -> Prom
     except (TypeError, orjson.JSONEncodeError):
         serialised = repr(readable).encode()
     return PromptSize(text_tokens=estimate_bytes_tokens(serialised), images=counter.images, file_pages=counter.pages)
-
-
-def count_images(messages: list[dict[str, Any]]) -> int:
-    counter = _Counter()
-    for message in messages:
-        counter.message(message)
-    return counter.images

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tollway.ledger.pricing import INPUT_KINDS, OUTPUT_KINDS
 from tollway.ledger.records import GenerationRecord
 from tollway.money import FEMTOS_PER_USD, nanos_to_usd
 
@@ -31,8 +32,8 @@ def usage_body(generation: GenerationRecord) -> dict[str, Any]:
         "completion_tokens_details": {"reasoning_tokens": generation.tokens_reasoning, "image_tokens": 0},
         "cost_details": {
             "upstream_inference_cost": None,
-            "upstream_inference_prompt_cost": side("prompt", "input_cache_read", "input_cache_write", "image"),
-            "upstream_inference_completions_cost": side("completion", "internal_reasoning"),
+            "upstream_inference_prompt_cost": side(*INPUT_KINDS),
+            "upstream_inference_completions_cost": side(*OUTPUT_KINDS),
         },
     }
 

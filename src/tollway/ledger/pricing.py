@@ -10,20 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tollway.money import FEMTOS_PER_NANO, FEMTOS_PER_USD, charge_nanos, price_to_femtos
+from tollway.money import FEMTOS_PER_NANO, charge_nanos, price_to_femtos
 from tollway.usage import Usage
 
-PRICE_KINDS = (
-    "prompt",
-    "completion",
-    "request",
-    "image",
-    "web_search",
-    "internal_reasoning",
-    "input_cache_read",
-    "input_cache_write",
-    "input_cache_write_1h",
-)
+# How the cost kinds split between the prompt and the completion side of `cost_details`.
+INPUT_KINDS = ("prompt", "input_cache_read", "input_cache_write", "image")
+OUTPUT_KINDS = ("completion", "internal_reasoning")
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,14 +218,6 @@ class CostBreakdown:
     def total_nanos(self) -> int:
         return charge_nanos(self.total_femtos)
 
-    @property
-    def input_femtos(self) -> int:
-        return self.prompt_femtos + self.cache_read_femtos + self.cache_write_femtos + self.image_femtos
-
-    @property
-    def output_femtos(self) -> int:
-        return self.completion_femtos + self.reasoning_femtos
-
     def as_femtos(self) -> dict[str, int]:
         """Each kind in femto-USD under OpenRouter's pricing names, with the cache discount (kept on generations)."""
         return {
@@ -246,19 +230,6 @@ class CostBreakdown:
             "web_search": self.web_search_femtos,
             "request": self.request_femtos,
             "cache_discount": self.cache_discount_femtos,
-        }
-
-    def as_usd(self) -> dict[str, float]:
-        """Each kind in USD (exact to the femto-dollar, before the one rounding of the total)."""
-        return {
-            "prompt": self.prompt_femtos / FEMTOS_PER_USD,
-            "input_cache_read": self.cache_read_femtos / FEMTOS_PER_USD,
-            "input_cache_write": self.cache_write_femtos / FEMTOS_PER_USD,
-            "completion": self.completion_femtos / FEMTOS_PER_USD,
-            "internal_reasoning": self.reasoning_femtos / FEMTOS_PER_USD,
-            "image": self.image_femtos / FEMTOS_PER_USD,
-            "web_search": self.web_search_femtos / FEMTOS_PER_USD,
-            "request": self.request_femtos / FEMTOS_PER_USD,
         }
 
 
