@@ -485,6 +485,18 @@ def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
         print()
 
 
+def wait_redis(url: str) -> None:
+    import redis
+
+    for _ in range(100):
+        try:
+            redis.Redis.from_url(url).ping()
+            return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    sys.exit(f"Redis at {url} did not start")
+
+
 def _scratch_database(admin_url: str, name: str, create: bool) -> str:
     import asyncio
 
@@ -519,7 +531,9 @@ def extended(ports: Ports, work: Path, args: argparse.Namespace, sqlite_rps: flo
         redis.Redis.from_url(args.redis).flushdb()
         extra = {k: v for k, v in env.items() if k != "pg"}
         if "pg" in env:
-            extra["TOLLWAY_DATABASE_URL"] = _scratch_database(args.postgres, "tollway_bench", create=True)
+            extra["TOLLWAY_DATABASE_URL"] = _scratch_database(
+                args.postgres, f"tollway_bench_{os.getpid()}", create=True
+            )
         else:
             extra["TOLLWAY_DATABASE_URL"] = f"sqlite:///{work / (kind + str(workers) + label[:6] + '.db')}"
         ports.tollway = free_port()
@@ -549,7 +563,7 @@ def extended(ports: Ports, work: Path, args: argparse.Namespace, sqlite_rps: flo
             process.send_signal(signal.SIGTERM)
             process.wait(20)
             if "pg" in env:
-                _scratch_database(args.postgres, "tollway_bench", create=False)
+                _scratch_database(args.postgres, f"tollway_bench_{os.getpid()}", create=False)
     base = sqlite_rps
     print(
         f"{'closed loop, 64 connections':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10} "
@@ -579,7 +593,11 @@ def main() -> None:
         default="postgresql://postgres@127.0.0.1:5432/test",
         help="PostgreSQL server for the scale-out cases (a scratch database is created on it)",
     )
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15", help="Redis for the shared cases")
+    parser.add_argument(
+        "--redis",
+        default="",
+        help="Redis for the shared cases (default: a redis-server of the run's own, flushed at will)",
+    )
     parser.add_argument("--core-only", action="store_true", help="skip the routing and scale-out cases")
     parser.add_argument(
         "--targets",
@@ -609,6 +627,27 @@ def main() -> None:
         )
         wait_http(f"http://127.0.0.1:{ports.upstream}/")
         wait_http(f"http://127.0.0.1:{ports.slow}/")
+        if not args.redis:
+            # A Redis of its own: the run flushes it between cases, and runs side by side do not collide.
+            redis_port = free_port()
+            processes.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            args.redis = f"redis://127.0.0.1:{redis_port}/0"
+            wait_redis(args.redis)
         chosen = args.targets.split(",")
         processes.append(
             subprocess.Popen(
@@ -633,7 +672,9 @@ def main() -> None:
             redis.Redis.from_url(args.redis).flushdb()
             pg_env = {
                 "TOLLWAY_REDIS_URL": args.redis,
-                "TOLLWAY_DATABASE_URL": _scratch_database(args.postgres, "tollway_bench_core", create=True),
+                "TOLLWAY_DATABASE_URL": _scratch_database(
+                    args.postgres, f"tollway_bench_core_{os.getpid()}", create=True
+                ),
             }
             pg_tollway, pg_key = start_tollway(ports, work, pg_env, args.pg_workers, port=ports.tollway_pg)
             processes.append(pg_tollway)
@@ -687,7 +728,7 @@ def main() -> None:
                     gateway.wait(20)
                     processes.remove(gateway)
             if pg_tollway is not None:
-                _scratch_database(args.postgres, "tollway_bench_core", create=False)
+                _scratch_database(args.postgres, f"tollway_bench_core_{os.getpid()}", create=False)
                 pg_tollway = None
             sqlite_rps = results.get("closed loop, 64 connections", {}).get("tollway", {}).get("rps", 0.0)
             results["extended"] = extended(ports, work, args, sqlite_rps)
@@ -702,7 +743,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
         if pg_tollway is not None:
-            _scratch_database(args.postgres, "tollway_bench_core", create=False)
+            _scratch_database(args.postgres, f"tollway_bench_core_{os.getpid()}", create=False)
         shutil.rmtree(work, ignore_errors=True)
 
 
