@@ -52,46 +52,39 @@ COMPLETION = json.dumps(
         "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
     }
 )
+
+
+def _stream_event(choices: list[dict[str, object]], **extra: object) -> str:
+    """One chunk as OpenAI writes it: compact JSON, the same leading fields in every chunk."""
+    chunk = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "fast",
+        "system_fingerprint": "fp_bench",
+        "choices": choices,
+        **extra,
+    }
+    return "data: " + json.dumps(chunk, separators=(",", ":")) + "\n\n"
+
+
 STREAM_BODY = (
     "".join(
-        "data: "
-        + json.dumps(
-            {
-                "id": "c",
-                "object": "chat.completion.chunk",
-                "created": 1,
-                "model": "fast",
-                "choices": [{"index": 0, "delta": {"content": f" w{i}"}, "finish_reason": None}],
-            }
+        _stream_event(
+            [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": f" w{i}"} if i == 0 else {"content": f" w{i}"},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
         )
-        + "\n\n"
         for i in range(20)
     )
-    + "data: "
-    + json.dumps(
-        {
-            "id": "c",
-            "object": "chat.completion.chunk",
-            "created": 1,
-            "model": "fast",
-            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-        }
-    )
-    + "\n\n"
-    + (
-        "data: "
-        + json.dumps(
-            {
-                "id": "c",
-                "object": "chat.completion.chunk",
-                "created": 1,
-                "model": "fast",
-                "choices": [],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
-            }
-        )
-        + "\n\ndata: [DONE]\n\n"
-    )
+    + _stream_event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
+    + _stream_event([], usage={"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32})
+    + "data: [DONE]\n\n"
 )
 
 
@@ -156,9 +149,17 @@ http {{
             return 200 {nginx_string(ANTHROPIC_MESSAGE)};
         }}
         location = /stream/v1/chat/completions {{
+            # The body is a file (longer than a config string may be); POST to a file is 405, turned
+            # into the file's 200 by the internal redirect.
             client_body_buffer_size 64k;
             default_type text/event-stream;
-            return 200 {nginx_string(STREAM_BODY)};
+            alias {prefix}/stream.sse;
+            error_page 405 =200 /stream-body;
+        }}
+        location = /stream-body {{
+            internal;
+            default_type text/event-stream;
+            alias {prefix}/stream.sse;
         }}
     }}
     server {{
@@ -618,6 +619,8 @@ def main() -> None:
     pg_tollway: subprocess.Popen[bytes] | None = None
     try:
         (work / "nginx.conf").write_text(nginx_config(ports, work))
+        (work / "stream.sse").write_text(STREAM_BODY)
+        work.chmod(0o755)  # nginx's workers (another user) read the stream body from it
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         processes.append(
             subprocess.Popen([nginx, "-c", str(work / "nginx.conf"), "-p", str(work), "-g", "daemon off;"])

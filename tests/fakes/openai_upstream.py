@@ -36,6 +36,10 @@ class Behaviour:
     message_extra: dict[str, Any] = field(default_factory=dict)
     tool_call: dict[str, Any] | None = None  # answer with this call (finish_reason tool_calls)
     raw_chunk: bytes | None = None  # one extra SSE data line sent before the finish chunk (malformed input)
+    # Stream chunks as OpenAI writes them (`logprobs` and `finish_reason: null` in every choice, a
+    # system_fingerprint); False: choices with `index` and `delta` alone, as some compatible servers write them.
+    full_chunks: bool = True
+    burst: bool = False  # the whole stream in one write (one read on the gateway's side)
 
 
 @dataclass
@@ -140,30 +144,48 @@ class FakeOpenAIUpstream(LoopbackServer):
             "object": "chat.completion.chunk",
             "created": 1,
             "model": body["model"],
+            **({"system_fingerprint": "fp_fake"} if behaviour.full_chunks else {}),
         }
+        held: list[bytes] = []
+
+        def choice(delta: dict[str, Any]) -> list[dict[str, Any]]:
+            if behaviour.full_chunks:
+                return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]
+            return [{"index": 0, "delta": delta}]
+
+        async def send(data: bytes) -> None:
+            if behaviour.burst:
+                held.append(data)
+            else:
+                await response.write(data)
+
         try:
-            await response.write(b": keep-alive\n\n")
-            await response.write(event({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}))
+            await send(b": keep-alive\n\n")
+            await send(event({**base, "choices": choice({"role": "assistant"})}))
             if behaviour.message_extra:
-                await response.write(event({**base, "choices": [{"index": 0, "delta": behaviour.message_extra}]}))
+                await send(event({**base, "choices": choice(behaviour.message_extra)}))
             if behaviour.tool_call:
                 words = []
                 call = {"index": 0, **behaviour.tool_call}
-                await response.write(event({**base, "choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}))
+                await send(event({**base, "choices": choice({"tool_calls": [call]})}))
             for index, word in enumerate(words):
                 if behaviour.break_after_chunks is not None and index >= behaviour.break_after_chunks:
+                    if held:
+                        await response.write(b"".join(held))
                     request.transport.close()  # type: ignore[union-attr]
                     return response
                 if behaviour.chunk_delay_s:
                     await asyncio.sleep(behaviour.chunk_delay_s)
-                await response.write(event({**base, "choices": [{"index": 0, "delta": {"content": word}}]}))
+                await send(event({**base, "choices": choice({"content": word})}))
             if behaviour.raw_chunk is not None:
-                await response.write(b"data: " + behaviour.raw_chunk + b"\n\n")
+                await send(b"data: " + behaviour.raw_chunk + b"\n\n")
             finish = "tool_calls" if behaviour.tool_call else behaviour.finish_reason
-            await response.write(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
+            await send(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}))
             if behaviour.report_usage:
-                await response.write(event({**base, "choices": [], "usage": self._usage(len(words))}))
-            await response.write(b"data: [DONE]\n\n")
+                await send(event({**base, "choices": [], "usage": self._usage(len(words))}))
+            await send(b"data: [DONE]\n\n")
+            if held:
+                await response.write(b"".join(held))
         except (ConnectionResetError, asyncio.CancelledError):
             self.cancelled_streams += 1
             raise

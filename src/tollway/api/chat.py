@@ -49,7 +49,7 @@ async def send_stream(
             "X-Accel-Buffering": "no",
         },
     )
-    keepalive: asyncio.Task[None] | None = None
+    keepalive: _KeepAlive | None = None
     pending: list[bytes] = []
 
     async def flush() -> None:
@@ -66,12 +66,11 @@ async def send_stream(
     flush_before_wait = BEFORE_UPSTREAM_WAIT.set(flush)
     try:
         await response.prepare(request)
-        keepalive = asyncio.create_task(_keep_alive(response, services.settings.keepalive_interval_seconds))
+        keepalive = _KeepAlive(response, services.settings.keepalive_interval_seconds)
         async for data in events:
             pending.append(data)
             if len(pending) >= _MAX_HELD_EVENTS:
                 await flush()
-        await flush()
     except _ClientGone:
         await asyncio.shield(relay.abort())
         return response
@@ -83,14 +82,35 @@ async def send_stream(
         BEFORE_UPSTREAM_WAIT.reset(flush_before_wait)
         if keepalive is not None:
             keepalive.cancel()
+    # What is held leaves with the end of the body (and the headers, if nothing was written yet): a stream
+    # that arrived in one burst costs one write.
     with contextlib.suppress(*_CLIENT_GONE):
-        await response.write_eof()
+        await response.write_eof(b"".join(pending))
     return response
 
 
-async def _keep_alive(response: web.StreamResponse, interval_s: float) -> None:
-    """Comment lines during long silences, so proxies and clients do not time the stream out."""
-    with contextlib.suppress(*_CLIENT_GONE):
-        while True:
-            await asyncio.sleep(interval_s)
-            await response.write(KEEPALIVE)
+class _KeepAlive:
+    """Comment lines every interval, so proxies and clients do not time a long stream out. A timer, not a
+    task per stream: most streams end before it ever fires."""
+
+    def __init__(self, response: web.StreamResponse, interval_s: float) -> None:
+        self._response = response
+        self._interval_s = interval_s
+        self._loop = asyncio.get_running_loop()
+        self._writing: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(interval_s, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._writing = self._loop.create_task(self._write())
+
+    async def _write(self) -> None:
+        with contextlib.suppress(*_CLIENT_GONE):
+            await self._response.write(KEEPALIVE)
+            self._timer = self._loop.call_later(self._interval_s, self._fire)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._writing is not None:
+            self._writing.cancel()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -20,6 +20,7 @@ from tollway.gateway.chat import Candidate, ChatContext, ChatGateway, broken_ada
 from tollway.gateway.responses import chunk_body, usage_body
 from tollway.ledger.records import GenerationRecord
 from tollway.providers.base import StreamChunk, normalise_finish_reason
+from tollway.providers.passthrough import PassThroughRun
 from tollway.usage import Usage
 
 KEEPALIVE = b": TOLLWAY PROCESSING\n\n"
@@ -51,6 +52,8 @@ class StreamRelay:
         self._upstream_id: str | None = None
         self._settled = False
         self._first_token_s: float | None = None
+        self._runs: list[PassThroughRun] = []  # passed through, read only for a bill counted locally
+        self._prefix: bytes | None = None
         self._loop = asyncio.get_running_loop()
         self._created = context.started_us // 1_000_000
 
@@ -78,20 +81,7 @@ class StreamRelay:
             delta = choice.get("delta")
             if not isinstance(delta, dict):
                 delta = {}
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                if self._first_token_s is None:
-                    self._first_token_s = self._loop.time() - self._context.started_monotonic
-                self._pieces.append(content)
-            reasoning = delta.get("reasoning")
-            if isinstance(reasoning, str) and reasoning:
-                self._pieces.append(reasoning)
-            for call in delta.get("tool_calls") or []:
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict):
-                    self._pieces.extend(
-                        v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str)
-                    )
+            self._note(delta)
             native = choice.get("finish_reason")
             finish = normalise_finish_reason(native)
             if finish is not None:
@@ -107,9 +97,49 @@ class StreamRelay:
             )
         return self._chunk(choices)
 
+    def _note(self, delta: dict[str, Any]) -> None:
+        """Keep what a delta produced (text, reasoning, tool calls), for a bill the upstream did not count."""
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            if self._first_token_s is None:
+                self._first_token_s = self._loop.time() - self._context.started_monotonic
+            self._pieces.append(content)
+        reasoning = delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            self._pieces.append(reasoning)
+        for call in delta.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                self._pieces.extend(v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str))
+
+    def _passed(self, run: PassThroughRun) -> None:
+        """A run of plain chunks went out as bytes: note what it produced only when that is needed (below)."""
+        if self._first_token_s is None:
+            self._first_token_s = self._loop.time() - self._context.started_monotonic
+        if self._upstream_id is None and run.events:
+            upstream_id = run.events[0].get("id")
+            self._upstream_id = upstream_id if isinstance(upstream_id, str) else None
+        self._runs.append(run)
+
+    def _run_chunks(self, run: PassThroughRun) -> list[StreamChunk]:
+        """A pass-through run as chunks, for the paths that translate every chunk (Responses, Anthropic)."""
+        return [
+            StreamChunk(
+                choices=[c for c in event.get("choices") or () if isinstance(c, dict)],
+                upstream_id=event.get("id") if isinstance(event.get("id"), str) else None,
+            )
+            for event in run.events
+        ]
+
     def _counted_usage(self) -> Usage:
         """What was produced, when the upstream did not (or could not yet) report usage: the prompt as the
         hold estimated it, the output (text, reasoning, tool calls) counted the same way."""
+        for run in self._runs:  # runs that went out as bytes, read now that their text is needed
+            for event in run.events:
+                for choice in event.get("choices") or ():
+                    if isinstance(choice, dict) and isinstance(choice.get("delta"), dict):
+                        self._note(choice["delta"])
+        self._runs.clear()
         provider = self._candidate.endpoint.provider
         return Usage(
             prompt_tokens=self._context.prompt_estimate,
@@ -134,14 +164,24 @@ class StreamRelay:
         await self._gateway.settle(self._context, generation)
         return generation
 
-    async def payloads(self) -> AsyncIterator[dict[str, Any]]:
-        """The stream as chunk objects: deltas, then the usage chunk with the settled cost (or an error chunk)."""
+    async def _items(self, passing: bool) -> AsyncIterator[dict[str, Any] | bytes]:
+        """The stream as chunk objects (or, when `passing`, runs of plain chunks as ready SSE bytes): deltas,
+        then the usage chunk with the settled cost (or an error chunk)."""
         chunk: StreamChunk | None = self._first
         try:
             while chunk is not None:
-                data = self._take(chunk)
-                if data is not None:
-                    yield data
+                if chunk.run is None:
+                    data = self._take(chunk)
+                    if data is not None:
+                        yield data
+                elif passing:
+                    self._passed(chunk.run)
+                    yield chunk.run.relayed(self._own_prefix())
+                else:
+                    for event_chunk in self._run_chunks(chunk.run):
+                        data = self._take(event_chunk)
+                        if data is not None:
+                            yield data
                 try:
                     chunk = await anext(self._upstream)
                 except StopAsyncIteration:
@@ -170,17 +210,31 @@ class StreamRelay:
         }
         yield self._chunk([final_choice], usage=usage_body(generation))
 
+    def _own_prefix(self) -> bytes:
+        """`data: ` and this gateway's leading fields up to `"choices":[`, put in place of the upstream's."""
+        if self._prefix is None:
+            self._prefix = b"data: " + orjson.dumps(self._chunk([]))[: -len(b"]}")]
+        return self._prefix
+
+    def payloads(self) -> AsyncIterator[dict[str, Any]]:
+        """The stream as chunk objects, for the endpoints that translate each chunk."""
+        return cast("AsyncIterator[dict[str, Any]]", self._items(passing=False))
+
     @property
     def finish_reason(self) -> str | None:
         return self._finish
 
     async def events(self) -> AsyncIterator[bytes]:
-        """OpenAI-style SSE: a keep-alive comment, one event per chunk, then [DONE] (not after an error)."""
+        """OpenAI-style SSE: a keep-alive comment, one event per chunk (plain chunks passed through as the
+        upstream wrote them but for their leading fields), then [DONE] (not after an error)."""
         yield KEEPALIVE
         failed = False
-        async for payload in self.payloads():
-            failed = "error" in payload
-            yield sse(payload)
+        async for item in self._items(passing=True):
+            if isinstance(item, bytes):
+                yield item
+            else:
+                failed = "error" in item
+                yield sse(item)
         if not failed:
             yield DONE
 

@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tollway.providers.passthrough import PassThroughRun
 from tollway.usage import Usage
 
 # Set by the client-side SSE writer for the duration of a stream: it buffers events while the
@@ -68,11 +69,13 @@ class Completion:
 
 @dataclass(slots=True)
 class StreamChunk:
-    """One upstream chunk's choices (deltas), and usage when the upstream reports it."""
+    """One upstream chunk's choices (deltas), and usage when the upstream reports it; or a run of plain
+    chunks an OpenAI-compatible upstream sent, to be passed on as bytes (see providers/passthrough.py)."""
 
     choices: list[dict[str, Any]] = field(default_factory=list)
     usage: Usage | None = None
     upstream_id: str | None = None
+    run: PassThroughRun | None = None
 
 
 @dataclass(slots=True)

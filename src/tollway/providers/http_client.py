@@ -264,6 +264,35 @@ class UpstreamResponse:
             if len(self._buffer) == scanned and not self._complete:
                 await self._wait()
 
+    async def event_runs(self) -> AsyncIterator[bytes]:
+        """The body as runs of whole server-sent events: everything received up to its last blank line, in
+        one piece (a burst of events is one run, not one item per line); the last run may lack the blank
+        line. A single event longer than `max_line_bytes` raises UpstreamTooLarge."""
+        scanned = 0
+        while True:
+            end = _events_end(self._buffer, scanned)
+            if end:
+                scanned = 0
+                if self._pause_at != _PAUSE_AT:
+                    self._pause_at = _PAUSE_AT
+                yield self._take(end)
+                continue
+            if self._complete:
+                if self._buffer:
+                    yield self._take(len(self._buffer))
+                return
+            if len(self._buffer) > self._max_line:
+                raise UpstreamTooLarge(f"Upstream sent an event longer than {self._max_line} bytes")
+            seen = len(self._buffer)
+            scanned = max(seen - 2, 0)  # a separator may straddle what arrives next
+            if seen > _RESUME_AT:
+                # A long event: keep reading (a paused socket would never complete it), up to the bound.
+                self._pause_at = self._max_line
+                self._connection.resume()
+            await before_upstream_wait()
+            if len(self._buffer) == seen and not self._complete:
+                await self._wait()
+
     def release(self) -> None:
         """Give the connection back if the answer was read to its end; otherwise close it."""
         if self._released:
@@ -278,6 +307,13 @@ class UpstreamResponse:
             self._pool._give_back(self._connection)
         else:
             self._connection.abort()
+
+
+def _events_end(buffer: bytearray, start: int) -> int:
+    """Where the last complete event in the buffer ends (after its blank line, LF or CRLF), 0 if none."""
+    lf = buffer.rfind(b"\n\n", start)
+    crlf = buffer.rfind(b"\n\r\n", start)
+    return max(lf + 2 if lf >= 0 else 0, crlf + 3 if crlf >= 0 else 0)
 
 
 class _Connection(asyncio.Protocol):

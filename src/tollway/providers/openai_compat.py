@@ -14,6 +14,7 @@ import orjson
 
 from tollway.providers.base import ALL_PARAMETERS, Completion, Embeddings, StreamChunk, UpstreamRequest
 from tollway.providers.http_client import UpstreamResponse
+from tollway.providers.passthrough import MarkerScan, event_end, learn_prefix, plain_run
 from tollway.providers.transport import RAW_LIMIT, HttpProvider, estimate_tokens
 from tollway.usage import Usage, count, estimate_bytes_tokens, field_count
 
@@ -140,32 +141,56 @@ class OpenAICompatibleProvider(HttpProvider):
 
     async def _events(self, response: UpstreamResponse, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
         exclude = request.reasoning is not None and request.reasoning.exclude
-        saw_done = False
-        async for line in response.lines():
-            if not line.startswith(b"data:"):
-                continue  # comments (": keep-alive"), event names, blank separators
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                saw_done = True
-                break
-            try:
-                event = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                raise self._error(502, "Provider sent a broken stream", raw=data) from exc
-            if not isinstance(event, dict):
-                continue
-            if isinstance(event.get("error"), dict):
-                raise self._error(502, "Provider returned error", raw=orjson.dumps(event["error"]).decode())
-            choices = event.get("choices")
-            yield StreamChunk(
-                choices=[relay_choice(c, exclude) for c in choices if isinstance(c, dict)]
-                if isinstance(choices, list)
-                else [],
-                usage=parse_usage(event.get("usage")),
-                upstream_id=event.get("id"),
-            )
-        if not saw_done:
-            raise self._error(502, "Provider closed the stream early")
+        prefix: bytes | None = None  # the leading bytes every plain chunk repeats, learned from the first
+        async for run in response.event_runs():
+            markers = MarkerScan(run)
+            at = 0
+            while at < len(run):
+                if prefix is None:
+                    until = event_end(run, at)  # one event, then try the pass-through with what it taught
+                else:
+                    until = markers.event_start(at)
+                    if until > at:
+                        passable = plain_run(run, at, until, prefix)
+                        if passable is not None:
+                            yield StreamChunk(run=passable)
+                            at = until
+                            continue
+                    else:
+                        until = event_end(run, at)
+                for line in run[at:until].split(b"\n"):
+                    if not line.startswith(b"data:"):
+                        continue  # comments (": keep-alive"), event names, blank separators
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        return
+                    chunk = self._chunk(data, exclude)
+                    if chunk is None:
+                        continue
+                    if prefix is None and chunk.choices:
+                        prefix = learn_prefix(line.rstrip(b"\r"))
+                    yield chunk
+                at = until
+        raise self._error(502, "Provider closed the stream early")
+
+    def _chunk(self, data: bytes, exclude: bool) -> StreamChunk | None:
+        """One chunk read the parsed way."""
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise self._error(502, "Provider sent a broken stream", raw=data) from exc
+        if not isinstance(event, dict):
+            return None
+        if isinstance(event.get("error"), dict):
+            raise self._error(502, "Provider returned error", raw=orjson.dumps(event["error"]).decode())
+        choices = event.get("choices")
+        return StreamChunk(
+            choices=[relay_choice(c, exclude) for c in choices if isinstance(c, dict)]
+            if isinstance(choices, list)
+            else [],
+            usage=parse_usage(event.get("usage")),
+            upstream_id=event.get("id"),
+        )
 
 
 def relay_choice(choice: dict[str, Any], exclude: bool) -> dict[str, Any]:

@@ -1,0 +1,138 @@
+"""Stream events passed on as the upstream wrote them: no objects built and no JSON written per chunk.
+
+An OpenAI-compatible stream repeats the same top-level fields (`id`, `object`, `created`, `model`, ...)
+before `choices` in every chunk, and OpenRouter's chunks differ from the upstream's only there (the
+generation's id, the provider, the model's slug). So the adapter learns those leading bytes from the first
+chunk, and a run of later chunks that carry nothing the gateway must read (no finish reason, usage, error,
+or reasoning to rename or drop) leaves with the leading bytes swapped for the gateway's own in one
+`bytes.replace`: no Python work per chunk. The run is still parsed once, in one call, so that a broken
+chunk is caught as before; anything unexpected (the first chunk, the last ones, comments, CRLF line ends,
+another layout) goes the parsed way, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+_CHOICES = re.compile(rb'"choices"\s*:\s*\[')
+# A chunk holding one of these is read (parsed) by the gateway: a finish reason, usage, an error,
+# reasoning (renamed or dropped), the end marker. Inside a JSON string every quote is escaped, so a
+# match is always structure, never text.
+_MARKERS = (
+    b'"finish_reason":"',
+    b'"finish_reason": "',
+    b'"usage":{',
+    b'"usage": {',
+    b'"error"',
+    b'"reasoning',
+    b"[DONE]",
+)
+# Leading fields the gateway rewrites: they must all sit before `choices`, so that none is left behind.
+_REWRITTEN = frozenset({"id", "object", "created", "model"})
+NULL_FINISH = b'"finish_reason":null'
+NULL_FINISHES = b'"finish_reason":null,"native_finish_reason":null'
+SPACED_NULL_FINISH = b'"finish_reason": null'
+
+
+@dataclass(frozen=True, slots=True)
+class PassThroughRun:
+    """Whole SSE events (`data: {...}` and a blank line each) that all start with `prefix`."""
+
+    data: bytes
+    prefix: bytes
+    events: list[dict[str, Any]]  # the same events parsed, for the paths that translate them
+
+    def relayed(self, own_prefix: bytes) -> bytes:
+        """The events with the gateway's leading fields, and `native_finish_reason` beside an open one."""
+        data = self.data.replace(self.prefix, own_prefix).replace(NULL_FINISH, NULL_FINISHES)
+        return data.replace(SPACED_NULL_FINISH, NULL_FINISHES) if SPACED_NULL_FINISH in data else data
+
+
+def learn_prefix(line: bytes) -> bytes | None:
+    """The bytes of a `data:` line up to and including `"choices":[`, when they hold every top-level field
+    the gateway rewrites and nothing else it must read; None when this chunk does not have that layout."""
+    match = _CHOICES.search(line)
+    start = line.find(b"{")
+    if match is None or start < 0 or not line.startswith(b"data:"):
+        return None
+    try:
+        leading = orjson.loads(line[start : match.end()] + b"]}")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(leading, dict) or leading.get("choices") != [] or not leading.keys() >= _REWRITTEN:
+        return None
+    if "usage" in leading or "error" in leading:
+        return None
+    return line[: match.end()]
+
+
+class MarkerScan:
+    """Where the next marker lies in a run, each marker searched once per occurrence (not once per event):
+    the scan of a long run stays linear however many of its chunks must be read."""
+
+    __slots__ = ("_next", "_run")
+
+    def __init__(self, run: bytes) -> None:
+        self._run = run
+        self._next = [run.find(marker) for marker in _MARKERS]
+
+    def event_start(self, at: int) -> int:
+        """Where the first event at or after `at` holding a marker starts (the run's length if none)."""
+        run, found = self._run, len(self._run)
+        for index, position in enumerate(self._next):
+            if 0 <= position < at:
+                position = self._next[index] = run.find(_MARKERS[index], at)
+            if 0 <= position < found:
+                found = position
+        if found == len(run):
+            return found
+        cut = run.rfind(b"\n\n", at, found)
+        return cut + 2 if cut >= 0 else at
+
+
+def event_end(run: bytes, at: int) -> int:
+    """Where the event starting at `at` ends, after its blank line (LF or CRLF); the run's end if it has none."""
+    ends = [end + size for end, size in ((run.find(b"\n\n", at), 2), (run.find(b"\n\r\n", at), 3)) if end >= 0]
+    return min(ends) if ends else len(run)
+
+
+def plain_run(run: bytes, start: int, stop: int, prefix: bytes) -> PassThroughRun | None:
+    """The events in run[start:stop] as one pass-through run, when every one of them starts with `prefix`,
+    has nothing to read and parses; None otherwise (they are then read one by one)."""
+    head = run[start:stop]
+    if not head.startswith(prefix) or not head.endswith(b"\n\n") or b"\r" in head:
+        return None
+    count = head.count(b"\n\n")
+    if head.count(b"\n\n" + prefix) != count - 1:
+        return None  # some event does not start with the learned bytes (a comment, another layout)
+    if not (_only_null(head, b'"finish_reason"') and _only_null(head, b'"usage"')):
+        return None  # spelled in a way the markers did not catch
+    # All events parsed in one call: `data: {a}\n\ndata: {b}\n\n` read as `[{a},{b}]`.
+    field = prefix[: prefix.find(b"{")]
+    try:
+        events = orjson.loads(b"[" + head[len(field) : -2].replace(b"\n\n" + field, b",") + b"]")
+    except orjson.JSONDecodeError:
+        return None  # a broken chunk: the parsed path reports it
+    if len(events) != count or not all(map(_plain_event, events)):
+        return None
+    return PassThroughRun(head, prefix, events)
+
+
+def _only_null(head: bytes, key: bytes) -> bool:
+    """Every occurrence of the key has the value null."""
+    total = head.count(key)
+    return total == 0 or total == head.count(key + b":null") + head.count(key + b": null")
+
+
+def _plain_event(event: Any) -> bool:
+    """A chunk whose choices carry what clients require (`index`, `delta`, `finish_reason`) as they are."""
+    if type(event) is not dict:
+        return False
+    choices = event.get("choices")
+    return type(choices) is list and all(
+        type(c) is dict and "index" in c and "finish_reason" in c and type(c.get("delta")) is dict for c in choices
+    )
