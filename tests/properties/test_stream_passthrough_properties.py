@@ -133,11 +133,11 @@ def test_passing_through_yields_what_reading_every_chunk_yields(events: list[byt
         relayed = item.run.relayed(OWN_PREFIX)
         lines = [line for line in relayed.split(b"\n\n") if line]
         assert len(lines) == len(item.run.events)
-        for line, event in zip(lines, item.run.events, strict=True):
+        for line, sent in zip(lines, item.run.events, strict=True):
             assert line.startswith(b"data: ")
             out = orjson.loads(line[6:])
-            kept = {k: v for k, v in event.items() if k not in LEADING and k != "system_fingerprint"}
-            kept["choices"] = [{**c, "native_finish_reason": None} for c in event["choices"]]
+            kept = {k: v for k, v in sent.items() if k not in LEADING and k != "system_fingerprint"}
+            kept["choices"] = [{**c, "native_finish_reason": None} for c in sent["choices"]]
             assert out == {**OWN, **kept}
 
 
