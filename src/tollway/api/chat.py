@@ -40,7 +40,7 @@ async def send_stream(
 ) -> web.StreamResponse:
     """Write SSE events; if the client goes away, stop the upstream and bill what was produced."""
     services = services_of(request)
-    response = web.StreamResponse(
+    response = _EventStream(
         status=200,
         headers={
             **headers,
@@ -87,6 +87,14 @@ async def send_stream(
     with contextlib.suppress(*_CLIENT_GONE):
         await response.write_eof(b"".join(pending))
     return response
+
+
+class _EventStream(web.StreamResponse):
+    """The headers leave with the first events rather than in a write of their own: the first chunk is
+    already in hand when the answer starts, and the writer flushes before the upstream is waited on, so
+    nothing is delayed by it (a stream that arrives in one burst is one write)."""
+
+    _send_headers_immediately = False
 
 
 class _KeepAlive:
