@@ -243,12 +243,7 @@ class ChatGateway:
             if primary.max_requests_per_second
             else None,
         )
-        ticket = await self._limiter.admit(checks)
-        try:
-            reservation = await self._ledger.reserve(key, plan)
-        except BaseException:
-            await self._limiter.give_back(ticket)
-            raise
+        ticket, reservation = await self._limiter.admit_with_hold(checks, self._ledger, key, plan)
         now_us = self._clock.now_us()
         return ChatContext(
             key=key,
@@ -272,12 +267,15 @@ class ChatGateway:
         """Bill a served request and tell the limiters what it really used."""
         if generation.hold_overrun_nanos:
             self._metrics.hold_overruns.labels(generation.model).inc()
+        tokens_used = generation.tokens_prompt + generation.tokens_completion
+        # Where the book and the limiter share Redis, the limiter's finish rides in the settlement's script.
+        rider = self._limiter.finish_rider(context.ticket, tokens_used, self._ledger)
         if tracing.ENABLED:
             with tracing.settlement_span(context, generation):
-                await self._ledger.settle(context.reservation.hold, generation)
+                await self._ledger.settle(context.reservation.hold, generation, rider)
         else:
-            await self._ledger.settle(context.reservation.hold, generation)
-        await self._limiter.finish(context.ticket, generation.tokens_prompt + generation.tokens_completion)
+            await self._ledger.settle(context.reservation.hold, generation, rider)
+        await self._limiter.finish(context.ticket, tokens_used)  # nothing left to do when it rode along
         if context.session_id is not None and context.attempts:  # the session's next requests go there first
             await self.sessions.remember(context.key.account_id, context.session_id, context.attempts[-1].endpoint_id)
         if generation.cost_nanos:
@@ -307,12 +305,13 @@ class ChatGateway:
 
     async def release(self, context: ChatContext) -> None:
         """Nothing was served: drop the hold; the request still counted as a request."""
+        rider = self._limiter.finish_rider(context.ticket, 0, self._ledger)
         if tracing.ENABLED:
             with tracing.release_span(context):
-                await self._ledger.release(context.reservation.hold)
+                await self._ledger.release(context.reservation.hold, rider)
         else:
-            await self._ledger.release(context.reservation.hold)
-        await self._limiter.finish(context.ticket, 0)
+            await self._ledger.release(context.reservation.hold, rider)
+        await self._limiter.finish(context.ticket, 0)  # nothing left to do when it rode along
 
     def _attempt(self, context: ChatContext, candidate: Candidate, status: int, started: float) -> None:
         elapsed = time.monotonic() - started

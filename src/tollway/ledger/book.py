@@ -120,6 +120,30 @@ class HoldAlreadyResolved(RuntimeError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Rider:
+    """Another component's Redis step run inside the book's own script: one round trip, one atomic step.
+
+    The rate limiter rides with a hold when both live in one Redis: its limits are taken with the hold (or,
+    when either refuses, neither is), and given back with the settlement. `library` is Lua defining the
+    hooks `rider_check(keys, argv)` (answers allowed, a reply, a state), `rider_take(keys, argv, state)` and
+    `rider_end(keys, argv)`; see redis_scripts.NO_RIDER.
+    """
+
+    redis_url: str
+    library: str
+    keys: tuple[str, ...]
+    args: tuple[str | int, ...]
+
+
+class RiderRefused(Exception):
+    """The rider's check refused (a rate limit): no hold was placed and nothing was taken."""
+
+    def __init__(self, reply: list[int]) -> None:
+        super().__init__("the rider refused")
+        self.reply = reply
+
+
 class Book(Protocol):
     """The hot-path figures: in process (one gateway process) or in Redis (many)."""
 
@@ -136,11 +160,21 @@ class Book(Protocol):
 
     async def key_snapshot(self, key: KeyRecord, now_us: int) -> KeySnapshot: ...
 
-    async def try_reserve(self, key: KeyRecord, amount_nanos: int, now_us: int) -> ReserveOutcome: ...
+    def carries(self, rider: Rider) -> bool:
+        """Whether this book runs `rider` within its own scripts (it shares the rider's Redis)."""
+        ...
 
-    async def settle(self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "") -> None: ...
+    async def try_reserve(
+        self, key: KeyRecord, amount_nanos: int, now_us: int, rider: Rider | None = None
+    ) -> ReserveOutcome:
+        """Place a hold, or none; with a rider, raise RiderRefused when the rider refused."""
+        ...
 
-    async def release(self, hold: Hold) -> None: ...
+    async def settle(
+        self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "", rider: Rider | None = None
+    ) -> None: ...
+
+    async def release(self, hold: Hold, rider: Rider | None = None) -> None: ...
 
     async def renew(self, holds: Sequence[Hold], now_us: int) -> None:
         """Keep live holds from expiring (a long stream): one round trip, nothing in process."""
@@ -160,6 +194,11 @@ class Book(Protocol):
 
     @property
     def open_hold_count(self) -> int: ...
+
+
+def _refuse_rider(rider: Rider | None) -> None:
+    if rider is not None:  # its step would silently not happen
+        raise ValueError("the in-process book carries no rider; ask carries() first")
 
 
 class AccountBook:
@@ -247,11 +286,17 @@ class AccountBook:
     async def key_snapshot(self, key: KeyRecord, now_us: int) -> KeySnapshot:
         return self._key_snapshot(key, await self._key(key.id, now_us), now_us)
 
-    async def try_reserve(self, key: KeyRecord, amount_nanos: int, now_us: int) -> ReserveOutcome:
+    def carries(self, rider: Rider) -> bool:
+        return False  # no Redis here: the limiter takes its own round trips
+
+    async def try_reserve(
+        self, key: KeyRecord, amount_nanos: int, now_us: int, rider: Rider | None = None
+    ) -> ReserveOutcome:
         """Reserve `amount_nanos` against both the account and the key's cap, or reserve nothing.
 
         A zero amount (a free request) still needs a balance of at least zero and a key cap not used up.
         """
+        _refuse_rider(rider)
         account = await self._account(key.account_id)
         key_state = await self._key(key.id, now_us)
         # No await from here on: the check and the increment are one atomic step for this process.
@@ -277,14 +322,18 @@ class AccountBook:
         if hold.key_id is not None:
             self._keys[hold.key_id].held_nanos -= hold.amount_nanos
 
-    async def settle(self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "") -> None:
+    async def settle(
+        self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "", rider: Rider | None = None
+    ) -> None:
         """Replace the hold by the exact cost, which may exceed the hold (a low prompt estimate)."""
+        _refuse_rider(rider)
         self._close(hold)
         self._accounts[hold.account_id].usage_nanos += cost_nanos
         if hold.key_id is not None:
             self._keys[hold.key_id].add_usage(cost_nanos, at_us)
 
-    async def release(self, hold: Hold) -> None:
+    async def release(self, hold: Hold, rider: Rider | None = None) -> None:
+        _refuse_rider(rider)
         self._close(hold)
 
     async def renew(self, holds: Sequence[Hold], now_us: int) -> None:

@@ -9,6 +9,10 @@ by the reload (see redis_scripts.py and redis_loader.py). A settlement reaches t
 commit; when that order could not hold (a late commit, a settlement Redis could not take, an expired
 hold whose process may have died between the two), the figures concerned are dropped and reload.
 
+Where the rate limiter shares this Redis, it rides in the book's scripts (book.Rider): a paid request's
+limits and concurrency slots are taken in its reserve script and ended in its settle script, so each end
+of a request is one round trip, and a request refused for credits takes no limit.
+
 Holds are members of a per-account sorted set scored by their expiry. Each process renews its
 open holds every third of the TTL (so a long stream keeps its hold) and sweeps every account's
 expired holds twice a second (so a dead process's holds end on time, without `reconcile`).
@@ -29,7 +33,7 @@ from redis.exceptions import RedisError
 
 from tollway.auth.records import KeyRecord, LimitReset
 from tollway.ledger import redis_scripts as scripts
-from tollway.ledger.book import AccountSnapshot, Hold, KeySnapshot, ReserveOutcome
+from tollway.ledger.book import AccountSnapshot, Hold, KeySnapshot, ReserveOutcome, Rider, RiderRefused
 from tollway.ledger.records import EntryKind, LedgerEntry
 from tollway.ledger.redis_fast import ScriptRunner, script_for
 from tollway.ledger.redis_loader import FigureLoader, connect, text, unavailable
@@ -72,11 +76,13 @@ class RedisBook:
         self.sync_lock = asyncio.Lock()
         self.watermark = 0
         self.counts_external_usage = False  # each process's settlement script updates the shared figures
+        self._url = url
         self._client = connect(url)
         # The two scripts of every paid request run on the lean runner; the rest on redis-py.
         self._runner = ScriptRunner.from_url(url)
         self._reserve = script_for(self._client, self._runner, scripts.RESERVE)
         self._settle = script_for(self._client, self._runner, scripts.SETTLE)
+        self._ridden: dict[str, tuple[Any, Any]] = {}  # a rider's library -> its reserve and settle scripts
         self._renew = self._client.register_script(scripts.RENEW)
         self._sweep = self._client.register_script(scripts.SWEEP)
         self._apply_once = self._client.register_script(scripts.APPLY_ONCE)
@@ -162,7 +168,25 @@ class RedisBook:
 
     # Holds.
 
-    async def try_reserve(self, key: KeyRecord, amount_nanos: int, now_us: int) -> ReserveOutcome:
+    def carries(self, rider: Rider) -> bool:
+        return rider.redis_url == self._url
+
+    def _scripts_for(self, rider: Rider | None) -> tuple[Any, Any]:
+        """The reserve and settle scripts, with the rider's hooks in them when there is one."""
+        if rider is None:
+            return self._reserve, self._settle
+        pair = self._ridden.get(rider.library)
+        if pair is None:
+            pair = (
+                script_for(self._client, self._runner, scripts.reserve_script(rider.library)),
+                script_for(self._client, self._runner, scripts.settle_script(rider.library)),
+            )
+            self._ridden[rider.library] = pair
+        return pair
+
+    async def try_reserve(
+        self, key: KeyRecord, amount_nanos: int, now_us: int, rider: Rider | None = None
+    ) -> ReserveOutcome:
         hold_id = next(self._hold_ids)
         member = f"{self._process}-{hold_id}|{amount_nanos}|{key.id}"
         window = _window_field(key.limit_reset, now_us) if key.limit_reset else "total"
@@ -183,10 +207,18 @@ class RedisBook:
             *[_window_field(reset, now_us) for reset in LimitReset],
             key.account_id,
         ]
+        if rider is not None:
+            keys += rider.keys
+            args += rider.args
+        reserve = self._scripts_for(rider)[0]
         try:
             for _ in range(_ATTEMPTS):
-                raw = await self._reserve(keys=keys, args=args)
+                # Figures Redis lost make the script change nothing (nor the rider's), so a reload and a
+                # second try count nothing twice.
+                raw = await reserve(keys=keys, args=args)
                 status = int(raw[0])
+                if status == scripts.RIDER_REFUSED:
+                    raise RiderRefused([int(v) for v in raw[1:]])
                 if status == scripts.NOT_LOADED_ACCOUNT:
                     await self.load_account(key.account_id)
                 elif status == scripts.NOT_LOADED_KEY:
@@ -197,7 +229,9 @@ class RedisBook:
                 raise unavailable()
         except RedisError as exc:
             raise unavailable(exc) from exc
-        ok, credits, usage, held, purchased, granted, total, daily, weekly, monthly, key_held = (int(v) for v in raw)
+        ok, credits, usage, held, purchased, granted, total, daily, weekly, monthly, key_held = (
+            int(v) for v in raw[:11]
+        )
         account = AccountSnapshot(credits, usage, held, purchased, granted)
         figures = _key_snapshot(key, now_us, total, key_held, daily, weekly, monthly)
         if not ok:
@@ -207,46 +241,56 @@ class RedisBook:
         self._opened_at[hold_id] = time.monotonic()
         return ReserveOutcome(hold, account, figures)
 
-    async def _finish(self, hold: Hold, cost_nanos: int, at_us: int, count_usage: bool, generation_id: str) -> None:
+    async def _finish(
+        self, hold: Hold, cost_nanos: int, at_us: int, count_usage: bool, generation_id: str, rider: Rider | None
+    ) -> None:
         opened = self._open.pop(hold.id, None)
         self._opened_at.pop(hold.id, None)
         if opened is None:
-            return
-        member = opened[0]
+            if rider is None:
+                return
+            # The hold is gone (it outlived MAX_HOLD_AGE_S): the rider's step still ends, the hold's does nothing.
+            member, cost_nanos, count_usage = "", 0, False
+        else:
+            member = opened[0]
         key_id = hold.key_id or ""
         counted_id = generation_id or member
-        await self._settle(
-            keys=[
-                self.account_key(hold.account_id),
-                self.key_key(key_id),
-                self.holds_key(hold.account_id),
-                self.pending_account_key(hold.account_id),
-                self.pending_key_key(key_id),
-                f"{PREFIX}counted:a:{counted_id}",
-                f"{PREFIX}counted:k:{counted_id}",
-            ],
-            args=[
-                member,
-                hold.amount_nanos,
-                cost_nanos,
-                *[_window_field(r, at_us) for r in LimitReset],
-                "1" if count_usage else "0",
-                counted_id,
-                "1" if key_id else "0",
-            ],
-        )
+        keys = [
+            self.account_key(hold.account_id),
+            self.key_key(key_id),
+            self.holds_key(hold.account_id),
+            self.pending_account_key(hold.account_id),
+            self.pending_key_key(key_id),
+            f"{PREFIX}counted:a:{counted_id}",
+            f"{PREFIX}counted:k:{counted_id}",
+        ]
+        args: list[Any] = [
+            member,
+            hold.amount_nanos,
+            cost_nanos,
+            *[_window_field(r, at_us) for r in LimitReset],
+            "1" if count_usage else "0",
+            counted_id,
+            "1" if key_id else "0",
+        ]
+        if rider is not None:
+            keys += rider.keys
+            args += rider.args
+        await self._scripts_for(rider)[1](keys=keys, args=args)
 
-    async def settle(self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "") -> None:
+    async def settle(
+        self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "", rider: Rider | None = None
+    ) -> None:
         try:
-            await self._finish(hold, cost_nanos, at_us, count_usage=True, generation_id=generation_id)
+            await self._finish(hold, cost_nanos, at_us, count_usage=True, generation_id=generation_id, rider=rider)
         except RedisError as exc:
             # The ledger entry is still written: once Redis answers, the figures reload from it.
             log.error("could not settle a hold in redis", extra={"error": str(exc)[:300]})
             self._unsettled.append(LedgerEntry(hold.account_id, EntryKind.USAGE, cost_nanos, at_us, key_id=hold.key_id))
 
-    async def release(self, hold: Hold) -> None:
+    async def release(self, hold: Hold, rider: Rider | None = None) -> None:
         try:
-            await self._finish(hold, 0, 0, count_usage=False, generation_id="")
+            await self._finish(hold, 0, 0, count_usage=False, generation_id="", rider=rider)
         except RedisError as exc:
             log.warning("could not release a hold in redis; it expires", extra={"error": str(exc)[:300]})
 

@@ -76,11 +76,20 @@ local function purge(prefix, acct, holds, now)
 end
 """
 
-RESERVE = (
-    PURGE
-    + """
--- KEYS: account hash, key hash, holds zset, hold index. ARGV: prefix, now, amount, limit (-1 none),
---       window field, member, expiry, day field, week field, month field, account id
+# A rider is another component's step run inside the book's own script (see book.Rider), so that a
+# request's rate limits and its hold are taken in one atomic round trip, and released in one. Its Lua
+# defines three hooks; these are the hooks of the book alone.
+NO_RIDER = """
+local function rider_check(keys, argv) return true, {}, nil end
+local function rider_take(keys, argv, state) end
+local function rider_end(keys, argv) end
+"""
+RIDER_REFUSED = -3
+
+_RESERVE = """
+-- KEYS: account hash, key hash, holds zset, hold index, then the rider's keys. ARGV: prefix, now, amount,
+--       limit (-1 none), window field, member, expiry, day field, week field, month field, account id, then
+--       the rider's arguments.
 if redis.call('HEXISTS', KEYS[1], 'loaded') == 0 then return {-1} end
 if redis.call('HEXISTS', KEYS[2], 'loaded') == 0 then return {-2} end
 local now = tonumber(ARGV[2])
@@ -97,28 +106,44 @@ if limit >= 0 then
   local left = limit - window_used - key_held
   ok = ok and left > 0 and left >= amount
 end
--- A retry after a lost reply finds its hold already placed: the same answer, nothing counted twice.
+local rider_reply = {}
+-- A retry after a lost reply finds its hold already placed: the same answer, nothing counted twice
+-- (the rider's step was taken with the hold).
 if redis.call('ZSCORE', KEYS[3], ARGV[6]) then
   ok = true
-elseif ok then
-  redis.call('HINCRBY', KEYS[1], 'held', ARGV[3])
-  redis.call('HINCRBY', KEYS[2], 'held', ARGV[3])
-  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
-  redis.call('ZADD', KEYS[4], 'LT', ARGV[7], ARGV[11])
+else
+  -- The rider decides first (a rate limit refuses before credits are looked at); when it or the hold
+  -- refuses, neither takes anything.
+  local rider_keys, rider_argv = {unpack(KEYS, 5)}, {unpack(ARGV, 12)}
+  local allowed, reply, state = rider_check(rider_keys, rider_argv)
+  if not allowed then
+    table.insert(reply, 1, RIDER_REFUSED)
+    return reply
+  end
+  rider_reply = reply
+  if ok then
+    redis.call('HINCRBY', KEYS[1], 'held', ARGV[3])
+    redis.call('HINCRBY', KEYS[2], 'held', ARGV[3])
+    redis.call('ZADD', KEYS[3], ARGV[7], ARGV[6])
+    redis.call('ZADD', KEYS[4], 'LT', ARGV[7], ARGV[11])
+    rider_take(rider_keys, rider_argv, state)
+  end
 end
 -- The figures before this reservation, so a refusal can be explained without another round trip.
 local extra = redis.call('HMGET', KEYS[1], 'purchased', 'granted')
 local windows = redis.call('HMGET', KEYS[2], 'total', ARGV[8], ARGV[9], ARGV[10])
-return {ok and 1 or 0, credits, usage, held, tonumber(extra[1] or '0'), tonumber(extra[2] or '0'),
+local result = {ok and 1 or 0, credits, usage, held, tonumber(extra[1] or '0'), tonumber(extra[2] or '0'),
         tonumber(windows[1] or '0'), tonumber(windows[2] or '0'), tonumber(windows[3] or '0'),
         tonumber(windows[4] or '0'), key_held}
-"""
-)
+for _, value in ipairs(rider_reply) do result[#result + 1] = value end
+return result
+""".replace("RIDER_REFUSED", str(RIDER_REFUSED))
 
-SETTLE = """
+_SETTLE = """
 -- KEYS: account hash, key hash, holds zset, account pending, key pending, account counted marker, key counted
---       marker. ARGV: member, amount, cost, day field, week field, month field, count usage (1/0), generation id,
---       has key (1/0). A counted marker means a reload already counted this settlement from the ledger.
+--       marker, then the rider's keys. ARGV: member, amount, cost, day field, week field, month field, count
+--       usage (1/0), generation id, has key (1/0), then the rider's arguments. A counted marker means a
+--       reload already counted this settlement from the ledger.
 local has_key = ARGV[9] == '1'
 if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 and ARGV[2] ~= '0' then
   redis.call('HINCRBY', KEYS[1], 'held', '-' .. ARGV[2])
@@ -141,8 +166,23 @@ if ARGV[3] ~= '0' and ARGV[7] == '1' then
     end
   end
 end
+rider_end({unpack(KEYS, 8)}, {unpack(ARGV, 10)})
 return 1
 """
+
+
+def reserve_script(rider: str = NO_RIDER) -> str:
+    """Place a hold (and take the rider's step with it), or take nothing."""
+    return PURGE + rider + _RESERVE
+
+
+def settle_script(rider: str = NO_RIDER) -> str:
+    """Replace a hold by its cost (and end the rider's step in the same script)."""
+    return rider + _SETTLE
+
+
+RESERVE = reserve_script()
+SETTLE = settle_script()
 
 # A live request keeps its hold: push the expiry out; a hold that vanished (flush, expiry) is put back.
 RENEW = """

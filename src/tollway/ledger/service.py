@@ -12,7 +12,7 @@ from tollway.auth.records import KeyRecord
 from tollway.clock import Clock
 from tollway.errors import ServiceUnavailable, TollwayError
 from tollway.ledger.admission import CostPlan, decide_refusal
-from tollway.ledger.book import AccountSnapshot, Book, Hold, KeySnapshot
+from tollway.ledger.book import AccountSnapshot, Book, Hold, KeySnapshot, Rider
 from tollway.ledger.direct import DirectLedger
 from tollway.ledger.records import EntryKind, GenerationRecord, LedgerEntry
 from tollway.ledger.spool import replay
@@ -62,18 +62,25 @@ class Ledger:
                 headers={"Retry-After": "1"},
             )
 
-    async def reserve(self, key: KeyRecord, plan: CostPlan) -> Reservation:
-        """Place the hold for a request, lowering max_tokens when the client left it open; else raise."""
+    def carries(self, rider: Rider) -> bool:
+        """Whether the book takes `rider`'s step in the same round trip as its own (one shared Redis)."""
+        return self.book.carries(rider)
+
+    async def reserve(self, key: KeyRecord, plan: CostPlan, rider: Rider | None = None) -> Reservation:
+        """Place the hold for a request, lowering max_tokens when the client left it open; else raise.
+
+        A rider's step is taken with the hold, or not at all (RiderRefused when the rider refused).
+        """
         self.ensure_accepting()
         now_us = self._clock.now_us()
-        outcome = await self.book.try_reserve(key, plan.hold_nanos, now_us)
+        outcome = await self.book.try_reserve(key, plan.hold_nanos, now_us, rider)
         if outcome.hold is not None:
             return Reservation(outcome.hold, plan.max_tokens, max_tokens_capped=False)
         decision = decide_refusal(plan, outcome.account, outcome.key, self._min_tokens)
         if isinstance(decision, TollwayError):
             raise decision
         lowered = replace(plan, max_tokens=decision.max_tokens, max_tokens_requested=False)
-        retry = await self.book.try_reserve(key, lowered.hold_nanos, now_us)
+        retry = await self.book.try_reserve(key, lowered.hold_nanos, now_us, rider)
         if retry.hold is None:
             # The figures moved between the two tries: refuse with the lowered request's numbers.
             refusal = decide_refusal(
@@ -83,12 +90,12 @@ class Ledger:
             raise refusal
         return Reservation(retry.hold, decision.max_tokens, max_tokens_capped=True)
 
-    async def settle(self, hold: Hold, generation: GenerationRecord) -> bool:
+    async def settle(self, hold: Hold, generation: GenerationRecord, rider: Rider | None = None) -> bool:
         """Bill `generation.cost_nanos` in place of the hold; True once the entry is committed.
 
         The entry is committed (or spooled) before the book replaces the hold by the cost: a shared
         book that lost its figures in between reloads them from a ledger that already has the entry,
-        and the hold keeps the money reserved until then.
+        and the hold keeps the money reserved until then. A rider's step ends in the book's script.
         """
         now_us = generation.created_at_us
         entry = None
@@ -112,10 +119,10 @@ class Ledger:
             if not committed:
                 # Committed later, after the book counted it: the book then re-derives those figures.
                 self.writer.mark_late(generation.id)
-            await self.book.settle(hold, generation.cost_nanos, now_us, generation.id)
+            await self.book.settle(hold, generation.cost_nanos, now_us, generation.id, rider)
 
-    async def release(self, hold: Hold) -> None:
-        await self.book.release(hold)
+    async def release(self, hold: Hold, rider: Rider | None = None) -> None:
+        await self.book.release(hold, rider)
 
     async def renew(self, hold: Hold) -> None:
         """Keep a live request's hold from expiring (the book also renews every open hold on its own)."""

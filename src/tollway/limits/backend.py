@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from tollway.ledger.book import Rider
 from tollway.limits.rules import LimitCheck, LimitState, Verdict
 
 
@@ -17,6 +18,16 @@ class LimiterBackend(Protocol):
 
     async def acquire(self, checks: Sequence[LimitCheck], now_us: int, ticket: str) -> Verdict:
         """Apply every check or none: a refused request consumes no limit."""
+        ...
+
+    def admission_rider(self, checks: Sequence[LimitCheck], now_us: int, ticket: str) -> Rider | None:
+        """The acquire as a step of the book's reserve script (one round trip), or None where it cannot be."""
+        ...
+
+    def finish_rider(
+        self, checks: Sequence[LimitCheck], ticket: str, token_corrections: dict[str, int]
+    ) -> Rider | None:
+        """The finish as a step of the book's settle script, or None (nothing to do, or it cannot be)."""
         ...
 
     async def give_back(self, checks: Sequence[LimitCheck], ticket: str) -> None:

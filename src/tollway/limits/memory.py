@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tollway.ledger.book import Rider
 from tollway.limits.rules import (
     LimitCheck,
     LimitKind,
@@ -54,6 +55,14 @@ class MemoryLimiter:
             today = day_key(now_us)
             self._daily = {k: v for k, v in self._daily.items() if k[1] >= today}
         return Verdict(True, states)
+
+    def admission_rider(self, checks: Sequence[LimitCheck], now_us: int, ticket: str) -> Rider | None:
+        return None  # no round trip to save
+
+    def finish_rider(
+        self, checks: Sequence[LimitCheck], ticket: str, token_corrections: dict[str, int]
+    ) -> Rider | None:
+        return None
 
     async def give_back(self, checks: Sequence[LimitCheck], ticket: str) -> None:
         for check in checks:

@@ -19,8 +19,12 @@ from tollway.auth.records import KeyRecord
 from tollway.clock import Clock, us_to_iso
 from tollway.errors import RateLimited, ServiceUnavailable
 from tollway.ids import random_text
+from tollway.ledger.admission import CostPlan
+from tollway.ledger.book import Rider, RiderRefused
+from tollway.ledger.service import Ledger, Reservation
 from tollway.limits.backend import LimiterBackend, LimiterUnavailable
 from tollway.limits.config import LimitSpec, Period
+from tollway.limits.redis_backend import verdict_of
 from tollway.limits.rules import LimitCheck, LimitKind, LimitState
 from tollway.limits.store import LimitStore
 
@@ -203,10 +207,43 @@ class RateLimiter:
         if not verdict.allowed:
             assert verdict.refused_by is not None
             raise rate_limited(verdict.refused_by, now_us)
+        return self._taken(ticket)
+
+    def _taken(self, ticket: Ticket) -> Ticket:
+        checks = ticket.checks
         ticket.token_keys = {c.key: c.cost for c in checks if c.limit_id.endswith("tokens-per-minute")}
         if any(c.kind is LimitKind.CONCURRENCY for c in checks):
             self._open[ticket.id] = ticket
         return ticket
+
+    async def admit_with_hold(
+        self, checks: list[LimitCheck], ledger: Ledger, key: KeyRecord, plan: CostPlan
+    ) -> tuple[Ticket | None, Reservation]:
+        """Take the request's limits and place its hold, or neither: a request refused for credits costs no limit.
+
+        Where the book and the limiter share one Redis, both happen in the book's script, one round trip,
+        and a Redis error refuses the request (503) as the book does. Elsewhere the limits are taken first
+        and given back when the hold is refused.
+        """
+        if checks:
+            ticket = Ticket(checks)
+            now_us = self._clock.now_us()
+            rider = self.backend.admission_rider(checks, now_us, ticket.id)
+            if rider is not None and ledger.carries(rider):
+                try:
+                    reservation = await ledger.reserve(key, plan, rider)
+                except RiderRefused as refused:
+                    verdict = verdict_of(checks, refused.reply)
+                    assert verdict.refused_by is not None
+                    raise rate_limited(verdict.refused_by, now_us) from None
+                return self._taken(ticket), reservation
+        taken = await self.admit(checks)
+        try:
+            reservation = await ledger.reserve(key, plan)
+        except BaseException:
+            await self.give_back(taken)
+            raise
+        return taken, reservation
 
     @staticmethod
     def _slots(tickets: list[Ticket]) -> list[tuple[str, str]]:
@@ -248,6 +285,19 @@ class RateLimiter:
             await self.backend.give_back(ticket.checks, ticket.id)
         except LimiterUnavailable as exc:
             log.warning("could not give back a limit", extra={"error": str(exc)[:300]})
+
+    def finish_rider(self, ticket: Ticket | None, tokens_used: int, ledger: Ledger) -> Rider | None:
+        """The ticket's finish as a step of the book's settle or release script (one round trip), where the
+        book can take it; the ticket is then finished and `finish` has nothing left to do."""
+        if ticket is None or ticket.finished:
+            return None
+        corrections = {key: tokens_used - taken for key, taken in ticket.token_keys.items()}
+        rider = self.backend.finish_rider(ticket.checks, ticket.id, corrections)
+        if rider is None or not ledger.carries(rider):
+            return None
+        ticket.finished = True
+        self._open.pop(ticket.id, None)
+        return rider
 
     async def finish(self, ticket: Ticket | None, tokens_used: int) -> None:
         """Free concurrency and correct tokens-per-minute from the estimate to what was really used."""
