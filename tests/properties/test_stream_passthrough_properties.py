@@ -39,7 +39,10 @@ def chunk(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from(["content", "content", "content", "tool", "finish", "usage", "reasoning", "comment"]))
     if kind == "comment":
         return b": keep-alive\n\n"
-    full = draw(st.booleans())  # finish_reason: null and logprobs in every choice, as OpenAI writes them
+    # full: finish_reason null and logprobs in every choice, as OpenAI writes them; lean: index and delta
+    # alone; the rest are shapes no client should receive as they are.
+    shape = draw(st.sampled_from(["full", "full", "full", "lean", "no-index", "null-delta", "not-an-object"]))
+    full = shape != "lean"
     delta: dict[str, Any]
     if kind == "content":
         delta = {"content": draw(tricky_text)}
@@ -54,7 +57,13 @@ def chunk(draw: st.DrawFn) -> bytes:
         choice |= {"logprobs": None, "finish_reason": None}
     if kind == "finish":
         choice["finish_reason"] = draw(st.sampled_from(["stop", "length", "eos"]))
+    if shape == "no-index":
+        del choice["index"]
+    elif shape == "null-delta":
+        choice["delta"] = None
     event: dict[str, Any] = {**LEADING, "choices": [] if kind == "usage" else [choice]}
+    if shape == "not-an-object" and kind != "usage":
+        event["choices"] = [draw(st.sampled_from([1, "x", None, []]))]
     if kind == "usage":
         event["usage"] = {"prompt_tokens": 3, "completion_tokens": draw(st.integers(0, 99))}
     elif draw(st.booleans()):

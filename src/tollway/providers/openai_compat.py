@@ -147,7 +147,10 @@ class OpenAICompatibleProvider(HttpProvider):
             at = 0
             while at < len(run):
                 if prefix is None:
-                    until = event_end(run, at)  # one event, then try the pass-through with what it taught
+                    until = event_end(run, at)  # one event: learn from it, then pass it on if it is plain
+                    prefix = learn_prefix(run[at:until])
+                    if prefix is not None:
+                        continue
                 else:
                     until = markers.event_start(at)
                     if until > at:
@@ -165,11 +168,8 @@ class OpenAICompatibleProvider(HttpProvider):
                     if data == b"[DONE]":
                         return
                     chunk = self._chunk(data, exclude)
-                    if chunk is None:
-                        continue
-                    if prefix is None and chunk.choices:
-                        prefix = learn_prefix(line.rstrip(b"\r"))
-                    yield chunk
+                    if chunk is not None:
+                        yield chunk
                 at = until
         raise self._error(502, "Provider closed the stream early")
 

@@ -52,22 +52,26 @@ class PassThroughRun:
         return data.replace(SPACED_NULL_FINISH, NULL_FINISHES) if SPACED_NULL_FINISH in data else data
 
 
-def learn_prefix(line: bytes) -> bytes | None:
-    """The bytes of a `data:` line up to and including `"choices":[`, when they hold every top-level field
-    the gateway rewrites and nothing else it must read; None when this chunk does not have that layout."""
-    match = _CHOICES.search(line)
-    start = line.find(b"{")
-    if match is None or start < 0 or not line.startswith(b"data:"):
+def learn_prefix(event: bytes) -> bytes | None:
+    """The bytes of an event's `data:` line up to and including `"choices":[`, when they hold every
+    top-level field the gateway rewrites and nothing else it must read; None when the event does not have
+    that layout (then every chunk of the stream is read the parsed way)."""
+    if not event.startswith(b"data:"):
+        return None  # a comment or an event name first: not the plain layout
+    line_end = event.find(b"\n")
+    match = _CHOICES.search(event, 0, line_end if line_end >= 0 else len(event))
+    start = event.find(b"{")
+    if match is None or start < 0:
         return None
     try:
-        leading = orjson.loads(line[start : match.end()] + b"]}")
+        leading = orjson.loads(event[start : match.end()] + b"]}")
     except orjson.JSONDecodeError:
         return None
     if not isinstance(leading, dict) or leading.get("choices") != [] or not leading.keys() >= _REWRITTEN:
         return None
     if "usage" in leading or "error" in leading:
         return None
-    return line[: match.end()]
+    return event[: match.end()]
 
 
 class MarkerScan:
@@ -111,13 +115,20 @@ def plain_run(run: bytes, start: int, stop: int, prefix: bytes) -> PassThroughRu
         return None  # some event does not start with the learned bytes (a comment, another layout)
     if not (_only_null(head, b'"finish_reason"') and _only_null(head, b'"usage"')):
         return None  # spelled in a way the markers did not catch
+    # Every choice carries what clients require (`index`, `delta` as an object, `finish_reason`): counted,
+    # not looked up chunk by chunk. Only choices have `delta` and `finish_reason`; tool calls have `index` too.
+    deltas = head.count(b'"delta"')
+    if deltas != head.count(b'"delta":{') + head.count(b'"delta": {') or deltas != head.count(b'"finish_reason"'):
+        return None
+    if head.count(b'"index"') < deltas or head.count(prefix + b"{") + head.count(prefix + b"]") != count:
+        return None  # a choice without its index, or one that is not an object
     # All events parsed in one call: `data: {a}\n\ndata: {b}\n\n` read as `[{a},{b}]`.
     field = prefix[: prefix.find(b"{")]
     try:
         events = orjson.loads(b"[" + head[len(field) : -2].replace(b"\n\n" + field, b",") + b"]")
     except orjson.JSONDecodeError:
         return None  # a broken chunk: the parsed path reports it
-    if len(events) != count or not all(map(_plain_event, events)):
+    if len(events) != count:
         return None
     return PassThroughRun(head, prefix, events)
 
@@ -126,13 +137,3 @@ def _only_null(head: bytes, key: bytes) -> bool:
     """Every occurrence of the key has the value null."""
     total = head.count(key)
     return total == 0 or total == head.count(key + b":null") + head.count(key + b": null")
-
-
-def _plain_event(event: Any) -> bool:
-    """A chunk whose choices carry what clients require (`index`, `delta`, `finish_reason`) as they are."""
-    if type(event) is not dict:
-        return False
-    choices = event.get("choices")
-    return type(choices) is list and all(
-        type(c) is dict and "index" in c and "finish_reason" in c and type(c.get("delta")) is dict for c in choices
-    )
