@@ -18,24 +18,16 @@ from typing import Any
 
 import orjson
 
-_CHOICES = re.compile(rb'"choices"\s*:\s*\[')
+_CHOICES = re.compile(rb'"choices":\[')
 # A chunk holding one of these is read (parsed) by the gateway: a finish reason, usage, an error,
 # reasoning (renamed or dropped), the end marker. Inside a JSON string every quote is escaped, so a
-# match is always structure, never text.
-_MARKERS = (
-    b'"finish_reason":"',
-    b'"finish_reason": "',
-    b'"usage":{',
-    b'"usage": {',
-    b'"error"',
-    b'"reasoning',
-    b"[DONE]",
-)
+# match is always structure, never text. Compact JSON only (as OpenAI-compatible servers write it):
+# a stream spelled otherwise does not match its learned leading bytes and is read the parsed way.
+_MARKERS = (b'"finish_reason":"', b'"usage":{', b'"error"', b'"reasoning', b"[DONE]")
 # Leading fields the gateway rewrites: they must all sit before `choices`, so that none is left behind.
 _REWRITTEN = frozenset({"id", "object", "created", "model"})
 NULL_FINISH = b'"finish_reason":null'
 NULL_FINISHES = b'"finish_reason":null,"native_finish_reason":null'
-SPACED_NULL_FINISH = b'"finish_reason": null'
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +40,7 @@ class PassThroughRun:
 
     def relayed(self, own_prefix: bytes) -> bytes:
         """The events with the gateway's leading fields, and `native_finish_reason` beside an open one."""
-        data = self.data.replace(self.prefix, own_prefix).replace(NULL_FINISH, NULL_FINISHES)
-        return data.replace(SPACED_NULL_FINISH, NULL_FINISHES) if SPACED_NULL_FINISH in data else data
+        return self.data.replace(self.prefix, own_prefix).replace(NULL_FINISH, NULL_FINISHES)
 
 
 def learn_prefix(event: bytes) -> bytes | None:
@@ -61,8 +52,8 @@ def learn_prefix(event: bytes) -> bytes | None:
     line_end = event.find(b"\n")
     match = _CHOICES.search(event, 0, line_end if line_end >= 0 else len(event))
     start = event.find(b"{")
-    if match is None or start < 0:
-        return None
+    if match is None or start < 0 or b'": ' in event[: match.end()] or b', "' in event[: match.end()]:
+        return None  # not compact JSON
     try:
         leading = orjson.loads(event[start : match.end()] + b"]}")
     except orjson.JSONDecodeError:
@@ -108,20 +99,22 @@ def plain_run(run: bytes, start: int, stop: int, prefix: bytes) -> PassThroughRu
     """The events in run[start:stop] as one pass-through run, when every one of them starts with `prefix`,
     has nothing to read and parses; None otherwise (they are then read one by one)."""
     head = run[start:stop]
-    if not head.startswith(prefix) or not head.endswith(b"\n\n") or b"\r" in head:
+    opening = prefix + b"{"  # and a first choice that is an object
+    if not head.startswith(opening) or not head.endswith(b"\n\n") or b"\r" in head:
         return None
     count = head.count(b"\n\n")
-    if head.count(b"\n\n" + prefix) != count - 1:
+    if head.count(b"\n\n" + opening) != count - 1:
         return None  # some event does not start with the learned bytes (a comment, another layout)
-    if not (_only_null(head, b'"finish_reason"') and _only_null(head, b'"usage"')):
-        return None  # spelled in a way the markers did not catch
-    # Every choice carries what clients require (`index`, `delta` as an object, `finish_reason`): counted,
-    # not looked up chunk by chunk. Only choices have `delta` and `finish_reason`; tool calls have `index` too.
-    deltas = head.count(b'"delta"')
-    if deltas != head.count(b'"delta":{') + head.count(b'"delta": {') or deltas != head.count(b'"finish_reason"'):
+    # Every choice carries what clients require (`index`, `delta` as an object, `finish_reason`) and no
+    # finish reason: counted, not looked up chunk by chunk. Only choices have `delta` and `finish_reason`
+    # (tool calls have an `index` too); anything spelled in a way the markers missed fails the counts.
+    choices = head.count(NULL_FINISH)
+    if head.count(b'"finish_reason"') != choices or head.count(b'"delta":{') != choices:
         return None
-    if head.count(b'"index"') < deltas or head.count(prefix + b"{") + head.count(prefix + b"]") != count:
-        return None  # a choice without its index, or one that is not an object
+    if head.count(b'"index"') < choices or (
+        b'"usage"' in head and head.count(b'"usage"') != head.count(b'"usage":null')
+    ):
+        return None
     # All events parsed in one call: `data: {a}\n\ndata: {b}\n\n` read as `[{a},{b}]`.
     field = prefix[: prefix.find(b"{")]
     try:
@@ -131,9 +124,3 @@ def plain_run(run: bytes, start: int, stop: int, prefix: bytes) -> PassThroughRu
     if len(events) != count:
         return None
     return PassThroughRun(head, prefix, events)
-
-
-def _only_null(head: bytes, key: bytes) -> bool:
-    """Every occurrence of the key has the value null."""
-    total = head.count(key)
-    return total == 0 or total == head.count(key + b":null") + head.count(key + b": null")
