@@ -174,9 +174,9 @@ class StreamRelay:
                     data = self._take(chunk)
                     if data is not None:
                         yield data
-                elif passing:
+                elif passing and (relayed := chunk.run.relayed(self._own_prefix())) is not None:
                     self._passed(chunk.run)
-                    yield chunk.run.relayed(self._own_prefix())
+                    yield relayed
                 else:
                     for event_chunk in self._run_chunks(chunk.run):
                         data = self._take(event_chunk)

@@ -38,9 +38,14 @@ class PassThroughRun:
     prefix: bytes
     events: list[dict[str, Any]]  # the same events parsed, for the paths that translate them
 
-    def relayed(self, own_prefix: bytes) -> bytes:
-        """The events with the gateway's leading fields, and `native_finish_reason` beside an open one."""
-        return self.data.replace(self.prefix, own_prefix).replace(NULL_FINISH, NULL_FINISHES)
+    def relayed(self, own_prefix: bytes) -> bytes | None:
+        """The events with the gateway's leading fields, and `native_finish_reason` beside the open finish
+        reason; None when some event does not start with the learned bytes (the length tells: one swap per
+        event, or not), so that the run is written the parsed way instead."""
+        swapped = self.data.replace(self.prefix, own_prefix)
+        if len(swapped) != len(self.data) + len(self.events) * (len(own_prefix) - len(self.prefix)):
+            return None
+        return swapped.replace(NULL_FINISH, NULL_FINISHES)
 
 
 def learn_prefix(event: bytes) -> bytes | None:
@@ -96,31 +101,27 @@ def event_end(run: bytes, at: int) -> int:
 
 
 def plain_run(run: bytes, start: int, stop: int, prefix: bytes) -> PassThroughRun | None:
-    """The events in run[start:stop] as one pass-through run, when every one of them starts with `prefix`,
-    has nothing to read and parses; None otherwise (they are then read one by one)."""
+    """The events in run[start:stop] as one pass-through run, when each of them parses, has one choice with
+    what clients require and nothing the gateway must read; None otherwise (they are then read one by one).
+    That each starts with `prefix` is checked when its leading bytes are swapped (`relayed`)."""
     head = run[start:stop]
-    opening = prefix + b"{"  # and a first choice that is an object
-    if not head.startswith(opening) or not head.endswith(b"\n\n") or b"\r" in head:
+    if not head.startswith(prefix) or not head.endswith(b"\n\n") or b"\r" in head:
         return None
-    count = head.count(b"\n\n")
-    if head.count(b"\n\n" + opening) != count - 1:
-        return None  # some event does not start with the learned bytes (a comment, another layout)
-    # Every choice carries what clients require (`index`, `delta` as an object, `finish_reason`) and no
-    # finish reason: counted, not looked up chunk by chunk. Only choices have `delta` and `finish_reason`
-    # (tool calls have an `index` too); anything spelled in a way the markers missed fails the counts.
-    choices = head.count(NULL_FINISH)
-    if head.count(b'"finish_reason"') != choices or head.count(b'"delta":{') != choices:
-        return None
-    if head.count(b'"index"') < choices or (
-        b'"usage"' in head and head.count(b'"usage"') != head.count(b'"usage":null')
-    ):
-        return None
-    # All events parsed in one call: `data: {a}\n\ndata: {b}\n\n` read as `[{a},{b}]`.
+    # All events parsed in one call: `data: {a}\n\ndata: {b}\n\n` read as `[{a},{b}]`; a comment, an event
+    # name or a line of another layout among them does not parse, nor does a broken chunk.
     field = prefix[: prefix.find(b"{")]
     try:
         events = orjson.loads(b"[" + head[len(field) : -2].replace(b"\n\n" + field, b",") + b"]")
     except orjson.JSONDecodeError:
         return None  # a broken chunk: the parsed path reports it
-    if len(events) != count:
+    # One choice per chunk, carrying `index`, `delta` as an object and no finish reason: counted, not looked
+    # up chunk by chunk. Only choices have `delta` and `finish_reason` (tool calls have an `index` too);
+    # anything spelled in a way the markers missed fails the counts.
+    count = len(events)
+    if head.count(NULL_FINISH) != count or head.count(b'"finish_reason"') != count:
+        return None
+    if head.count(b'"delta":{') != count or head.count(b'"index"') < count:
+        return None
+    if b'"usage"' in head and head.count(b'"usage"') != head.count(b'"usage":null'):
         return None
     return PassThroughRun(head, prefix, events)
