@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from tollway.db import tables
+from tollway.db.engine import driver_dsn
 
 Row = tuple[Any, ...]
 
@@ -216,5 +217,4 @@ def sink_for(database_url: str, sqlite_synchronous: str = "normal") -> BatchSink
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return SqliteSink(url.database or "", sqlite_synchronous)
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    return PostgresSink(dsn)
+    return PostgresSink(driver_dsn(database_url))
