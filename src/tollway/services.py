@@ -17,12 +17,14 @@ from tollway.auth.cache import KeyCache
 from tollway.auth.store import AccountStore
 from tollway.auth.throttle import FailureThrottle
 from tollway.balance import BalanceService
+from tollway.changes import notifications as topics
 from tollway.changes.follower import ChangeFollower
+from tollway.changes.notifications import ChangeNotifications
 from tollway.clock import Clock, SystemClock
 from tollway.dashboard.activity import ActivityStore
 from tollway.dashboard.guard import LoginThrottle
 from tollway.dashboard.users import UserStore
-from tollway.db.engine import create_engine, is_sqlite
+from tollway.db.engine import create_engine, driver_dsn, is_sqlite
 from tollway.db.migrations import check_schema
 from tollway.gateway.chat import ChatGateway, PromptAllowances
 from tollway.gateway.embeddings import EmbeddingsGateway
@@ -75,6 +77,7 @@ class Services:
     keys: KeyCache
     ledger: Ledger
     changes: ChangeFollower
+    notifications: ChangeNotifications | None
     catalog: Catalog
     providers: dict[str, Provider]
     gateway: ChatGateway
@@ -104,9 +107,10 @@ class Services:
         self.tasks.append(asyncio.create_task(self.ledger.writer.checkpoints(), name="ledger-checkpoints"))
         self.tasks.append(asyncio.create_task(self.refusals.run(), name="refusal-log"))
         await self.payments.refresh_auto_recharge()
-        self.tasks.append(
-            asyncio.create_task(self.changes.run(self.settings.ledger_poll_interval_seconds), name="change-follower")
+        following = self.changes.run(
+            self.settings.ledger_poll_interval_seconds, self.notifications, self.settings.ledger_safety_poll_seconds
         )
+        self.tasks.append(asyncio.create_task(following, name="change-follower"))
 
     async def stop(self) -> None:
         drained = await self.ledger.writer.drain(timeout_s=10)
@@ -227,15 +231,25 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     catalog, providers = build_catalog(settings, upstream)
     limiter = build_limiter(settings, engine, clock)
     catch_up = LedgerCatchUp(ledger_store, book, clock, commit_lag_s=lag)
-    changes = ChangeFollower([catch_up.catch_up, keys.refresh, limiter.rules.refresh])
+    changes = ChangeFollower()
+    changes.add_step(catch_up.catch_up, topics.LEDGER)
+    changes.add_step(keys.refresh, topics.REVISION)
+    changes.add_step(limiter.rules.refresh, topics.REVISION)
+    # Settlements send no notification (one per batch would wake every process), so a book that counts other
+    # processes' usage (PostgreSQL without Redis) keeps polling every interval.
+    notifications = (
+        ChangeNotifications(driver_dsn(settings.database_url))
+        if not is_sqlite(engine) and not book.counts_external_usage
+        else None
+    )
     log.info("rate limits", extra={"backend": limiter.backend.name, "fail_open": settings.rate_limit_fail_open})
     refusals = RefusalLog(engine, settings.refusal_history_per_account)
     metrics = Metrics()
     metrics.track_holds(lambda: book.open_hold_count)
     payments = build_payments(settings, engine, http, ledger, clock, metrics)
     audit = payments.audit = AuditLog(engine, clock)
-    changes.add_step(payments.refresh_auto_recharge)
-    changes.add_step(payments.converge)
+    changes.add_step(payments.refresh_auto_recharge, topics.AUTO_RECHARGE)
+    changes.add_step(payments.converge)  # a sweep every few seconds, whatever was notified
     gateway = ChatGateway(
         catalog,
         ledger,
@@ -263,6 +277,7 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         keys=keys,
         ledger=ledger,
         changes=changes,
+        notifications=notifications,
         catalog=catalog,
         providers=providers,
         gateway=gateway,

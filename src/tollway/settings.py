@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     min_affordable_tokens: int = 16
     ledger_flush_timeout_seconds: float = 2.0
     ledger_poll_interval_seconds: float = 0.25
+    # PostgreSQL: a process reads what others changed when notified (LISTEN/NOTIFY), and everything this often
+    # in case a notification was missed (a broken connection notices at the latest here).
+    ledger_safety_poll_seconds: float = Field(default=5.0, gt=0)
     ledger_queue_limit: int = 10_000
     # With Redis, a hold a crashed process left behind is released this long after it was placed.
     hold_ttl_seconds: float = 900.0
