@@ -104,7 +104,8 @@ class Services:
         self.tasks.append(asyncio.create_task(self.ledger.book.maintain(), name="hold-upkeep"))
         renew_every_s = max(0.1, self.settings.hold_ttl_seconds / 3)
         self.tasks.append(asyncio.create_task(self.limiter.maintain(renew_every_s), name="slot-upkeep"))
-        self.tasks.append(asyncio.create_task(self.ledger.writer.checkpoints(), name="ledger-checkpoints"))
+        if is_sqlite(self.engine):  # PostgreSQL checkpoints on its own: no timer waking the process 4 times a second
+            self.tasks.append(asyncio.create_task(self.ledger.writer.checkpoints(), name="ledger-checkpoints"))
         self.tasks.append(asyncio.create_task(self.refusals.run(), name="refusal-log"))
         await self.payments.refresh_auto_recharge()
         following = self.changes.run(
