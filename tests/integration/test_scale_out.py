@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
 import time
 from collections.abc import Iterator
@@ -172,18 +173,23 @@ def test_workers_flag_runs_several_processes(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    lines: list[str] = []
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        assert process.stdout is not None
+        # Both workers say they serve (the first may answer /health long before the second is up on a
+        # loaded machine), then the port answers.
+        deadline = time.monotonic() + 30
+        while sum('"message":"serving"' in line for line in lines) < 2 and time.monotonic() < deadline:
+            if not select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))[0]:
+                break
+            line = process.stdout.readline().decode()
+            if not line:
+                break
+            lines.append(line)
         assert httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200
     finally:
         process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=20)[0].decode()
+        output = "".join(lines) + process.communicate(timeout=20)[0].decode()
     assert output.count('"message":"serving"') == 2
 
 
