@@ -112,13 +112,12 @@ class StreamRelay:
             if isinstance(function, dict):
                 self._pieces.extend(v for v in (function.get("name"), function.get("arguments")) if isinstance(v, str))
 
-    def _passed(self, run: PassThroughRun) -> None:
+    def _passed(self, chunk: StreamChunk, run: PassThroughRun) -> None:
         """A run of plain chunks went out as bytes: note what it produced only when that is needed (below)."""
         if self._first_token_s is None:
             self._first_token_s = self._loop.time() - self._context.started_monotonic
-        if self._upstream_id is None and run.events:
-            upstream_id = run.events[0].get("id")
-            self._upstream_id = upstream_id if isinstance(upstream_id, str) else None
+        if self._upstream_id is None:
+            self._upstream_id = chunk.upstream_id
         self._runs.append(run)
 
     def _run_chunks(self, run: PassThroughRun) -> list[StreamChunk]:
@@ -128,14 +127,14 @@ class StreamRelay:
                 choices=[c for c in event.get("choices") or () if isinstance(c, dict)],
                 upstream_id=event.get("id") if isinstance(event.get("id"), str) else None,
             )
-            for event in run.events
+            for event in run.events()
         ]
 
     def _counted_usage(self) -> Usage:
         """What was produced, when the upstream did not (or could not yet) report usage: the prompt as the
         hold estimated it, the output (text, reasoning, tool calls) counted the same way."""
         for run in self._runs:  # runs that went out as bytes, read now that their text is needed
-            for event in run.events:
+            for event in run.events():
                 for choice in event.get("choices") or ():
                     if isinstance(choice, dict) and isinstance(choice.get("delta"), dict):
                         self._note(choice["delta"])
@@ -175,7 +174,7 @@ class StreamRelay:
                     if data is not None:
                         yield data
                 elif passing and (relayed := chunk.run.relayed(self._own_prefix())) is not None:
-                    self._passed(chunk.run)
+                    self._passed(chunk, chunk.run)
                     yield relayed
                 else:
                     for event_chunk in self._run_chunks(chunk.run):

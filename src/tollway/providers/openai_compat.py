@@ -142,21 +142,23 @@ class OpenAICompatibleProvider(HttpProvider):
     async def _events(self, response: UpstreamResponse, request: UpstreamRequest) -> AsyncIterator[StreamChunk]:
         exclude = request.reasoning is not None and request.reasoning.exclude
         prefix: bytes | None = None  # the leading bytes every plain chunk repeats, learned from the first
+        upstream_id: str | None = None
         async for run in response.event_runs():
             markers = MarkerScan(run)
             at = 0
             while at < len(run):
                 if prefix is None:
                     until = event_end(run, at)  # one event: learn from it, then pass it on if it is plain
-                    prefix = learn_prefix(run[at:until])
-                    if prefix is not None:
+                    learned = learn_prefix(run[at:until])
+                    if learned is not None:
+                        prefix, upstream_id = learned
                         continue
                 else:
                     until = markers.event_start(at)
                     if until > at:
                         passable = plain_run(run, at, until, prefix)
                         if passable is not None:
-                            yield StreamChunk(run=passable)
+                            yield StreamChunk(run=passable, upstream_id=upstream_id)
                             at = until
                             continue
                     else:

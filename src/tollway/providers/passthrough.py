@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -36,22 +36,28 @@ class PassThroughRun:
 
     data: bytes
     prefix: bytes
-    events: list[dict[str, Any]]  # the same events parsed, for the paths that translate them
+    count: int  # events in it
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events parsed, for the paths that translate them and for a bill counted locally. Not kept
+        from the check in `plain_run`: hundreds of live objects per stream would cost more in the garbage
+        collector's passes than parsing again the rare time they are needed."""
+        return cast("list[dict[str, Any]]", orjson.loads(_as_array(self.data, self.prefix)))
 
     def relayed(self, own_prefix: bytes) -> bytes | None:
         """The events with the gateway's leading fields, and `native_finish_reason` beside the open finish
         reason; None when some event does not start with the learned bytes (the length tells: one swap per
         event, or not), so that the run is written the parsed way instead."""
         swapped = self.data.replace(self.prefix, own_prefix)
-        if len(swapped) != len(self.data) + len(self.events) * (len(own_prefix) - len(self.prefix)):
+        if len(swapped) != len(self.data) + self.count * (len(own_prefix) - len(self.prefix)):
             return None
         return swapped.replace(NULL_FINISH, NULL_FINISHES)
 
 
-def learn_prefix(event: bytes) -> bytes | None:
-    """The bytes of an event's `data:` line up to and including `"choices":[`, when they hold every
-    top-level field the gateway rewrites and nothing else it must read; None when the event does not have
-    that layout (then every chunk of the stream is read the parsed way)."""
+def learn_prefix(event: bytes) -> tuple[bytes, str | None] | None:
+    """The bytes of an event's `data:` line up to and including `"choices":[` (and the upstream's id), when
+    they hold every top-level field the gateway rewrites and nothing else it must read; None when the event
+    does not have that layout (then every chunk of the stream is read the parsed way)."""
     if not event.startswith(b"data:"):
         return None  # a comment or an event name first: not the plain layout
     line_end = event.find(b"\n")
@@ -67,7 +73,8 @@ def learn_prefix(event: bytes) -> bytes | None:
         return None
     if "usage" in leading or "error" in leading:
         return None
-    return event[: match.end()]
+    upstream_id = leading["id"]
+    return event[: match.end()], upstream_id if isinstance(upstream_id, str) else None
 
 
 class MarkerScan:
@@ -109,19 +116,23 @@ def plain_run(run: bytes, start: int, stop: int, prefix: bytes) -> PassThroughRu
         return None
     # All events parsed in one call: `data: {a}\n\ndata: {b}\n\n` read as `[{a},{b}]`; a comment, an event
     # name or a line of another layout among them does not parse, nor does a broken chunk.
-    field = prefix[: prefix.find(b"{")]
     try:
-        events = orjson.loads(b"[" + head[len(field) : -2].replace(b"\n\n" + field, b",") + b"]")
+        count = len(orjson.loads(_as_array(head, prefix)))
     except orjson.JSONDecodeError:
         return None  # a broken chunk: the parsed path reports it
     # One choice per chunk, carrying `index`, `delta` as an object and no finish reason: counted, not looked
     # up chunk by chunk. Only choices have `delta` and `finish_reason` (tool calls have an `index` too);
     # anything spelled in a way the markers missed fails the counts.
-    count = len(events)
     if head.count(NULL_FINISH) != count or head.count(b'"finish_reason"') != count:
         return None
     if head.count(b'"delta":{') != count or head.count(b'"index"') < count:
         return None
     if b'"usage"' in head and head.count(b'"usage"') != head.count(b'"usage":null'):
         return None
-    return PassThroughRun(head, prefix, events)
+    return PassThroughRun(head, prefix, count)
+
+
+def _as_array(events: bytes, prefix: bytes) -> bytes:
+    """`data: {a}\n\ndata: {b}\n\n` as `[{a},{b}]`: all events parsed in one call."""
+    field = prefix[: prefix.find(b"{")]
+    return b"[" + events[len(field) : -2].replace(b"\n\n" + field, b",") + b"]"
