@@ -1,0 +1,92 @@
+"""A/B of two versions of Tollway on one machine: both gateways run side by side behind the same fake upstream,
+and short wrk runs alternate between them, so whatever else the machine does weighs on both alike.
+
+Usage: python bench/ab.py BEFORE_SRC [--models bench/stream,bench/fast] [--reps 4] [--duration 3]
+BEFORE_SRC is the `src` folder of another checkout (e.g. `git worktree add /tmp/before <commit>`); the
+current checkout is B. Prints the median req/s and gateway CPU per request of each, per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+import run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("before_src", help="the src folder of the checkout to compare with (A)")
+    parser.add_argument("--models", default="bench/stream,bench/fast")
+    parser.add_argument("--reps", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tollway-ab-"))
+    work.chmod(0o755)  # nginx's workers read the stream body from it
+    ports = run.Ports()
+    (work / "nginx.conf").write_text(run.nginx_config(ports, work))
+    (work / "stream.sse").write_text(run.STREAM_BODY)
+    upstreams = [
+        subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work), "-g", "daemon off;"]),
+        subprocess.Popen([run.PYTHON, str(run.ROOT / "bench" / "slow_upstream.py"), "--port", str(ports.slow)]),
+    ]
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int, str]] = {}
+    try:
+        run.wait_http(f"http://127.0.0.1:{ports.upstream}/")
+        for name, src in (("A", args.before_src), ("B", None)):
+            ports.tollway = run.free_port()
+            saved = os.environ.get("PYTHONPATH")
+            if src is not None:
+                os.environ["PYTHONPATH"] = src
+            try:
+                process, key = run.start_tollway(ports, work, {"TOLLWAY_DATABASE_URL": f"sqlite:///{work / name}.db"})
+            finally:
+                if saved is None:
+                    os.environ.pop("PYTHONPATH", None)
+                else:
+                    os.environ["PYTHONPATH"] = saved
+            gateways[name] = (process, ports.tollway, key)
+        figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for model in args.models.split(","):
+            payload = {
+                "model": model,
+                "max_tokens": 64,
+                "stream": model.endswith("stream"),
+                "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+            }
+            for rep in range(args.reps):
+                order = ("A", "B") if rep % 2 == 0 else ("B", "A")
+                for name in order:
+                    process, port, key = gateways[name]
+                    before = run.process_cpu_seconds(process.pid)
+                    result = run.run_wrk(
+                        f"http://127.0.0.1:{port}/api/v1/chat/completions",
+                        {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+                        json.dumps(payload),
+                        args.connections,
+                        args.duration,
+                        work,
+                    )
+                    cpu_ms = (run.process_cpu_seconds(process.pid) - before) * 1000 / max(result["requests"], 1)
+                    figures.setdefault((model, name), []).append((result["rps"], cpu_ms))
+        for (model, name), values in sorted(figures.items()):
+            rps = statistics.median(v[0] for v in values)
+            cpu = statistics.median(v[1] for v in values)
+            print(
+                f"{model:14} {name}  req/s {rps:8.0f}  CPU ms/req {cpu:.3f}  (runs: {[round(v[1], 3) for v in values]})"
+            )
+    finally:
+        for process, _port, _key in gateways.values():
+            process.terminate()
+        for process in upstreams:
+            process.terminate()
+
+
+if __name__ == "__main__":
+    main()
