@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -238,39 +238,23 @@ class UpstreamResponse:
             await self._wait()
         return self._take(len(self._buffer))
 
-    async def lines(self) -> AsyncIterator[bytes]:
+    def lines(self) -> AsyncIterator[bytes]:
         """The body line by line, each with its b"\\n" (the last may lack it): server-sent events."""
-        scanned = 0
-        while True:
-            end = self._buffer.find(b"\n", scanned)
-            if end >= 0:
-                scanned = 0
-                if self._pause_at != _PAUSE_AT:
-                    self._pause_at = _PAUSE_AT
-                yield self._take(end + 1)
-                continue
-            if self._complete:
-                if self._buffer:
-                    yield self._take(len(self._buffer))
-                return
-            if len(self._buffer) > self._max_line:
-                raise UpstreamTooLarge(f"Upstream sent a line longer than {self._max_line} bytes")
-            scanned = len(self._buffer)
-            if scanned > _RESUME_AT:
-                # A long line: keep reading (a paused socket would never complete it), up to the line bound.
-                self._pause_at = self._max_line
-                self._connection.resume()
-            await before_upstream_wait()
-            if len(self._buffer) == scanned and not self._complete:
-                await self._wait()
+        return self._pieces(_line_end, 0, "a line")
 
-    async def event_runs(self) -> AsyncIterator[bytes]:
+    def event_runs(self) -> AsyncIterator[bytes]:
         """The body as runs of whole server-sent events: everything received up to its last blank line, in
         one piece (a burst of events is one run, not one item per line); the last run may lack the blank
-        line. A single event longer than `max_line_bytes` raises UpstreamTooLarge."""
+        line."""
+        return self._pieces(_events_end, 2, "an event")
+
+    async def _pieces(self, end_of: Callable[[bytearray, int], int], straddle: int, unit: str) -> AsyncIterator[bytes]:
+        """The body cut where `end_of` says a piece ends (0: not yet), each piece as soon as it is whole; one
+        longer than `max_line_bytes` raises UpstreamTooLarge. `straddle`: bytes of a separator that may
+        already have arrived when the rest has not (searched again with what comes next)."""
         scanned = 0
         while True:
-            end = _events_end(self._buffer, scanned)
+            end = end_of(self._buffer, scanned)
             if end:
                 scanned = 0
                 if self._pause_at != _PAUSE_AT:
@@ -282,11 +266,11 @@ class UpstreamResponse:
                     yield self._take(len(self._buffer))
                 return
             if len(self._buffer) > self._max_line:
-                raise UpstreamTooLarge(f"Upstream sent an event longer than {self._max_line} bytes")
+                raise UpstreamTooLarge(f"Upstream sent {unit} longer than {self._max_line} bytes")
             seen = len(self._buffer)
-            scanned = max(seen - 2, 0)  # a separator may straddle what arrives next
+            scanned = max(seen - straddle, 0)
             if seen > _RESUME_AT:
-                # A long event: keep reading (a paused socket would never complete it), up to the bound.
+                # A long piece: keep reading (a paused socket would never complete it), up to the bound.
                 self._pause_at = self._max_line
                 self._connection.resume()
             await before_upstream_wait()
@@ -307,6 +291,11 @@ class UpstreamResponse:
             self._pool._give_back(self._connection)
         else:
             self._connection.abort()
+
+
+def _line_end(buffer: bytearray, start: int) -> int:
+    """Where the first complete line in the buffer ends (after its b"\\n"), 0 if none."""
+    return buffer.find(b"\n", start) + 1
 
 
 def _events_end(buffer: bytearray, start: int) -> int:
