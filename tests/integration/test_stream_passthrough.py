@@ -17,18 +17,17 @@ WORDS = [f' w{i} "quoted" \\ {{"finish_reason":"stop"}} é' for i in range(30)]
 
 
 def stream(gateway: GatewayServer, key: str) -> tuple[bytes, list[dict[str, Any]]]:
-    with httpx.stream(
-        "POST",
+    """The raw body of a streamed completion and its chunks (up to `[DONE]`, when it came)."""
+    response = httpx.post(
         f"{gateway.api}/chat/completions",
         json=STREAM_REQUEST,
         headers={"Authorization": f"Bearer {key}"},
         timeout=10,
-    ) as response:
-        assert response.status_code == 200
-        raw = response.read()
+    )
+    assert response.status_code == 200
+    raw = response.content
     events = [line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ")]
-    assert events[-1] == b"[DONE]"
-    return raw, [orjson.loads(event) for event in events[:-1]]
+    return raw, [orjson.loads(event) for event in events if event != b"[DONE]"]
 
 
 def content_of(chunks: list[dict[str, Any]]) -> str:
@@ -43,6 +42,7 @@ def test_passed_through_chunks_carry_the_gateways_fields_and_the_bill_matches(
     upstream.behaviour.reply_words = WORDS
     upstream.behaviour.burst = burst
     raw, chunks = stream(gateway, account.key)
+    assert raw.endswith(b"data: [DONE]\n\n")
     generation_id = chunks[0]["id"]
     assert generation_id.startswith("gen-")
     for chunk in chunks:
@@ -97,15 +97,7 @@ def test_a_broken_chunk_inside_a_burst_ends_the_stream_with_an_error_and_bills_w
         b'{"id":"chatcmpl-fake","object":"chat.completion.chunk","created":1,"model":"fake-chat-1",'
         b'"system_fingerprint":"fp_fake","choices":[{"index":0,"delta":{"content":"cut'
     )
-    with httpx.stream(
-        "POST",
-        f"{gateway.api}/chat/completions",
-        json=STREAM_REQUEST,
-        headers={"Authorization": f"Bearer {account.key}"},
-        timeout=10,
-    ) as response:
-        raw = response.read()
-    events = [orjson.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
+    raw, events = stream(gateway, account.key)
     assert b"cut" not in raw and b"[DONE]" not in raw
     assert events[-1]["error"]["code"] == 502
     assert events[-1]["choices"][0]["finish_reason"] == "error"
