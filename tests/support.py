@@ -20,6 +20,15 @@ import yaml
 NANOS = 1_000_000_000
 
 
+# The offline provider's echo of 30 words cut to 20 tokens, and what it costs at the offline models' prices.
+OFFLINE_ECHO = {
+    "model": "tollway/offline-small",
+    "max_tokens": 20,
+    "messages": [{"role": "user", "content": "/echo " + " ".join(f"w{i}" for i in range(30))}],
+}
+OFFLINE_ECHO_NANOS = 36 * 1000 + 20 * 2000  # 36 prompt tokens at 1000 nano-USD, 20 completion tokens at 2000
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

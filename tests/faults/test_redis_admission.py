@@ -20,18 +20,14 @@ import pytest
 import redis
 
 from tests.faults.own_redis import OwnRedis
-from tests.support import GatewayServer, nanos, start_gateway
+from tests.support import OFFLINE_ECHO, OFFLINE_ECHO_NANOS, GatewayServer, nanos, start_gateway
 from tollway.ledger import redis_scripts as book_scripts
 from tollway.limits import redis_backend
 
 pytestmark = pytest.mark.slow
 
-ECHO = {
-    "model": "tollway/offline-small",
-    "max_tokens": 20,
-    "messages": [{"role": "user", "content": "/echo " + " ".join(f"w{i}" for i in range(30))}],
-}
-PER_REQUEST = 36 * 1000 + 20 * 2000  # nano-USD: 36 prompt tokens at 1000, 20 completion tokens at 2000
+ECHO = OFFLINE_ECHO
+PER_REQUEST = OFFLINE_ECHO_NANOS
 LIMITS = {"requests": 1000, "per": "minute", "concurrency": 4, "tokens_per_minute": 100_000}
 
 

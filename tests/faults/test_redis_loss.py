@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import make_database_url
 from tests.fakes.tcp_proxy import CuttableProxy
 from tests.faults.own_redis import OwnRedis
-from tests.support import GatewayServer, nanos, run_cli, start_gateway
+from tests.support import OFFLINE_ECHO, OFFLINE_ECHO_NANOS, GatewayServer, nanos, run_cli, start_gateway
 from tollway.auth.records import KeyRecord, unlimited_key
 from tollway.db.engine import create_engine
 from tollway.db.migrations import migrate
@@ -40,12 +40,8 @@ from tollway.ledger.store import AccountLoad, LedgerStore
 
 pytestmark = pytest.mark.slow
 
-ECHO = {
-    "model": "tollway/offline-small",
-    "max_tokens": 20,
-    "messages": [{"role": "user", "content": "/echo " + " ".join(f"w{i}" for i in range(30))}],
-}
-PER_REQUEST = 36 * 1000 + 20 * 2000  # nano-USD: 36 prompt tokens at 1000, 20 completion tokens at 2000
+ECHO = OFFLINE_ECHO
+PER_REQUEST = OFFLINE_ECHO_NANOS
 
 
 class Cluster:
