@@ -169,3 +169,21 @@ def test_a_chunk_cut_short_inside_a_run_is_reported_never_passed(events: list[by
     assert error == "Provider sent a broken stream"
     before = sum(1 for event in events[:position] if event.startswith(b"data:"))
     assert len(expanded(passed)) == before
+
+
+def test_chunks_from_an_openrouter_shaped_upstream_keep_one_native_finish_reason() -> None:
+    """An upstream that already writes `native_finish_reason` (another OpenRouter-compatible gateway) gets
+    no second one: every chunk stays valid JSON with unique keys."""
+    event = {**LEADING, "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": None}]}
+    event["choices"][0]["native_finish_reason"] = None
+    line = b"data: " + orjson.dumps(event) + b"\n\n"
+    passed, error = asyncio.run(collect(provider()._events(Runs([line * 4 + b"data: [DONE]\n\n"]), REQUEST)))  # type: ignore[arg-type]
+    assert error is None
+    runs = [item.run for item in passed if item.run is not None]
+    assert runs
+    for run in runs:
+        relayed = run.relayed(OWN_PREFIX)
+        assert relayed is not None
+        for chunk in relayed.split(b"\n\n")[:-1]:
+            assert chunk.count(b'"native_finish_reason"') == 1
+            assert orjson.loads(chunk[6:])["choices"][0]["native_finish_reason"] is None

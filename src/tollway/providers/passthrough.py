@@ -28,6 +28,7 @@ _MARKERS = (b'"finish_reason":"', b'"usage":{', b'"error"', b'"reasoning', b"[DO
 _REWRITTEN = frozenset({"id", "object", "created", "model"})
 NULL_FINISH = b'"finish_reason":null'
 NULL_FINISHES = b'"finish_reason":null,"native_finish_reason":null'
+NATIVE_FINISH = b'"native_finish_reason"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class PassThroughRun:
         swapped = self.data.replace(self.prefix, own_prefix)
         if len(swapped) != len(self.data) + self.count * (len(own_prefix) - len(self.prefix)):
             return None
+        if NATIVE_FINISH in swapped:  # an upstream that is itself OpenRouter-shaped already says it
+            return swapped
         return swapped.replace(NULL_FINISH, NULL_FINISHES)
 
 
