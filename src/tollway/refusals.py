@@ -52,9 +52,11 @@ class RefusalLog:
         self._queue: deque[Refusal] = deque(maxlen=_QUEUE_LIMIT)
         self._keep = keep_per_account
         self._written_since_prune: dict[str, int] = {}
+        self._pending = asyncio.Event()  # something waits to be written: an idle process is not woken
 
     def record(self, refusal: Refusal) -> None:
         self._queue.append(refusal)
+        self._pending.set()
 
     async def recent(self, account_id: str, limit: int = 10) -> list[Refusal]:
         query = select(_R).where(_R.c.account_id == account_id).order_by(_R.c.at_us.desc(), _R.c.id.desc()).limit(limit)
@@ -108,11 +110,15 @@ class RefusalLog:
             self._written_since_prune.pop(account_id, None)
 
     async def run(self, interval_s: float = 0.2) -> None:
+        """Write what was recorded, `interval_s` after the first of a batch; nothing wakes while none come."""
         while True:
-            await asyncio.sleep(interval_s)
+            await self._pending.wait()
+            await asyncio.sleep(interval_s)  # refusals that come together are written together
+            self._pending.clear()  # set again by what is recorded during the write
             try:
                 await self.flush()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database is away: keep the (bounded) queue and retry
+                self._pending.set()
                 log.warning("refusal log write failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
