@@ -1,7 +1,7 @@
 """A/B of two versions of Tollway on one machine: both gateways run side by side behind the same fake upstream,
 and short wrk runs alternate between them, so whatever else the machine does weighs on both alike.
 
-Usage: python bench/ab.py BEFORE_SRC [--models bench/stream,bench/fast] [--reps 4] [--duration 3]
+Usage: python bench/ab.py BEFORE_SRC [--models bench/stream,bench/fast] [--reps 4] [--duration 3] [--redis]
 BEFORE_SRC is the `src` folder of another checkout (e.g. `git worktree add /tmp/before <commit>`); the
 current checkout is B. Prints the median req/s and gateway CPU per request of each, per model.
 """
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=4)
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--redis", action="store_true", help="both gateways on a redis-server of the run's own")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tollway-ab-"))
     work.chmod(0o755)  # nginx's workers read the stream body from it
@@ -37,15 +38,38 @@ def main() -> None:
         subprocess.Popen([run.PYTHON, str(run.ROOT / "bench" / "slow_upstream.py"), "--port", str(ports.slow)]),
     ]
     gateways: dict[str, tuple[subprocess.Popen[bytes], int, str]] = {}
+    shared: dict[str, str] = {}
     try:
         run.wait_http(f"http://127.0.0.1:{ports.upstream}/")
+        if args.redis:
+            redis_port = run.free_port()
+            upstreams.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            shared["TOLLWAY_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+            run.wait_redis(shared["TOLLWAY_REDIS_URL"])
         for name, src in (("A", args.before_src), ("B", None)):
             ports.tollway = run.free_port()
             saved = os.environ.get("PYTHONPATH")
             if src is not None:
                 os.environ["PYTHONPATH"] = src
             try:
-                process, key = run.start_tollway(ports, work, {"TOLLWAY_DATABASE_URL": f"sqlite:///{work / name}.db"})
+                process, key = run.start_tollway(
+                    ports, work, {"TOLLWAY_DATABASE_URL": f"sqlite:///{work / name}.db", **shared}
+                )
             finally:
                 if saved is None:
                     os.environ.pop("PYTHONPATH", None)
