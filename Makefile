@@ -32,7 +32,10 @@ run: install
 	$(BIN)/tollway serve
 
 ## Install the dev dependencies, make sure PostgreSQL and Redis run, run the whole suite.
+## The suite starts the CLI and the gateway hundreds of times: Tollway's modules are compiled once first and read
+## by every process, also where PYTHONDONTWRITEBYTECODE keeps Python from caching them itself.
 test: dev services
+	$(BIN)/python -m compileall -q src
 	$(BIN)/python -m pytest
 
 services:
