@@ -50,7 +50,6 @@ from tollway.payments.model import fee_rules
 from tollway.payments.provider import PaymentProvider
 from tollway.payments.service import CheckoutLimits, PaymentsService
 from tollway.payments.store import PaymentStore
-from tollway.payments.stripe_provider import StripeProvider
 from tollway.providers.base import Provider
 from tollway.providers.http_client import UpstreamPool
 from tollway.refusals import RefusalLog
@@ -166,6 +165,10 @@ def build_payments(
 ) -> PaymentsService:
     providers: dict[str, PaymentProvider] = {}
     if settings.stripe_secret_key and settings.stripe_webhook_secret:
+        # Imported only where Stripe is configured: the library takes longer to import than the rest of the
+        # CLI's start, which every command pays.
+        from tollway.payments.stripe_provider import StripeProvider
+
         providers["stripe"] = StripeProvider(
             settings.stripe_secret_key.get_secret_value(),
             settings.stripe_webhook_secret.get_secret_value(),
