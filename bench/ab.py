@@ -42,25 +42,7 @@ def main() -> None:
     try:
         run.wait_http(f"http://127.0.0.1:{ports.upstream}/")
         if args.redis:
-            redis_port = run.free_port()
-            upstreams.append(
-                subprocess.Popen(
-                    [
-                        "redis-server",
-                        "--port",
-                        str(redis_port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                )
-            )
-            shared["TOLLWAY_REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-            run.wait_redis(shared["TOLLWAY_REDIS_URL"])
+            shared["TOLLWAY_REDIS_URL"] = run.start_own_redis(upstreams)
         for name, src in (("A", args.before_src), ("B", None)):
             ports.tollway = run.free_port()
             saved = os.environ.get("PYTHONPATH")

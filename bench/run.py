@@ -486,6 +486,16 @@ def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
         print()
 
 
+def start_own_redis(processes: list[subprocess.Popen[bytes]]) -> str:
+    """A redis-server on a free port, nothing kept on disk; added to `processes` (to be stopped); its URL."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    processes.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_redis(url)
+    return url
+
+
 def wait_redis(url: str) -> None:
     import redis
 
@@ -632,25 +642,7 @@ def main() -> None:
         wait_http(f"http://127.0.0.1:{ports.slow}/")
         if not args.redis:
             # A Redis of its own: the run flushes it between cases, and runs side by side do not collide.
-            redis_port = free_port()
-            processes.append(
-                subprocess.Popen(
-                    [
-                        "redis-server",
-                        "--port",
-                        str(redis_port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                )
-            )
-            args.redis = f"redis://127.0.0.1:{redis_port}/0"
-            wait_redis(args.redis)
+            args.redis = start_own_redis(processes)
         chosen = args.targets.split(",")
         processes.append(
             subprocess.Popen(
