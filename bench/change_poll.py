@@ -12,29 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 
-import asyncpg
-from sqlalchemy.engine import make_url
-
+from run import scratch_database
 from tollway.services import build_services
 from tollway.settings import Settings
 
 
-async def _scratch(admin_url: str, name: str, create: bool) -> str:
-    connection = await asyncpg.connect(admin_url)
-    try:
-        await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        if create:
-            await connection.execute(f"CREATE DATABASE {name}")
-    finally:
-        await connection.close()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-async def measure(args: argparse.Namespace) -> None:
-    url = await _scratch(args.postgres, "tollway_bench_poll", create=True)
+async def measure(args: argparse.Namespace, url: str) -> None:
     settings = Settings(database_url=url, redis_url=args.redis, auto_migrate=True, offline_enabled=True)
     services = await build_services(settings)
     await services.start()
@@ -60,7 +47,6 @@ async def measure(args: argparse.Namespace) -> None:
             print(f"rounds while idle: one per ledger_poll_interval_seconds ({interval_s} s)")
     finally:
         await services.stop()
-        await _scratch(args.postgres, "tollway_bench_poll", create=False)
 
 
 def main() -> None:
@@ -69,7 +55,13 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=5.0, help="seconds to count idle rounds")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/14")
-    asyncio.run(measure(parser.parse_args()))
+    args = parser.parse_args()
+    name = f"tollway_bench_poll_{os.getpid()}"
+    url = scratch_database(args.postgres, name, create=True)
+    try:
+        asyncio.run(measure(args, url))
+    finally:
+        scratch_database(args.postgres, name, create=False)
 
 
 if __name__ == "__main__":

@@ -508,7 +508,7 @@ def wait_redis(url: str) -> None:
     sys.exit(f"Redis at {url} did not start")
 
 
-def _scratch_database(admin_url: str, name: str, create: bool) -> str:
+def scratch_database(admin_url: str, name: str, create: bool) -> str:
     import asyncio
 
     import asyncpg
@@ -542,9 +542,7 @@ def extended(ports: Ports, work: Path, args: argparse.Namespace, sqlite_rps: flo
         redis.Redis.from_url(args.redis).flushdb()
         extra = {k: v for k, v in env.items() if k != "pg"}
         if "pg" in env:
-            extra["TOLLWAY_DATABASE_URL"] = _scratch_database(
-                args.postgres, f"tollway_bench_{os.getpid()}", create=True
-            )
+            extra["TOLLWAY_DATABASE_URL"] = scratch_database(args.postgres, f"tollway_bench_{os.getpid()}", create=True)
         else:
             extra["TOLLWAY_DATABASE_URL"] = f"sqlite:///{work / (kind + str(workers) + label[:6] + '.db')}"
         ports.tollway = free_port()
@@ -574,7 +572,7 @@ def extended(ports: Ports, work: Path, args: argparse.Namespace, sqlite_rps: flo
             process.send_signal(signal.SIGTERM)
             process.wait(20)
             if "pg" in env:
-                _scratch_database(args.postgres, f"tollway_bench_{os.getpid()}", create=False)
+                scratch_database(args.postgres, f"tollway_bench_{os.getpid()}", create=False)
     base = sqlite_rps
     print(
         f"{'closed loop, 64 connections':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'cpu ms/req':>10} "
@@ -667,7 +665,7 @@ def main() -> None:
             redis.Redis.from_url(args.redis).flushdb()
             pg_env = {
                 "TOLLWAY_REDIS_URL": args.redis,
-                "TOLLWAY_DATABASE_URL": _scratch_database(
+                "TOLLWAY_DATABASE_URL": scratch_database(
                     args.postgres, f"tollway_bench_core_{os.getpid()}", create=True
                 ),
             }
@@ -723,7 +721,7 @@ def main() -> None:
                     gateway.wait(20)
                     processes.remove(gateway)
             if pg_tollway is not None:
-                _scratch_database(args.postgres, f"tollway_bench_core_{os.getpid()}", create=False)
+                scratch_database(args.postgres, f"tollway_bench_core_{os.getpid()}", create=False)
                 pg_tollway = None
             sqlite_rps = results.get("closed loop, 64 connections", {}).get("tollway", {}).get("rps", 0.0)
             results["extended"] = extended(ports, work, args, sqlite_rps)
@@ -738,7 +736,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
         if pg_tollway is not None:
-            _scratch_database(args.postgres, f"tollway_bench_core_{os.getpid()}", create=False)
+            scratch_database(args.postgres, f"tollway_bench_core_{os.getpid()}", create=False)
         shutil.rmtree(work, ignore_errors=True)
 
 
