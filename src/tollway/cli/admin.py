@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tollway.accounts import parse_reset, parse_usd
-from tollway.audit import CLI, AuditLog, entry_state, key_state
 from tollway.auth.expiry import parse_expires_at
-from tollway.auth.store import KeyChanges
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
-from tollway.cli.explain import account_reports, report_text, whoami_report
 from tollway.clock import SystemClock
 from tollway.errors import InvalidRequest
 from tollway.money import format_usd
-from tollway.presenters import account_object, balance_figures, entry_object, key_object
+
+if TYPE_CHECKING:
+    from tollway.audit import AuditLog
+
+# The ledger, stores and presenters are imported inside the commands: `tollway --help` loads this module too.
 
 accounts_app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
 credits_app = typer.Typer(help="Grant credits.", no_args_is_help=True)
@@ -30,6 +30,8 @@ def accounts_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an account; prints its id."""
+    from tollway.audit import CLI
+    from tollway.presenters import account_object
 
     async def action(context: AdminContext) -> dict[str, Any]:
         account = await context.accounts.create_account(email)
@@ -47,6 +49,7 @@ def accounts_list(
     as_json: JsonOption = False,
 ) -> None:
     """List accounts (id, email, created_at)."""
+    from tollway.presenters import account_object
 
     async def action(context: AdminContext) -> list[dict[str, Any]]:
         return [account_object(a) for a in await context.accounts.store.accounts(email=email)]
@@ -64,6 +67,8 @@ def credits_grant(
     as_json: JsonOption = False,
 ) -> None:
     """Grant AMOUNT_USD of credits to an account (an admin grant entry in the ledger)."""
+    from tollway.audit import CLI, entry_state
+    from tollway.presenters import entry_object
 
     async def action(context: AdminContext) -> dict[str, Any]:
         entry = await context.accounts.grant(account_id, amount_usd, reason)
@@ -91,6 +96,8 @@ def keys_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an API key; prints the key once, and its hash."""
+    from tollway.audit import CLI, key_state
+    from tollway.presenters import key_object
 
     async def action(context: AdminContext) -> dict[str, Any]:
         created = await context.accounts.create_key(
@@ -117,6 +124,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(account_id: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """List an account's keys with their caps and usage."""
+    from tollway.presenters import key_object
 
     async def action(context: AdminContext) -> list[dict[str, Any]]:
         await context.accounts.require_account(account_id)
@@ -134,6 +142,10 @@ def keys_list(account_id: str, database_url: DatabaseUrlOption = None, as_json: 
 
 
 def _set_disabled(key_hash: str, disabled: bool, database_url: str | None, as_json: bool) -> None:
+    from tollway.audit import CLI, key_state
+    from tollway.auth.store import KeyChanges
+    from tollway.presenters import key_object
+
     async def action(context: AdminContext) -> dict[str, Any]:
         before = await context.accounts.store.key_by_hash(key_hash)
         record = await context.accounts.update_key(key_hash, KeyChanges(disabled=disabled))
@@ -165,6 +177,9 @@ def keys_expire(
     as_json: JsonOption = False,
 ) -> None:
     """Set when a key stops working (401 key_expired from then on), or 'never'."""
+    from tollway.audit import CLI, key_state
+    from tollway.auth.store import KeyChanges
+    from tollway.presenters import key_object
 
     async def action(context: AdminContext) -> dict[str, Any]:
         expires_at_us = None if at.strip().lower() == "never" else parse_expires_at(at, SystemClock().now_us())
@@ -194,6 +209,11 @@ def keys_update(
     if name is None and limit is None and limit_reset is None:
         fail("nothing to change: give --name, --limit or --limit-reset", as_json, code=2)
 
+    from tollway.accounts import parse_reset, parse_usd
+    from tollway.audit import CLI, key_state
+    from tollway.auth.store import KeyChanges
+    from tollway.presenters import key_object
+
     async def action(context: AdminContext) -> dict[str, Any]:
         changes = KeyChanges()
         if name is not None:
@@ -222,6 +242,7 @@ def keys_update(
 @keys_app.command("delete")
 def keys_delete(key_hash: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """Delete a key; its usage stays in the ledger."""
+    from tollway.audit import CLI, key_state
 
     async def action(context: AdminContext) -> dict[str, Any]:
         before = await context.accounts.store.key_by_hash(key_hash)
@@ -241,6 +262,8 @@ def balance(
     as_json: JsonOption = False,
 ) -> None:
     """Total credits, total usage, held in flight and balance of an account."""
+    from tollway.cli.explain import account_reports, report_text
+    from tollway.presenters import balance_figures
 
     async def action(context: AdminContext) -> dict[str, Any]:
         account = await context.accounts.require_account(account_id)
@@ -271,6 +294,7 @@ def whoami(
     as_json: JsonOption = False,
 ) -> None:
     """What a key is, whose it is, and what limits it now (the same answer as GET /api/v1/balance)."""
+    from tollway.cli.explain import report_text, whoami_report
 
     async def action(context: AdminContext) -> dict[str, Any]:
         return await whoami_report(context, key)
@@ -280,6 +304,8 @@ def whoami(
 
 
 def _audit(context: AdminContext) -> AuditLog:
+    from tollway.audit import AuditLog
+
     return AuditLog(context.accounts.store.engine)
 
 

@@ -6,19 +6,19 @@ The answer is the grounded one POST /api/v1/assistant gives (model mode runs in 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tollway.assistant.docs import DocIndex, default_doc_paths
-from tollway.assistant.service import AccountSources, Asker, AssistantService, Turn
 from tollway.auth.keys import hash_key
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
-from tollway.cli.explain import balance_service
 from tollway.errors import AuthenticationFailed, InvalidRequest, NotFound
-from tollway.payments.auto_recharge import AutoRechargeStore
-from tollway.payments.store import PaymentStore
-from tollway.settings import Settings
+
+if TYPE_CHECKING:
+    from tollway.assistant.service import Asker
+    from tollway.settings import Settings
+
+# The assistant and what it reads are imported where `ask` runs: `tollway --help` loads this module too.
 
 
 def _payment_methods(settings: Settings) -> tuple[str, ...]:
@@ -31,6 +31,8 @@ def _payment_methods(settings: Settings) -> tuple[str, ...]:
 
 
 async def _asker(context: AdminContext, key: str | None, account_id: str | None) -> Asker:
+    from tollway.assistant.service import Asker
+
     if key is not None:
         record = await context.accounts.store.key_by_hash(hash_key(key.strip()))
         if record is None or record.deleted_at_us is not None:
@@ -46,6 +48,12 @@ async def _asker(context: AdminContext, key: str | None, account_id: str | None)
 
 
 async def ask_answer(context: AdminContext, question: str, key: str | None, account_id: str | None) -> dict[str, Any]:
+    from tollway.assistant.docs import DocIndex, default_doc_paths
+    from tollway.assistant.service import AccountSources, AssistantService, Turn
+    from tollway.cli.explain import balance_service
+    from tollway.payments.auto_recharge import AutoRechargeStore
+    from tollway.payments.store import PaymentStore
+
     settings = context.settings
     if not question.strip():
         raise InvalidRequest('Ask a question, e.g. tollway ask --key sk-... "do I have a balance?"')

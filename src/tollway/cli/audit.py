@@ -7,8 +7,11 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from tollway.audit import MAX_PAGE, AuditLog
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
+
+# tollway.audit's page size, repeated so that help need not import the audit log (and SQLAlchemy) to show
+# --limit's bounds; tests/integration/test_cli_imports.py keeps the two equal.
+MAX_PAGE = 200
 
 
 def _who(actor: dict[str, Any]) -> str:
@@ -28,6 +31,7 @@ def audit(
     as_json: JsonOption = False,
 ) -> None:
     """Who changed what in an account (keys, caps, limits, auto-recharge, cards, grants, refunds, users)."""
+    from tollway.audit import AuditLog
 
     async def action(context: AdminContext) -> list[dict[str, Any]]:
         await context.accounts.require_account(account_id)

@@ -1,29 +1,26 @@
-"""What every admin command shares: settings from flags and env, a database at the code's schema, output."""
+"""What every admin command shares: settings from flags and env, a database at the code's schema, output.
+
+Every `tollway` command imports this module, `--help` included, so it imports only typer and orjson at the top;
+the database, the services and the settings come in with the first command that opens a database.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import orjson
 import typer
-from sqlalchemy.engine import make_url
 
-from tollway.accounts import AccountsService
-from tollway.auth.store import AccountStore
-from tollway.clock import SystemClock
-from tollway.db.engine import DatabaseUrlError, create_engine
-from tollway.db.migrations import SchemaMismatch, check_schema
-from tollway.errors import TollwayError
-from tollway.ledger.direct import DirectLedger
-from tollway.ledger.store import LedgerStore
-from tollway.limits.store import LimitStore
-from tollway.settings import Settings, SettingsError, load_settings
+if TYPE_CHECKING:
+    from tollway.accounts import AccountsService
+    from tollway.ledger.direct import DirectLedger
+    from tollway.limits.store import LimitStore
+    from tollway.settings import Settings
 
 T = TypeVar("T")
 
@@ -44,6 +41,8 @@ class AdminContext:
 
 def unconfigured_database(settings: Settings) -> Path | None:
     """The SQLite file the default URL would create, when no flag, variable or config file named a database."""
+    from sqlalchemy.engine import make_url
+
     if "database_url" in settings.model_fields_set:
         return None
     name = make_url(settings.database_url).database
@@ -53,6 +52,8 @@ def unconfigured_database(settings: Settings) -> Path | None:
 
 def refuse_unconfigured_database(settings: Settings) -> None:
     """Never create a database silently in whatever folder the command runs from."""
+    from tollway.settings import SettingsError
+
     path = unconfigured_database(settings)
     if path is not None:
         raise SettingsError(
@@ -64,6 +65,16 @@ def refuse_unconfigured_database(settings: Settings) -> None:
 
 @asynccontextmanager
 async def admin_context(database_url: str | None, create_database: bool = False) -> AsyncIterator[AdminContext]:
+    from tollway.accounts import AccountsService
+    from tollway.auth.store import AccountStore
+    from tollway.clock import SystemClock
+    from tollway.db.engine import create_engine
+    from tollway.db.migrations import check_schema
+    from tollway.ledger.direct import DirectLedger
+    from tollway.ledger.store import LedgerStore
+    from tollway.limits.store import LimitStore
+    from tollway.settings import load_settings
+
     settings = load_settings(database_url=database_url)
     if not create_database:
         refuse_unconfigured_database(settings)
@@ -95,6 +106,12 @@ def run_admin(
 
     Only commands meant to start a database (`init`, `demo`) may create the default ./tollway.db.
     """
+    import asyncio
+
+    from tollway.db.engine import DatabaseUrlError
+    from tollway.db.migrations import SchemaMismatch
+    from tollway.errors import TollwayError
+    from tollway.settings import SettingsError
 
     async def main() -> T:
         async with admin_context(database_url, create_database) as context:

@@ -8,42 +8,52 @@ and only its hash is stored). Do not run it on a server others can reach.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tollway.audit import CLI, AuditLog, entry_state, key_state
 from tollway.auth.keys import hash_key
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
 from tollway.clock import SystemClock
-from tollway.dashboard.users import UserStore
-from tollway.db import tables
-from tollway.presenters import account_object
-from tollway.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from tollway.audit import AuditLog
+    from tollway.settings import Settings
+
+# SQLAlchemy, the tables and the stores are imported where `demo` runs: `tollway --help` loads this module too.
 
 DEMO_EMAIL = "demo@tollway.local"
 DEMO_CREDITS_USD = "10"
 _KEY_NAME = "demo_api_key"
 _PASSWORD_NAME = "demo_password"
-_S = tables.settings_store
 
 
 async def _stored(engine: AsyncEngine, name: str) -> str | None:
+    from sqlalchemy import select
+
+    from tollway.db.tables import settings_store
+
     async with engine.connect() as connection:
-        value = await connection.scalar(select(_S.c.value).where(_S.c.name == name))
+        value = await connection.scalar(select(settings_store.c.value).where(settings_store.c.name == name))
     return None if value is None else str(value)
 
 
 async def _store(engine: AsyncEngine, name: str, value: str) -> None:
+    from sqlalchemy import delete
+
+    from tollway.db.tables import settings_store
+
     async with engine.begin() as connection:
-        await connection.execute(delete(_S).where(_S.c.name == name))
-        await connection.execute(_S.insert().values(name=name, value=value))
+        await connection.execute(delete(settings_store).where(settings_store.c.name == name))
+        await connection.execute(settings_store.insert().values(name=name, value=value))
 
 
 async def _demo_key(context: AdminContext, account_id: str, audit: AuditLog, new_key: bool) -> tuple[str, bool]:
     """The demo key made before if it still works, else a new one; and whether it is new."""
+    from tollway.audit import CLI, key_state
+
     engine = context.accounts.store.engine
     kept = None if new_key else await _stored(engine, _KEY_NAME)
     if kept is not None:
@@ -58,6 +68,9 @@ async def _demo_key(context: AdminContext, account_id: str, audit: AuditLog, new
 
 async def _demo_password(context: AdminContext, account_id: str, audit: AuditLog) -> str | None:
     """The demo user's password (the user is made with the account's first demo run); None if set elsewhere."""
+    from tollway.audit import CLI
+    from tollway.dashboard.users import UserStore
+
     engine = context.accounts.store.engine
     users = UserStore(engine)
     if await users.by_email(DEMO_EMAIL) is not None:
@@ -83,6 +96,8 @@ def demo(
     as_json: JsonOption = False,
 ) -> None:
     """Make the demo account (10 USD of demo credits), its dashboard user and API key once; show them each run."""
+    from tollway.audit import CLI, AuditLog, entry_state
+    from tollway.presenters import account_object
 
     async def action(context: AdminContext) -> dict[str, Any]:
         existing = await context.accounts.store.accounts(email=DEMO_EMAIL)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import aiohttp
 import typer
 
-from tollway.assistant.discord import COMMANDS
 from tollway.cli.common import DatabaseUrlOption, JsonOption, emit, fail
-from tollway.settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp, the commands and the settings are imported where `register` runs: `tollway --help` loads this module.
 
 discord_app = typer.Typer(
     help="The Discord integration (POST /integrations/discord/interactions).", no_args_is_help=True
@@ -28,6 +29,10 @@ async def _send(session: aiohttp.ClientSession, method: str, url: str, payload: 
 
 async def _put_commands(api_base: str, application_id: str, bot_token: str) -> tuple[int, Any]:
     """Overwrite the application's global commands in one PUT; where that is not offered, create each one."""
+    import aiohttp
+
+    from tollway.assistant.discord import COMMANDS
+
     url = f"{api_base.rstrip('/')}/applications/{application_id}/commands"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         status, body = await _send(session, "PUT", url, COMMANDS, bot_token)
@@ -52,6 +57,13 @@ def register(
     as_json: JsonOption = False,
 ) -> None:
     """Register /balance, /ask, /link and /unlink (the bot token is read from TOLLWAY_DISCORD_BOT_TOKEN)."""
+    import asyncio
+
+    import aiohttp
+
+    from tollway.assistant.discord import COMMANDS
+    from tollway.settings import SettingsError, load_settings
+
     try:
         settings = load_settings(database_url=database_url)  # accepted like every command; unused
     except SettingsError as exc:

@@ -6,27 +6,32 @@ the server, so without Redis the CLI shows the limits but not their live usage.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tollway.auth.keys import hash_key
-from tollway.auth.records import KeyRecord
-from tollway.balance import BalanceService, PendingPayment
-from tollway.cli.common import AdminContext
 from tollway.clock import SystemClock
 from tollway.errors import NotFound
-from tollway.limits.service import RateLimiter
-from tollway.payments.model import PaymentStatus
-from tollway.payments.service import _PENDING_VISIBLE_US as PENDING_VISIBLE_US
-from tollway.payments.store import PaymentStore
-from tollway.providers.http_client import UpstreamPool
-from tollway.refusals import RefusalLog
-from tollway.routing.build import build_catalog
-from tollway.routing.catalog import Catalog
-from tollway.services import build_limiter
+
+if TYPE_CHECKING:
+    from tollway.auth.records import KeyRecord
+    from tollway.balance import BalanceService
+    from tollway.cli.common import AdminContext
+    from tollway.limits.service import RateLimiter
+    from tollway.routing.catalog import Catalog
 
 
 async def balance_service(context: AdminContext) -> tuple[BalanceService, RateLimiter, Catalog]:
     """The server's balance report over the database (and Redis when set); close the limiter's backend after."""
+    # Imported here, not at the top: they load most of the server, which `balance` without --explain does not need.
+    from tollway.balance import BalanceService, PendingPayment
+    from tollway.payments.model import PaymentStatus
+    from tollway.payments.service import _PENDING_VISIBLE_US as PENDING_VISIBLE_US
+    from tollway.payments.store import PaymentStore
+    from tollway.providers.http_client import UpstreamPool
+    from tollway.refusals import RefusalLog
+    from tollway.routing.build import build_catalog
+    from tollway.services import build_limiter
+
     clock = SystemClock()
     engine = context.accounts.store.engine
     limiter = build_limiter(context.settings, engine, clock)

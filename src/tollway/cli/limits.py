@@ -6,12 +6,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tollway.audit import CLI, AuditLog, limit_state
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
 from tollway.clock import SystemClock
 from tollway.errors import InvalidRequest, NotFound
-from tollway.limits.admin import parse_limit_spec, spec_object
-from tollway.limits.config import LimitSpec
+
+# Limit specs (which load the settings) and the audit log (SQLAlchemy) are imported where a command runs.
 
 limits_app = typer.Typer(help="Set and show rate limits of an account or a key.", no_args_is_help=True)
 
@@ -33,6 +32,9 @@ async def _subject(context: AdminContext, account: str | None, key_hash: str | N
 
 
 async def _show(context: AdminContext, kind: str, subject_id: str, who: dict[str, Any]) -> dict[str, Any]:
+    from tollway.limits.admin import spec_object
+    from tollway.limits.config import LimitSpec
+
     own = await context.limits.get(kind, subject_id)
     default = LimitSpec.from_defaults(context.settings.key_limits if kind == "key" else context.settings.account_limits)
     return {**who, "limits": spec_object(own), "effective": spec_object(own.merged_over(default))}
@@ -67,6 +69,8 @@ def limits_set(
     as_json: JsonOption = False,
 ) -> None:
     """Set the named limits of an account or key, keeping the others (running servers apply them within a second)."""
+    from tollway.audit import CLI, AuditLog, limit_state
+    from tollway.limits.admin import parse_limit_spec, spec_object
 
     async def action(context: AdminContext) -> dict[str, Any]:
         kind, subject_id, who = await _subject(context, account, key)

@@ -1,16 +1,19 @@
-"""The `tollway` command: serve, migrate, demo, and the admin commands."""
+"""The `tollway` command: serve, migrate, demo, and the admin commands.
+
+Every run imports this module and through it every module of the CLI (typer needs all commands to parse one), so
+each command imports what it uses when it runs: the database, migrations, services, the server. A module-level
+import in src/tollway/cli is paid by `--help` and by every other command, and the test suite starts the CLI hundreds
+of times; tests/integration/test_cli_imports.py checks that help and admin commands stay light.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 
 from tollway.cli import admin
 from tollway.cli.ask import ask
@@ -30,17 +33,9 @@ from tollway.cli.discord import discord_app
 from tollway.cli.limits import limits_app
 from tollway.cli.payments import auto_app, payments_app
 from tollway.cli.users import users_app
-from tollway.db.engine import DatabaseUrlError, create_engine
-from tollway.db.migrations import (
-    SchemaMismatch,
-    head_revision,
-    migration_sql,
-    pending_sql,
-    verify_schema,
-)
-from tollway.db.migrations import migrate as apply_migrations
-from tollway.payments.model import fee_rules
-from tollway.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from tollway.settings import Settings
 
 app = typer.Typer(
     help="Tollway: a self-hosted, OpenRouter-compatible LLM gateway with exact credits.",
@@ -71,7 +66,14 @@ def serve(
     workers: Annotated[int | None, typer.Option("--workers", help="Worker processes (needs Redis).")] = None,
 ) -> None:
     """Serve the gateway's HTTP API."""
+    import asyncio
+
+    from sqlalchemy.exc import DBAPIError
+
+    from tollway.db.migrations import SchemaMismatch
+    from tollway.payments.model import fee_rules
     from tollway.server import run
+    from tollway.settings import SettingsError, load_settings
 
     try:
         settings = load_settings(host=host, port=port, config=config, database_url=database_url, workers=workers)
@@ -127,6 +129,9 @@ def _listen_problem(host: str, port: int, code: int | None) -> str:
 
 
 async def _upgraded(url: str) -> list[str]:
+    from tollway.db.engine import create_engine
+    from tollway.db.migrations import migrate as apply_migrations
+
     engine = create_engine(url)
     try:
         return await apply_migrations(engine)
@@ -135,6 +140,9 @@ async def _upgraded(url: str) -> list[str]:
 
 
 async def _verified(settings: Settings) -> None:
+    from tollway.db.engine import create_engine
+    from tollway.db.migrations import verify_schema
+
     engine = create_engine(settings.database_url)
     try:
         await verify_schema(engine, settings.auto_migrate)
@@ -153,6 +161,15 @@ def _database_problem(exc: Exception) -> str:
 @app.command()
 def init(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """Create the database (default ./tollway.db, or --database-url) with the current schema, and say where."""
+    import asyncio
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from tollway.db.engine import DatabaseUrlError
+    from tollway.db.migrations import SchemaMismatch, head_revision
+    from tollway.settings import SettingsError, load_settings
+
     try:
         settings = load_settings(database_url=database_url)
         where = unconfigured_database(settings)
@@ -173,6 +190,11 @@ def init(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) ->
 
 
 async def _pending_sql(settings: Settings, dialect: str, new_database: bool) -> str:
+    from sqlalchemy.exc import DBAPIError
+
+    from tollway.db.engine import create_engine
+    from tollway.db.migrations import migration_sql, pending_sql
+
     if new_database:
         return migration_sql(dialect, None)
     engine = create_engine(settings.database_url)
@@ -194,6 +216,15 @@ def migrate(
     as_json: JsonOption = False,
 ) -> None:
     """Upgrade a configured database to this version's schema (back it up first); `tollway init` creates one."""
+    import asyncio
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+
+    from tollway.db.engine import DatabaseUrlError
+    from tollway.db.migrations import SchemaMismatch, head_revision
+    from tollway.settings import SettingsError, load_settings
+
     try:
         settings = load_settings(database_url=database_url)
         if sql:

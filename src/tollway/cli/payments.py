@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import aiohttp
 import typer
 
-from tollway.accounts import parse_usd
-from tollway.audit import CLI, AuditLog, auto_recharge_state
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, run_admin
 from tollway.clock import SystemClock
-from tollway.ledger.book import AccountBook
-from tollway.ledger.service import Ledger
-from tollway.ledger.writer import LedgerWriter
-from tollway.metrics import Metrics
-from tollway.payments.auto_recharge import AutoRechargeStore
-from tollway.payments.store import PaymentStore
+
+# Payments, the ledger and aiohttp are imported where a command runs: `tollway --help` loads this module too.
 
 payments_app = typer.Typer(help="List and refund payments.", no_args_is_help=True)
 auto_app = typer.Typer(help="Show and set auto-recharge of an account.", no_args_is_help=True)
@@ -25,6 +18,7 @@ auto_app = typer.Typer(help="Show and set auto-recharge of an account.", no_args
 @payments_app.command("list")
 def payments_list(account_id: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """An account's purchases: status, amount, fee, method, times."""
+    from tollway.payments.store import PaymentStore
 
     async def action(context: AdminContext) -> list[dict[str, Any]]:
         await context.accounts.require_account(account_id)
@@ -51,6 +45,13 @@ def payments_refund(
     as_json: JsonOption = False,
 ) -> None:
     """Refund a card payment within the refund window; credits are debited when Stripe confirms it."""
+    import aiohttp
+
+    from tollway.audit import CLI, AuditLog
+    from tollway.ledger.book import AccountBook
+    from tollway.ledger.service import Ledger
+    from tollway.ledger.writer import LedgerWriter
+    from tollway.metrics import Metrics
     from tollway.services import build_payments
 
     async def action(context: AdminContext) -> dict[str, Any]:
@@ -80,6 +81,7 @@ def payments_refund(
 @auto_app.command("show")
 def auto_show(account_id: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """Auto-recharge settings of an account, and why it was turned off, if it was."""
+    from tollway.payments.auto_recharge import AutoRechargeStore
 
     async def action(context: AdminContext) -> dict[str, Any]:
         await context.accounts.require_account(account_id)
@@ -101,6 +103,9 @@ def auto_set(
     as_json: JsonOption = False,
 ) -> None:
     """Change auto-recharge of an account (the account owner's decision; a failed charge turns it off)."""
+    from tollway.accounts import parse_usd
+    from tollway.audit import CLI, AuditLog, auto_recharge_state
+    from tollway.payments.auto_recharge import AutoRechargeStore
 
     async def action(context: AdminContext) -> dict[str, Any]:
         await context.accounts.require_account(account_id)

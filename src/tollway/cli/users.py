@@ -11,12 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from tollway.accounts import check_email
-from tollway.audit import CLI, AuditLog
 from tollway.cli.common import AdminContext, DatabaseUrlOption, JsonOption, emit, fail, run_admin
 from tollway.clock import SystemClock
-from tollway.dashboard.users import MIN_PASSWORD, UserExists, UserStore
 from tollway.errors import InvalidRequest, NotFound
+
+# The user store and audit log (SQLAlchemy) are imported where a command runs: `tollway --help` loads this module.
 
 users_app = typer.Typer(help="Dashboard users.", no_args_is_help=True)
 
@@ -36,6 +35,9 @@ def users_create(
 
     The password (at least 8 characters) is asked for at a hidden prompt, or read from stdin with --password-stdin.
     """
+    from tollway.audit import CLI, AuditLog
+    from tollway.dashboard.users import UserExists, UserStore
+
     password = _read_password(password_stdin, as_json)
 
     async def action(context: AdminContext) -> dict[str, Any]:
@@ -72,6 +74,8 @@ def users_create(
 @users_app.command("promote")
 def users_promote(email: str, database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """Make a user an admin."""
+    from tollway.audit import CLI, AuditLog
+    from tollway.dashboard.users import UserStore
 
     async def action(context: AdminContext) -> dict[str, Any]:
         users = UserStore(context.accounts.store.engine)
@@ -87,6 +91,8 @@ def users_promote(email: str, database_url: DatabaseUrlOption = None, as_json: J
 
 
 def _read_password(from_stdin: bool, as_json: bool) -> str:
+    from tollway.dashboard.users import MIN_PASSWORD
+
     if from_stdin:
         line = sys.stdin.readline()
         password = line[:-1] if line.endswith("\n") else line
@@ -112,6 +118,9 @@ def users_invite(
     as_json: JsonOption = False,
 ) -> None:
     """Make a single-use sign-up invitation for EMAIL (needed when signup_mode is invite); prints the link once."""
+    from tollway.accounts import check_email
+    from tollway.audit import CLI, AuditLog
+    from tollway.dashboard.users import UserStore
 
     async def action(context: AdminContext) -> dict[str, Any]:
         check_email(email)
