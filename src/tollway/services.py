@@ -12,6 +12,7 @@ import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tollway.accounts import AccountsService
+from tollway.api.addresses import ClientAddresses
 from tollway.audit import AuditLog
 from tollway.auth.cache import KeyCache
 from tollway.auth.store import AccountStore
@@ -90,6 +91,7 @@ class Services:
     activity: ActivityStore
     embeddings: EmbeddingsGateway
     sink: BatchSink
+    client_addresses: ClientAddresses
     dashboard_secret: bytes = b""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -108,7 +110,10 @@ class Services:
         self.tasks.append(asyncio.create_task(self.refusals.run(), name="refusal-log"))
         await self.payments.refresh_auto_recharge()
         following = self.changes.run(
-            self.settings.ledger_poll_interval_seconds, self.notifications, self.settings.ledger_safety_poll_seconds
+            self.settings.ledger_poll_interval_seconds,
+            self.notifications,
+            self.settings.ledger_safety_poll_seconds,
+            changed=self.ledger.store.changed_elsewhere,
         )
         self.tasks.append(asyncio.create_task(following, name="change-follower"))
 
@@ -117,6 +122,8 @@ class Services:
         if not drained:
             spooled = self.ledger.writer.spool_queued()
             log.error("shutting down with unwritten ledger entries; spooled for replay", extra={"queued": spooled})
+        if not await self.ledger.book_replies.drain(timeout_s=5):
+            log.error("shutting down before redis answered some settlements; their holds expire and reload")
         with contextlib.suppress(Exception):
             await self.refusals.flush()
         for task in self.tasks:
@@ -305,4 +312,5 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
             min_affordable_tokens=settings.min_affordable_tokens,
         ),
         sink=sink,
+        client_addresses=ClientAddresses(settings.trusted_proxies),
     )

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tollway.api.addresses import parse_networks
 
 
 class SettingsError(ValueError):
@@ -209,6 +211,9 @@ class Settings(BaseSettings):
     # unknown keys remembered (bounded), /metrics behind a bearer token, refusals kept per account.
     auth_failures_burst: int = Field(default=30, ge=1)
     auth_failures_per_minute: float = Field(default=60.0, gt=0)
+    # Reverse proxies whose X-Forwarded-For names the client for those per-address throttles (addresses or
+    # networks); empty: the peer's own address, whatever the header says.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     unknown_key_cache_size: int = Field(default=100_000, ge=1)
     metrics_token: SecretStr | None = None
     refusal_history_per_account: int = Field(default=100, ge=1)
@@ -265,6 +270,16 @@ class Settings(BaseSettings):
     @classmethod
     def _amount_as_text(cls, value: Any) -> Any:
         return decimal_text(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> Any:
+        """The environment gives `10.0.0.1, 10.1.0.0/16`; each entry must be an address or a network."""
+        if isinstance(value, str):
+            value = [entry.strip() for entry in value.split(",") if entry.strip()]
+        if isinstance(value, list):
+            parse_networks([str(entry) for entry in value])
+        return value
 
     @classmethod
     def settings_customise_sources(

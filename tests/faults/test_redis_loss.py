@@ -287,7 +287,10 @@ Step = tuple[str, int]
 STEPS = st.lists(
     st.one_of(
         st.tuples(st.just("reserve"), st.integers(0, 50_000)),
-        st.tuples(st.sampled_from(["commit", "settle", "release", "apply", "apply_again"]), st.integers(0, 7)),
+        st.tuples(
+            st.sampled_from(["commit", "settle", "settle_retried", "release", "apply", "apply_again"]),
+            st.integers(0, 7),
+        ),
         st.tuples(st.just("grant"), st.integers(-20_000, 400_000)),
         st.tuples(st.sampled_from(["flush", "read"]), st.just(0)),
     ),
@@ -331,6 +334,20 @@ async def run_steps(book: RedisBook, store: LedgerStore, redis_server: OwnRedis,
         elif action == "settle" and committed:
             hold, cost, generation_id = committed.pop(value % len(committed))
             await book.settle(hold, cost, now(), generation_id)
+        elif action == "settle_retried" and committed:
+            # Redis ran the script but its reply was lost (a dropped connection): the runner sends it once more.
+            hold, cost, generation_id = committed.pop(value % len(committed))
+            original = book._settle
+
+            async def twice(keys: list[object], args: list[object], script: object = original) -> object:
+                await script(keys=keys, args=args)  # type: ignore[operator]
+                return await script(keys=keys, args=args)  # type: ignore[operator]
+
+            book._settle = twice
+            try:
+                await book.settle(hold, cost, now(), generation_id)
+            finally:
+                book._settle = original
         elif action == "release" and open_holds:
             await book.release(open_holds.pop(value % len(open_holds)))
         elif action == "grant":

@@ -1,4 +1,4 @@
-"""The change follower with notifications: quiet until told, only the notified steps, everything after a gap."""
+"""The change follower: with notifications, quiet until told; polled, reading only after a commit elsewhere."""
 
 from __future__ import annotations
 
@@ -178,3 +178,91 @@ async def _failed_round() -> None:
 
 def test_a_failed_round_is_followed_by_a_full_one() -> None:
     asyncio.run(_failed_round())
+
+
+class Probe:
+    """SQLite's data_version as the follower sees it: True once after each commit by another connection."""
+
+    def __init__(self) -> None:
+        self.pending = True  # the first question is always answered yes
+        self.asked = 0
+        self.broken = False
+
+    def commit_elsewhere(self) -> None:
+        self.pending = True
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        if self.broken:
+            raise OSError("disk I/O error")
+        moved, self.pending = self.pending, False
+        return moved
+
+
+async def _polled_with_probe() -> None:
+    follower, recorder = build()
+    probe = Probe()
+    task = asyncio.create_task(follower.run(INTERVAL_S, None, safety_interval_s=600, changed=probe))
+    try:
+        await recorder.until(lambda: recorder.calls.get("auto", 0) == 1)
+        asked = probe.asked
+        await recorder.until(lambda: probe.asked >= asked + 10)
+        # Nothing committed elsewhere: only the sweep (no topic) ran in those rounds.
+        assert recorder.calls["ledger"] == recorder.calls["keys"] == recorder.calls["auto"] == 1
+        assert recorder.calls["sweep"] >= 10
+
+        probe.commit_elsewhere()
+        await recorder.until(lambda: recorder.calls["auto"] == 2)
+        assert recorder.calls["ledger"] == recorder.calls["keys"] == recorder.calls["limits"] == 2
+
+        probe.broken = True  # a probe that fails cannot tell: every round reads
+        await recorder.until(lambda: recorder.calls["keys"] >= 4)
+    finally:
+        task.cancel()
+
+
+def test_a_polled_round_reads_only_after_a_commit_elsewhere() -> None:
+    asyncio.run(_polled_with_probe())
+
+
+async def _polled_safety() -> None:
+    follower, recorder = build()
+    probe = Probe()
+    task = asyncio.create_task(follower.run(INTERVAL_S, None, safety_interval_s=5 * INTERVAL_S, changed=probe))
+    try:
+        # The probe never reports another commit after the first round, yet every step runs now and then.
+        await recorder.until(lambda: recorder.calls.get("keys", 0) >= 3)
+        assert recorder.calls["sweep"] > recorder.calls["keys"]
+    finally:
+        task.cancel()
+
+
+def test_a_polled_follower_still_reads_everything_now_and_then() -> None:
+    asyncio.run(_polled_safety())
+
+
+async def _polled_failure() -> None:
+    recorder = Recorder()
+    failures = [RuntimeError("database away")]
+
+    async def flaky() -> None:
+        recorder.bump("keys")
+        if recorder.calls["keys"] == 2 and failures:
+            raise failures.pop()
+
+    follower = ChangeFollower()
+    follower.add_step(flaky, REVISION)
+    probe = Probe()
+    task = asyncio.create_task(follower.run(INTERVAL_S, None, safety_interval_s=600, changed=probe))
+    try:
+        await recorder.until(lambda: recorder.calls.get("keys", 0) == 1)
+        probe.commit_elsewhere()
+        # The round the probe announced failed; the probe will not say so again, yet the next round reads.
+        await recorder.until(lambda: recorder.calls["keys"] == 3)
+        assert follower.healthy
+    finally:
+        task.cancel()
+
+
+def test_a_failed_polled_round_is_read_again_though_the_probe_moved_on() -> None:
+    asyncio.run(_polled_failure())

@@ -32,7 +32,7 @@ async def authenticate(request: web.Request, *, allow_x_api_key: bool = False) -
     key = services.keys.cached(token)
     if key is None:
         # Only keys this process does not hold cost a query; an address spending its failures gets 429 first.
-        address = request.remote or "unknown"
+        address = services.client_addresses.of(request)
         retry_after_s = services.keys.failures.retry_after_s(address)
         if retry_after_s:
             raise _throttled(retry_after_s)

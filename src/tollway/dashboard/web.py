@@ -104,8 +104,8 @@ def has_control_characters(value: str) -> bool:
 
 
 def client_address(request: web.Request) -> str:
-    """The peer's address (a proxy in front makes every client one address: see the README)."""
-    return request.remote or "unknown"
+    """The client's address: the peer's, or what a trusted proxy in front names (`trusted_proxies`)."""
+    return services_of(request).client_addresses.of(request)
 
 
 def _secure(request: web.Request) -> bool:

@@ -263,6 +263,13 @@ class ChatGateway:
             preset_id=preset_id,
         )
 
+    def _listeners_for(self, account_id: str) -> Callable[[], Awaitable[None]]:
+        async def tell() -> None:
+            for listener in self.settlement_listeners:
+                await listener(account_id)
+
+        return tell
+
     async def settle(self, context: ChatContext, generation: GenerationRecord) -> None:
         """Bill a served request and tell the limiters what it really used."""
         if generation.hold_overrun_nanos:
@@ -270,17 +277,18 @@ class ChatGateway:
         tokens_used = generation.tokens_prompt + generation.tokens_completion
         # Where the book and the limiter share Redis, the limiter's finish rides in the settlement's script.
         rider = self._limiter.finish_rider(context.ticket, tokens_used, self._ledger)
+        # Listeners read the balance: they run once the book has the cost (after the answer, with Redis).
+        then = (
+            self._listeners_for(generation.account_id) if generation.cost_nanos and self.settlement_listeners else None
+        )
         if tracing.ENABLED:
             with tracing.settlement_span(context, generation):
-                await self._ledger.settle(context.reservation.hold, generation, rider)
+                await self._ledger.settle(context.reservation.hold, generation, rider, then)
         else:
-            await self._ledger.settle(context.reservation.hold, generation, rider)
+            await self._ledger.settle(context.reservation.hold, generation, rider, then)
         await self._limiter.finish(context.ticket, tokens_used)  # nothing left to do when it rode along
         if context.session_id is not None and context.attempts:  # the session's next requests go there first
             await self.sessions.remember(context.key.account_id, context.session_id, context.attempts[-1].endpoint_id)
-        if generation.cost_nanos:
-            for listener in self.settlement_listeners:
-                await listener(generation.account_id)
         metrics = self._metrics
         metrics.request_settled(
             generation.model,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -174,6 +174,14 @@ class Book(Protocol):
         self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "", rider: Rider | None = None
     ) -> None: ...
 
+    # Whether a settlement's reply may come after the client has its answer: true of a shared book, whose
+    # `begin_settle` writes the step to Redis at once (every later read sees it) and returns the reply's wait.
+    settles_after_answer: bool
+
+    def begin_settle(
+        self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "", rider: Rider | None = None
+    ) -> Awaitable[None]: ...
+
     async def release(self, hold: Hold, rider: Rider | None = None) -> None: ...
 
     async def renew(self, holds: Sequence[Hold], now_us: int) -> None:
@@ -331,6 +339,13 @@ class AccountBook:
         self._accounts[hold.account_id].usage_nanos += cost_nanos
         if hold.key_id is not None:
             self._keys[hold.key_id].add_usage(cost_nanos, at_us)
+
+    settles_after_answer = False  # in process: settling is done when `settle` returns
+
+    def begin_settle(
+        self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "", rider: Rider | None = None
+    ) -> Awaitable[None]:
+        return self.settle(hold, cost_nanos, at_us, generation_id, rider)
 
     async def release(self, hold: Hold, rider: Rider | None = None) -> None:
         _refuse_rider(rider)

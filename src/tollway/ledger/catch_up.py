@@ -20,8 +20,7 @@ class LedgerCatchUp:
         self._commit_lag_us = int(commit_lag_s * 1_000_000)
 
     async def catch_up(self) -> None:
-        if not self._store.changed_elsewhere():
-            return
+        """Apply what other writers appended; the change follower runs this only when something may have changed."""
         async with self._book.sync_lock:
             before_us = self._clock.now_us() - self._commit_lag_us if self._commit_lag_us else None
             # The watermark is read before the entries, so nothing at or below it can be missed.

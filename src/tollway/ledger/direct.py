@@ -11,7 +11,7 @@ from tollway.auth.records import KeyRecord, LimitReset
 from tollway.clock import Clock
 from tollway.ledger.book import AccountSnapshot, KeySnapshot
 from tollway.ledger.records import EntryKind, LedgerEntry
-from tollway.ledger.redis_book import RedisBook
+from tollway.ledger.redis_scripts import account_hash, key_hash
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.windows import next_reset_us
 
@@ -64,7 +64,7 @@ class DirectLedger:
             usage_nanos=totals.usage_nanos,
             purchased_nanos=totals.purchased_nanos,
             granted_nanos=totals.granted_nanos,
-            held_nanos=await self._held(RedisBook.account_key(account_id)),
+            held_nanos=await self._held(account_hash(account_id)),
         )
 
     async def key_figures(self, key: KeyRecord) -> KeySnapshot:
@@ -76,6 +76,6 @@ class DirectLedger:
             usage_daily_nanos=totals.by_window[LimitReset.DAILY][1],
             usage_weekly_nanos=totals.by_window[LimitReset.WEEKLY][1],
             usage_monthly_nanos=totals.by_window[LimitReset.MONTHLY][1],
-            held_nanos=await self._held(RedisBook.key_key(key.id)),
+            held_nanos=await self._held(key_hash(key.id)),
             resets_at_us=next_reset_us(key.limit_reset, self._clock.now_us()) if key.limit_reset else None,
         )

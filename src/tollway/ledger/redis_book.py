@@ -26,8 +26,8 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, cast
 
 from redis.exceptions import RedisError
 
@@ -35,7 +35,7 @@ from tollway.auth.records import KeyRecord, LimitReset
 from tollway.ledger import redis_scripts as scripts
 from tollway.ledger.book import AccountSnapshot, Hold, KeySnapshot, ReserveOutcome, Rider, RiderRefused
 from tollway.ledger.records import EntryKind, LedgerEntry
-from tollway.ledger.redis_fast import ScriptRunner, script_for
+from tollway.ledger.redis_fast import FastScript, ScriptRunner, script_for
 from tollway.ledger.redis_loader import FigureLoader, connect, text, unavailable
 from tollway.ledger.store import LedgerStore
 from tollway.ledger.windows import next_reset_us, window_start_us
@@ -48,6 +48,10 @@ _SWEEP_INTERVAL_S = 0.5
 _SWEEP_BATCH = 200
 MAX_HOLD_AGE_S = 3600.0  # no request lives this long; its hold would otherwise be renewed forever
 _SAFE_POLICIES = ("noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
+
+
+async def _done() -> None:
+    """Nothing to wait for (the hold was already gone and no rider's step remains)."""
 
 
 def _window_field(reset: LimitReset, at_us: int) -> str:
@@ -76,6 +80,7 @@ class RedisBook:
         self.sync_lock = asyncio.Lock()
         self.watermark = 0
         self.counts_external_usage = False  # each process's settlement script updates the shared figures
+        self.settles_after_answer = True  # the settlement's script is written before the answer; its reply waits
         self._url = url
         self._client = connect(url)
         # The two scripts of every paid request run on the lean runner; the rest on redis-py.
@@ -241,14 +246,26 @@ class RedisBook:
         self._opened_at[hold_id] = time.monotonic()
         return ReserveOutcome(hold, account, figures)
 
-    async def _finish(
-        self, hold: Hold, cost_nanos: int, at_us: int, count_usage: bool, generation_id: str, rider: Rider | None
-    ) -> None:
+    def _finish(
+        self,
+        hold: Hold,
+        cost_nanos: int,
+        at_us: int,
+        count_usage: bool,
+        generation_id: str,
+        rider: Rider | None,
+        at_once: bool = False,
+    ) -> Awaitable[Any]:
+        """The script replacing the hold by `cost_nanos` (or releasing it), called; awaiting it waits for the reply.
+
+        `at_once`: the call is written before this returns (the fast runner), so nothing the caller writes next
+        can reach anyone before Redis has it.
+        """
         opened = self._open.pop(hold.id, None)
         self._opened_at.pop(hold.id, None)
         if opened is None:
             if rider is None:
-                return
+                return _done()
             # The hold is gone (it outlived MAX_HOLD_AGE_S): the rider's step still ends, the hold's does nothing.
             member, cost_nanos, count_usage = "", 0, False
         else:
@@ -276,13 +293,30 @@ class RedisBook:
         if rider is not None:
             keys += rider.keys
             args += rider.args
-        await self._scripts_for(rider)[1](keys=keys, args=args)
+        script = self._scripts_for(rider)[1]
+        if at_once and isinstance(script, FastScript):
+            return script.begin(keys=keys, args=args)
+        return cast(Awaitable[Any], script(keys=keys, args=args))
+
+    def begin_settle(
+        self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "", rider: Rider | None = None
+    ) -> Awaitable[None]:
+        """Write the settlement's script now; what is returned awaits its reply (the client need not wait).
+
+        Redis has the script before the caller answers its client, so every read made after the client saw
+        the answer (by any process) sees the cost in place of the hold.
+        """
+        reply = self._finish(hold, cost_nanos, at_us, True, generation_id, rider, at_once=True)
+        return self._settled(reply, hold, cost_nanos, at_us)
 
     async def settle(
         self, hold: Hold, cost_nanos: int, at_us: int, generation_id: str = "", rider: Rider | None = None
     ) -> None:
+        await self._settled(self._finish(hold, cost_nanos, at_us, True, generation_id, rider), hold, cost_nanos, at_us)
+
+    async def _settled(self, reply: Awaitable[Any], hold: Hold, cost_nanos: int, at_us: int) -> None:
         try:
-            await self._finish(hold, cost_nanos, at_us, count_usage=True, generation_id=generation_id, rider=rider)
+            await reply
         except RedisError as exc:
             # The ledger entry is still written: once Redis answers, the figures reload from it.
             log.error("could not settle a hold in redis", extra={"error": str(exc)[:300]})

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -55,6 +55,7 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._outgoing: list[bytes] = []
         self.closed = False
+        self.scripts: set[str] = set()  # SHAs this connection sent in full: Redis holds them until it restarts
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
@@ -92,14 +93,17 @@ class _Connection(asyncio.Protocol):
     def _timed_out(self) -> None:
         self._fail(RedisTimeoutError("Timeout reading from Redis"))
 
-    def request(self, command: bytes) -> asyncio.Future[Any]:
+    def request(self, command: bytes, now: bool = False) -> asyncio.Future[Any]:
+        """Queue `command` for this turn's write, or with `now` write it (and whatever is queued) at once."""
         if self.closed or self._transport is None or self._transport.is_closing():
             raise RedisConnectionError("Connection to Redis closed")
         future: asyncio.Future[Any] = self._loop.create_future()
         self._waiting.append((future, self._loop.call_later(self._timeout_s, self._timed_out)))
-        if not self._outgoing:
+        if not self._outgoing and not now:
             self._loop.call_soon(self._send)
         self._outgoing.append(command)
+        if now:
+            self._send()  # a turn's write already scheduled finds nothing left and writes nothing
         return future
 
     def _send(self) -> None:
@@ -169,16 +173,36 @@ class ScriptRunner:
             self._connection = connection
             return connection
 
-    async def call(self, arguments: Sequence[Any]) -> Any:
+    def send_script_now(
+        self, sha: str, body: str, keys: Sequence[Any], args: Sequence[Any]
+    ) -> asyncio.Future[Any] | None:
+        """Write a script call at once on the open connection and return its reply's future; None when none is open.
+
+        The first call of a script on a connection carries its body (EVAL): a NOSCRIPT answer would need a
+        second write, which would come only after the caller went on.
+        """
+        connection = self._connection
+        if connection is None or connection.closed:
+            return None
+        known = sha in connection.scripts
+        command = ["EVALSHA", sha] if known else ["EVAL", body]
+        try:
+            future = connection.request(_encode([*command, len(keys), *keys, *args]), now=True)
+        except RedisConnectionError:
+            return None
+        connection.scripts.add(sha)
+        return future
+
+    async def call(self, arguments: Sequence[Any], attempts: int = 2) -> Any:
         command = _encode(arguments)
-        for attempt in range(2):  # one retry on a dropped connection, as redis_loader.connect's client does
+        for attempt in range(attempts):  # one retry on a dropped connection, as redis_loader.connect's client does
             connection = self._connection
             if connection is None or connection.closed:
                 connection = await self._open()
             try:
                 return await connection.request(command)
             except RedisConnectionError:
-                if attempt:
+                if attempt == attempts - 1:
                     raise
         raise AssertionError("unreachable")
 
@@ -204,6 +228,27 @@ class FastScript:
             return await self._runner.call(["EVALSHA", self.sha, len(keys), *keys, *args])
         except NoScriptError:
             return await self._runner.call(["EVAL", self._body, len(keys), *keys, *args])
+
+    def begin(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Awaitable[Any]:
+        """Write the call now, before the caller's next write reaches anyone; await the returned reply later.
+
+        With no connection open, nothing can be written yet: the call then goes out when awaited.
+        """
+        sent = self._runner.send_script_now(self.sha, self._body, keys, args)
+        if sent is None:
+            return self(keys=keys, args=args)
+        return self._reply(sent, keys, args)
+
+    async def _reply(self, sent: asyncio.Future[Any], keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        try:
+            return await sent
+        except NoScriptError:
+            return await self._runner.call(["EVAL", self._body, len(keys), *keys, *args])
+        except RedisConnectionError:  # dropped before the reply: the one retry, on a new connection
+            try:
+                return await self._runner.call(["EVALSHA", self.sha, len(keys), *keys, *args], attempts=1)
+            except NoScriptError:
+                return await self._runner.call(["EVAL", self._body, len(keys), *keys, *args])
 
 
 def script_for(client: redis.Redis, runner: ScriptRunner | None, body: str) -> Any:

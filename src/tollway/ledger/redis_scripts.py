@@ -24,6 +24,9 @@ MARKER_TTL_S = 7 * 24 * 3600
 # script (which runs right after the commit, within the flush timeout) does not count them again.
 RECENT_USAGE_S = 120
 COUNTED_TTL_S = 300
+# A settlement marks that it ran for this long: the runner sends a script again at once after a dropped
+# connection (within its 2 s timeout), so a retry of one Redis already ran finds the mark and does nothing.
+RETRIED_TTL_S = 30
 NOT_LOADED_ACCOUNT = -1
 NOT_LOADED_KEY = -2
 PENDING_CHANGED = -1
@@ -144,6 +147,9 @@ _SETTLE = """
 --       marker, then the rider's keys. ARGV: member, amount, cost, day field, week field, month field, count
 --       usage (1/0), generation id, has key (1/0), then the rider's arguments. A counted marker means a
 --       reload already counted this settlement from the ledger.
+-- Run again after its reply was lost with the connection (the runner's one retry), the script finds the mark
+-- its first run left and changes nothing: no cost, no limit correction counted twice.
+if ARGV[8] ~= '' and not redis.call('SET', KEYS[6] .. ':ran', '1', 'NX', 'EX', RETRIED_TTL) then return 1 end
 local has_key = ARGV[9] == '1'
 if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 and ARGV[2] ~= '0' then
   redis.call('HINCRBY', KEYS[1], 'held', '-' .. ARGV[2])
@@ -168,7 +174,7 @@ if ARGV[3] ~= '0' and ARGV[7] == '1' then
 end
 rider_end({unpack(KEYS, 8)}, {unpack(ARGV, 10)})
 return 1
-"""
+""".replace("RETRIED_TTL", str(RETRIED_TTL_S))
 
 
 def reserve_script(rider: str = NO_RIDER) -> str:

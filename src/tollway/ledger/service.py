@@ -13,6 +13,7 @@ from tollway.clock import Clock
 from tollway.errors import ServiceUnavailable, TollwayError
 from tollway.ledger.admission import CostPlan, decide_refusal
 from tollway.ledger.book import AccountSnapshot, Book, Hold, KeySnapshot, Rider
+from tollway.ledger.book_replies import After, BookReplies
 from tollway.ledger.direct import DirectLedger
 from tollway.ledger.records import EntryKind, GenerationRecord, LedgerEntry
 from tollway.ledger.spool import replay
@@ -42,6 +43,7 @@ class Ledger:
         self._clock = clock
         self._min_tokens = min_affordable_tokens
         self._direct = DirectLedger(store, clock)
+        self.book_replies = BookReplies()
         writer.on_late_commit = book.forget
 
     async def recover_spool(self) -> int:
@@ -90,12 +92,16 @@ class Ledger:
             raise refusal
         return Reservation(retry.hold, decision.max_tokens, max_tokens_capped=True)
 
-    async def settle(self, hold: Hold, generation: GenerationRecord, rider: Rider | None = None) -> bool:
+    async def settle(
+        self, hold: Hold, generation: GenerationRecord, rider: Rider | None = None, then: After | None = None
+    ) -> bool:
         """Bill `generation.cost_nanos` in place of the hold; True once the entry is committed.
 
         The entry is committed (or spooled) before the book replaces the hold by the cost: a shared
         book that lost its figures in between reloads them from a ledger that already has the entry,
         and the hold keeps the money reserved until then. A rider's step ends in the book's script.
+        A shared book's step is written before this returns, its reply awaited in the background
+        (`BookReplies`); `then` runs once the book has the cost.
         """
         now_us = generation.created_at_us
         entry = None
@@ -119,7 +125,13 @@ class Ledger:
             if not committed:
                 # Committed later, after the book counted it: the book then re-derives those figures.
                 self.writer.mark_late(generation.id)
-            await self.book.settle(hold, generation.cost_nanos, now_us, generation.id, rider)
+            if self.book.settles_after_answer:
+                reply = self.book.begin_settle(hold, generation.cost_nanos, now_us, generation.id, rider)
+                self.book_replies.follow(reply, then)
+            else:
+                await self.book.settle(hold, generation.cost_nanos, now_us, generation.id, rider)
+                if then is not None:
+                    await then()
 
     async def release(self, hold: Hold, rider: Rider | None = None) -> None:
         await self.book.release(hold, rider)

@@ -13,14 +13,16 @@ import itertools
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import asyncpg
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 
 from tollway.db import tables
 from tollway.db.engine import driver_dsn
+
+if TYPE_CHECKING:  # the driver is imported where a pool is made: SQLite and the command line never load it
+    import asyncpg
 
 Row = tuple[Any, ...]
 
@@ -195,6 +197,8 @@ class PostgresSink:
 
     async def write(self, entries: Sequence[Row], generations: Sequence[Row]) -> None:
         if self._pool is None:
+            import asyncpg
+
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=2, command_timeout=10, reset=_nothing_to_reset
             )

@@ -1,0 +1,130 @@
+"""A settlement's Redis step is written before the caller answers its client; only its reply comes later.
+
+Readers on other connections (other processes) see the cost in place of the hold as soon as `begin_settle`
+returned, before anything awaited its reply; the ledger's `settle` returns once the entry is committed,
+with the reply still out, and what follows a settlement (auto-recharge's look at the balance) runs after it.
+A reply Redis never sends (the connection dropped) is retried once, as every call is, and counts once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+from tests.fakes.tcp_proxy import CuttableProxy
+from tests.faults.own_redis import OwnRedis
+from tollway.auth.records import KeyRecord, unlimited_key
+from tollway.clock import SystemClock
+from tollway.db.engine import create_engine
+from tollway.db.migrations import migrate
+from tollway.ledger.records import EntryKind, GenerationRecord, LedgerEntry
+from tollway.ledger.redis_book import RedisBook
+from tollway.ledger.service import Ledger
+from tollway.ledger.store import LedgerStore
+from tollway.ledger.writer import LedgerWriter
+
+HOLD, COST = 1_000_000, 600_000
+
+
+def now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+def key_for(account_id: str) -> KeyRecord:
+    return unlimited_key(
+        account_id, key_id="key-" + account_id, key_hash="h" + account_id, name="k", label="k", revision=0
+    )
+
+
+async def funded(store: LedgerStore, book: RedisBook) -> KeyRecord:
+    account_id = uuid.uuid4().hex
+    grant = LedgerEntry(account_id, EntryKind.GRANT, 10 * HOLD, now_us())
+    await book.apply_local(replace(grant, id=await store.append(grant, origin="test")))
+    return key_for(account_id)
+
+
+def test_readers_elsewhere_see_the_cost_before_the_reply_is_awaited(tmp_path: Path) -> None:
+    redis_server = OwnRedis(tmp_path).start()
+
+    async def scenario() -> None:
+        engine = create_engine(f"sqlite:///{tmp_path / 'reply.db'}")
+        await migrate(engine)
+        store = LedgerStore(engine)
+        book = RedisBook(store, "here", redis_server.url, hold_ttl_s=60)
+        elsewhere = RedisBook(store, "elsewhere", redis_server.url, hold_ttl_s=60)  # another process
+        try:
+            key = await funded(store, book)
+            hold = (await book.try_reserve(key, HOLD, now_us())).hold
+            assert hold is not None
+            assert (await elsewhere.account_snapshot(key.account_id)).held_nanos == HOLD
+
+            reply = book.begin_settle(hold, COST, now_us(), "gen-" + uuid.uuid4().hex)
+            seen = await elsewhere.account_snapshot(key.account_id)  # the reply was not awaited yet
+            assert (seen.usage_nanos, seen.held_nanos) == (COST, 0)
+            assert book.open_hold_count == 0
+            await reply
+            assert (await book.account_snapshot(key.account_id)).usage_nanos == COST
+        finally:
+            await book.close()
+            await elsewhere.close()
+            await engine.dispose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        redis_server.stop()
+
+
+def test_the_ledger_answers_after_the_commit_and_follows_the_reply_after(tmp_path: Path) -> None:
+    redis_server = OwnRedis(tmp_path).start()
+    proxy = CuttableProxy("127.0.0.1", redis_server.port).start()
+
+    async def scenario() -> None:
+        engine = create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+        await migrate(engine)
+        store = LedgerStore(engine)
+        book = RedisBook(store, "proxied", f"redis://127.0.0.1:{proxy.port}/0", hold_ttl_s=60)
+        writer = LedgerWriter(store, "proxied", queue_limit=100, flush_timeout_s=5)
+        ledger = Ledger(store, book, writer, SystemClock(), min_affordable_tokens=16)
+        after: list[int] = []
+        try:
+            key = await funded(store, book)
+            for round_ in range(2):
+                hold = (await book.try_reserve(key, HOLD, now_us())).hold
+                assert hold is not None
+                generation = GenerationRecord(
+                    id="gen-" + uuid.uuid4().hex,
+                    account_id=key.account_id,
+                    key_id=key.id,
+                    model="test/model",
+                    provider_name="test",
+                    created_at_us=now_us(),
+                    cost_nanos=COST,
+                )
+
+                async def then() -> None:
+                    after.append((await book.account_snapshot(key.account_id)).usage_nanos)
+
+                if round_ == 1:
+                    proxy.cut()  # the reply never comes on this connection: the step is sent again, once
+                assert await ledger.settle(hold, generation, then=then)
+                assert len(ledger.book_replies) == 1 and len(after) == round_  # answered; the reply still out
+                if round_ == 1:
+                    proxy.restore()
+                assert await ledger.book_replies.drain(timeout_s=10)
+                assert after == [COST * (n + 1) for n in range(round_ + 1)]
+            totals = await store.account_totals(key.account_id)
+            figures = await book.account_snapshot(key.account_id)
+            assert (figures.usage_nanos, figures.held_nanos) == (totals.usage_nanos, 0) == (2 * COST, 0)
+        finally:
+            await book.close()
+            await engine.dispose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proxy.stop()
+        redis_server.stop()
