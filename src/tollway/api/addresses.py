@@ -41,6 +41,8 @@ class ClientAddresses:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # a dual-stack listener shows IPv4 peers as ::ffff:a.b.c.d
         return any(ip in network for network in self._trusted)
 
     def of(self, request: web.Request) -> str:
