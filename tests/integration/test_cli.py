@@ -96,3 +96,19 @@ def test_cli_disable_is_enforced_by_the_running_server_within_a_second(gateway: 
     while status == 200 and time.monotonic() - disabled_at < 1.0:
         status = gateway.post("/chat/completions", account.key, body).status_code
     assert status == 401
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("accounts", "create", "--email", "down@example.com"), ("balance", "acct_missing", "--json"), ("keys", "list", "x")],
+)
+def test_admin_commands_say_in_words_when_the_database_server_is_down(args: tuple[str, ...]) -> None:
+    from tests.support import free_port
+
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/tollway"  # nothing listens there
+    result = run_cli(*args, database_url=down, check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "cannot use the database" in result.stderr and "database server runs" in result.stderr
+    if "--json" in args:
+        assert json.loads(result.stderr)["error"]["message"].startswith("cannot use the database")

@@ -88,6 +88,14 @@ async def admin_context(database_url: str | None, create_database: bool = False)
         await engine.dispose()
 
 
+def database_problem(exc: Exception) -> str:
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return (
+        f"cannot use the database ({type(exc).__name__}: {first_line}); check database_url / "
+        "TOLLWAY_DATABASE_URL and that the database server runs"
+    )
+
+
 def fail(message: str, as_json: bool, code: int = 1) -> None:
     if as_json:
         typer.echo(orjson.dumps({"error": {"message": message}}).decode(), err=True)
@@ -108,6 +116,8 @@ def run_admin(
     """
     import asyncio
 
+    from sqlalchemy.exc import DBAPIError
+
     from tollway.db.engine import DatabaseUrlError
     from tollway.db.migrations import SchemaMismatch
     from tollway.errors import TollwayError
@@ -123,6 +133,8 @@ def run_admin(
         fail(exc.message, as_json)
     except (SettingsError, DatabaseUrlError, SchemaMismatch) as exc:
         fail(str(exc), as_json, code=2)
+    except (OSError, DBAPIError) as exc:  # the server is down or refuses us: a sentence, as `serve` says it
+        fail(database_problem(exc), as_json, code=2)
     raise AssertionError("unreachable")
 
 

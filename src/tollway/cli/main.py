@@ -22,6 +22,7 @@ from tollway.cli.common import (
     AdminContext,
     DatabaseUrlOption,
     JsonOption,
+    database_problem,
     emit,
     fail,
     refuse_unconfigured_database,
@@ -98,7 +99,7 @@ def serve(
     except (SettingsError, SchemaMismatch) as exc:
         fail(str(exc), False, code=2)
     except (OSError, DBAPIError) as exc:
-        fail(_database_problem(exc), False, code=2)
+        fail(database_problem(exc), False, code=2)
     try:
         _try_listen(settings.host, settings.port)  # before start-up work, so a taken port is all the output
         run(settings)
@@ -150,14 +151,6 @@ async def _verified(settings: Settings) -> None:
         await engine.dispose()
 
 
-def _database_problem(exc: Exception) -> str:
-    first_line = str(exc).splitlines()[0] if str(exc) else ""
-    return (
-        f"cannot use the database ({type(exc).__name__}: {first_line}); check database_url / "
-        "TOLLWAY_DATABASE_URL and that the database server runs"
-    )
-
-
 @app.command()
 def init(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) -> None:
     """Create the database (default ./tollway.db, or --database-url) with the current schema, and say where."""
@@ -178,7 +171,7 @@ def init(database_url: DatabaseUrlOption = None, as_json: JsonOption = False) ->
         fail(str(exc), as_json, code=2)
         return
     except (OSError, DBAPIError) as exc:
-        fail(_database_problem(exc), as_json, code=2)
+        fail(database_problem(exc), as_json, code=2)
         return
     parsed = make_url(settings.database_url)
     sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" and parsed.database else None
@@ -201,7 +194,7 @@ async def _pending_sql(settings: Settings, dialect: str, new_database: bool) -> 
     try:
         return await pending_sql(engine)
     except (OSError, DBAPIError) as exc:
-        typer.echo(f"note: {_database_problem(exc)}; the DDL below starts from an empty database", err=True)
+        typer.echo(f"note: {database_problem(exc)}; the DDL below starts from an empty database", err=True)
         return migration_sql(dialect, None)
     finally:
         await engine.dispose()
@@ -239,7 +232,7 @@ def migrate(
         fail(str(exc), as_json, code=2)
         return
     except (OSError, DBAPIError) as exc:
-        fail(_database_problem(exc), as_json, code=2)
+        fail(database_problem(exc), as_json, code=2)
         return
     head = head_revision()
     text = f"upgraded to {head}: applied {', '.join(applied)}" if applied else f"schema is up to date ({head})"
