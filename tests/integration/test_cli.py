@@ -100,7 +100,11 @@ def test_cli_disable_is_enforced_by_the_running_server_within_a_second(gateway: 
 
 @pytest.mark.parametrize(
     "args",
-    [("accounts", "create", "--email", "down@example.com"), ("balance", "acct_missing", "--json"), ("keys", "list", "x")],
+    [
+        ("accounts", "create", "--email", "down@example.com"),
+        ("balance", "acct_missing", "--json"),
+        ("keys", "list", "x"),
+    ],
 )
 def test_admin_commands_say_in_words_when_the_database_server_is_down(args: tuple[str, ...]) -> None:
     from tests.support import free_port
