@@ -247,3 +247,13 @@ def run_cli(
     if check and result.returncode != 0:
         raise AssertionError(f"tollway {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
+
+
+def client_from(address: str) -> httpx.Client:
+    """A client whose requests come from `address` (any 127.x.y.z): one client among many, for per-address limits."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30)
+
+
+def bogus_key(n: int) -> str:
+    """A well-formed API key no account has."""
+    return f"sk-tw-v1-{'0' * 40}{n:024d}"

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import GatewayServer, start_gateway
+from tests.support import GatewayServer, bogus_key, client_from, start_gateway
 
 BURST = 20
 METRICS_TOKEN = "metrics-secret-token"
@@ -42,23 +42,15 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]
     server.stop()
 
 
-def client_from(address: str) -> httpx.Client:
-    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30)
-
-
-def bogus(n: int) -> str:
-    return f"sk-tw-v1-{'0' * 40}{n:024d}"
-
-
 def test_failed_keys_from_one_address_are_throttled_with_retry_after(guarded: GatewayServer) -> None:
     account = guarded.new_account("1")
     with client_from("127.0.0.2") as attacker, client_from("127.0.0.3") as neighbour:
         statuses = [
-            attacker.get(guarded.api + "/key", headers={"Authorization": f"Bearer {bogus(i)}"}).status_code
+            attacker.get(guarded.api + "/key", headers={"Authorization": f"Bearer {bogus_key(i)}"}).status_code
             for i in range(BURST)
         ]
         assert statuses == [401] * BURST
-        refused = attacker.get(guarded.api + "/key", headers={"Authorization": f"Bearer {bogus(999)}"})
+        refused = attacker.get(guarded.api + "/key", headers={"Authorization": f"Bearer {bogus_key(999)}"})
         assert refused.status_code == 429
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
         error = refused.json()["error"]
@@ -71,7 +63,7 @@ def test_failed_keys_from_one_address_are_throttled_with_retry_after(guarded: Ga
             json={"model": "tollway/offline-small", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]},
         )
         assert chat.status_code == 200, chat.text
-        other = neighbour.get(guarded.api + "/key", headers={"Authorization": f"Bearer {bogus(1)}"})
+        other = neighbour.get(guarded.api + "/key", headers={"Authorization": f"Bearer {bogus_key(1)}"})
         assert other.status_code == 401
 
 
@@ -81,7 +73,8 @@ def test_a_key_created_after_failures_works_at_once_here_and_soon_in_another_pro
     account = guarded.new_account("1")
     with client_from("127.0.0.4") as client:
         for i in range(5):
-            assert client.get(guarded.api + "/key", headers={"Authorization": f"Bearer {bogus(i)}"}).status_code == 401
+            failed = client.get(guarded.api + "/key", headers={"Authorization": f"Bearer {bogus_key(i)}"})
+            assert failed.status_code == 401
         key, _ = guarded.new_key(account.id)
         assert client.get(guarded.api + "/key", headers={"Authorization": f"Bearer {key}"}).status_code == 200
     other = start_gateway(guarded.database_url, None, tmp_path, env={"TOLLWAY_ADMIN_TOKEN": guarded.admin_token})

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import GatewayServer, start_gateway
+from tests.support import GatewayServer, bogus_key, client_from, start_gateway
 
 BURST = 5
 PROXY = "127.0.0.9"
@@ -34,14 +34,6 @@ def behind_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewaySe
     server.stop()
 
 
-def client_from(address: str) -> httpx.Client:
-    return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30)
-
-
-def bogus(n: int) -> str:
-    return f"sk-tw-v1-{'0' * 40}{n:024d}"
-
-
 def key_status(client: httpx.Client, server: GatewayServer, key: str, forwarded: str | None) -> int:
     headers = {"Authorization": f"Bearer {key}"}
     if forwarded is not None:
@@ -52,23 +44,23 @@ def key_status(client: httpx.Client, server: GatewayServer, key: str, forwarded:
 def test_clients_behind_the_proxy_are_throttled_one_by_one(behind_proxy: GatewayServer) -> None:
     account = behind_proxy.new_account("1")
     with client_from(PROXY) as proxy:
-        assert [key_status(proxy, behind_proxy, bogus(i), "203.0.113.5") for i in range(BURST)] == [401] * BURST
-        assert key_status(proxy, behind_proxy, bogus(99), "203.0.113.5") == 429
+        assert [key_status(proxy, behind_proxy, bogus_key(i), "203.0.113.5") for i in range(BURST)] == [401] * BURST
+        assert key_status(proxy, behind_proxy, bogus_key(99), "203.0.113.5") == 429
         # Another client through the same proxy keeps its own failures and is served with a valid key.
-        assert key_status(proxy, behind_proxy, bogus(100), "203.0.113.6") == 401
+        assert key_status(proxy, behind_proxy, bogus_key(100), "203.0.113.6") == 401
         assert key_status(proxy, behind_proxy, account.key, "203.0.113.7") == 200
         # The throttled client cannot slip out by writing addresses of its own in front of the proxy's.
-        assert key_status(proxy, behind_proxy, bogus(101), "198.51.100.1, 203.0.113.5") == 429
+        assert key_status(proxy, behind_proxy, bogus_key(101), "198.51.100.1, 203.0.113.5") == 429
         # A chain of trusted hops (10.0.0.0/8): the client is the first hop not trusted, from the right.
-        assert key_status(proxy, behind_proxy, bogus(102), "203.0.113.5, 10.1.2.3") == 429
-        assert key_status(proxy, behind_proxy, bogus(103), "203.0.113.8, 10.1.2.3") == 401
+        assert key_status(proxy, behind_proxy, bogus_key(102), "203.0.113.5, 10.1.2.3") == 429
+        assert key_status(proxy, behind_proxy, bogus_key(103), "203.0.113.8, 10.1.2.3") == 401
 
 
 def test_the_header_from_an_untrusted_peer_is_ignored(behind_proxy: GatewayServer) -> None:
     with client_from("127.0.0.10") as attacker:
-        statuses = [key_status(attacker, behind_proxy, bogus(i), f"192.0.2.{i}") for i in range(BURST)]
+        statuses = [key_status(attacker, behind_proxy, bogus_key(i), f"192.0.2.{i}") for i in range(BURST)]
         assert statuses == [401] * BURST
-        assert key_status(attacker, behind_proxy, bogus(50), "192.0.2.200") == 429  # its own address was counted
+        assert key_status(attacker, behind_proxy, bogus_key(50), "192.0.2.200") == 429  # its own address was counted
 
 
 def test_a_trusted_proxies_entry_that_is_no_address_stops_the_start(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tollway.changes.follower import ChangeFollower
 from tollway.changes.notifications import AUTO_RECHARGE, CHANNEL, LEDGER, REVISION, ChangeNotifications
@@ -199,11 +200,20 @@ class Probe:
         return moved
 
 
+@contextlib.asynccontextmanager
+async def polled(follower: ChangeFollower, probe: Probe, safety_interval_s: float) -> AsyncIterator[None]:
+    """The follower polling (no notifications) with `probe` as SQLite's data_version, for the block's length."""
+    task = asyncio.create_task(follower.run(INTERVAL_S, None, safety_interval_s=safety_interval_s, changed=probe))
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
 async def _polled_with_probe() -> None:
     follower, recorder = build()
     probe = Probe()
-    task = asyncio.create_task(follower.run(INTERVAL_S, None, safety_interval_s=600, changed=probe))
-    try:
+    async with polled(follower, probe, safety_interval_s=600):
         await recorder.until(lambda: recorder.calls.get("auto", 0) == 1)
         asked = probe.asked
         await recorder.until(lambda: probe.asked >= asked + 10)
@@ -217,8 +227,6 @@ async def _polled_with_probe() -> None:
 
         probe.broken = True  # a probe that fails cannot tell: every round reads
         await recorder.until(lambda: recorder.calls["keys"] >= 4)
-    finally:
-        task.cancel()
 
 
 def test_a_polled_round_reads_only_after_a_commit_elsewhere() -> None:
@@ -228,13 +236,10 @@ def test_a_polled_round_reads_only_after_a_commit_elsewhere() -> None:
 async def _polled_safety() -> None:
     follower, recorder = build()
     probe = Probe()
-    task = asyncio.create_task(follower.run(INTERVAL_S, None, safety_interval_s=5 * INTERVAL_S, changed=probe))
-    try:
+    async with polled(follower, probe, safety_interval_s=5 * INTERVAL_S):
         # The probe never reports another commit after the first round, yet every step runs now and then.
         await recorder.until(lambda: recorder.calls.get("keys", 0) >= 3)
         assert recorder.calls["sweep"] > recorder.calls["keys"]
-    finally:
-        task.cancel()
 
 
 def test_a_polled_follower_still_reads_everything_now_and_then() -> None:
@@ -253,15 +258,12 @@ async def _polled_failure() -> None:
     follower = ChangeFollower()
     follower.add_step(flaky, REVISION)
     probe = Probe()
-    task = asyncio.create_task(follower.run(INTERVAL_S, None, safety_interval_s=600, changed=probe))
-    try:
+    async with polled(follower, probe, safety_interval_s=600):
         await recorder.until(lambda: recorder.calls.get("keys", 0) == 1)
         probe.commit_elsewhere()
         # The round the probe announced failed; the probe will not say so again, yet the next round reads.
         await recorder.until(lambda: recorder.calls["keys"] == 3)
         assert follower.healthy
-    finally:
-        task.cancel()
 
 
 def test_a_failed_polled_round_is_read_again_though_the_probe_moved_on() -> None:
