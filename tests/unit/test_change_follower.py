@@ -153,17 +153,22 @@ def test_the_safety_poll_reads_everything_without_notifications() -> None:
     asyncio.run(_safety_poll())
 
 
-async def _failed_round() -> None:
+def failing_once(recorder: Recorder) -> Callable[[], Awaitable[None]]:
+    """The keys step, whose second run fails (the database away for a moment)."""
     failures = [RuntimeError("database away")]
-    recorder = Recorder()
 
     async def flaky() -> None:
         recorder.bump("keys")
         if recorder.calls["keys"] == 2 and failures:
             raise failures.pop()
 
+    return flaky
+
+
+async def _failed_round() -> None:
+    recorder = Recorder()
     follower = ChangeFollower()
-    follower.add_step(flaky, REVISION)
+    follower.add_step(failing_once(recorder), REVISION)
     follower.add_step(recorder.step("ledger"), LEDGER)
     notifications = FakeNotifications()
     task = asyncio.create_task(follower.run(INTERVAL_S, notifications, safety_interval_s=600))
@@ -248,15 +253,8 @@ def test_a_polled_follower_still_reads_everything_now_and_then() -> None:
 
 async def _polled_failure() -> None:
     recorder = Recorder()
-    failures = [RuntimeError("database away")]
-
-    async def flaky() -> None:
-        recorder.bump("keys")
-        if recorder.calls["keys"] == 2 and failures:
-            raise failures.pop()
-
     follower = ChangeFollower()
-    follower.add_step(flaky, REVISION)
+    follower.add_step(failing_once(recorder), REVISION)
     probe = Probe()
     async with polled(follower, probe, safety_interval_s=600):
         await recorder.until(lambda: recorder.calls.get("keys", 0) == 1)
