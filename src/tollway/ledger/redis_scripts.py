@@ -162,12 +162,13 @@ if ARGV[3] ~= '0' and ARGV[7] == '1' then
     redis.call('HSET', KEYS[4], 'g:' .. ARGV[8], 'u|' .. ARGV[3])
   end
   if has_key then
-    if redis.call('HEXISTS', KEYS[2], 'loaded') == 1 and redis.call('DEL', KEYS[7]) == 0 then
+    local key_loaded = redis.call('HEXISTS', KEYS[2], 'loaded') == 1
+    if key_loaded and redis.call('DEL', KEYS[7]) == 0 then
       redis.call('HINCRBY', KEYS[2], 'total', ARGV[3])
       redis.call('HINCRBY', KEYS[2], ARGV[4], ARGV[3])
       redis.call('HINCRBY', KEYS[2], ARGV[5], ARGV[3])
       redis.call('HINCRBY', KEYS[2], ARGV[6], ARGV[3])
-    elseif redis.call('HEXISTS', KEYS[2], 'loaded') == 0 then
+    elseif not key_loaded then
       redis.call('HSET', KEYS[5], ARGV[8], ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. ARGV[6])
     end
   end

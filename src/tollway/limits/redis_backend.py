@@ -112,9 +112,8 @@ local function limits_adjust(keys, argv)
     local amount = tonumber(argv[base + 2])
     local ticket = argv[base + 3]
     if kind == 'gcra' then
-      if redis.call('EXISTS', keys[i]) == 1 then
-        redis.call('SET', keys[i], string.format('%.0f', tonumber(redis.call('GET', keys[i])) + amount), 'KEEPTTL')
-      end
+      local tat = redis.call('GET', keys[i])
+      if tat then redis.call('SET', keys[i], string.format('%.0f', tonumber(tat) + amount), 'KEEPTTL') end
     elseif kind == 'daily' then
       if redis.call('EXISTS', keys[i]) == 1 then redis.call('DECRBY', keys[i], amount) end
     elseif kind == 'concurrency' then
