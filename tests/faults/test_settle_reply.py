@@ -128,3 +128,54 @@ def test_the_ledger_answers_after_the_commit_and_follows_the_reply_after(tmp_pat
     finally:
         proxy.stop()
         redis_server.stop()
+
+
+def test_a_renewal_sent_before_a_settlement_but_run_after_it_puts_nothing_back(tmp_path: Path) -> None:
+    """The upkeep loop renews the holds it saw open; one settled meanwhile (its script ran first, on another
+    connection) stayed held in Redis until its TTL, a phantom hold a balance read showed as in flight."""
+    redis_server = OwnRedis(tmp_path).start()
+
+    async def scenario() -> None:
+        engine = create_engine(f"sqlite:///{tmp_path / 'renew.db'}")
+        await migrate(engine)
+        store = LedgerStore(engine)
+        book = RedisBook(store, "renew", redis_server.url, hold_ttl_s=60)
+        try:
+            key = await funded(store, book)
+            hold = (await book.try_reserve(key, HOLD, now_us())).hold
+            assert hold is not None
+            seen_open = dict(book._open)  # what the upkeep loop took to renew
+            await book.settle(hold, COST, now_us(), "gen-" + uuid.uuid4().hex)
+            book._open.update(seen_open)
+            await book.renew([hold], now_us())  # the renewal runs in Redis after the settlement
+            book._open.clear()
+            figures = await book.account_snapshot(key.account_id)
+            assert (figures.usage_nanos, figures.held_nanos) == (COST, 0)
+        finally:
+            await book.close()
+            await engine.dispose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        redis_server.stop()
+
+
+def test_a_slot_renewal_run_after_its_request_ended_puts_no_slot_back(tmp_path: Path) -> None:
+    from tollway.limits import redis_backend
+
+    redis_server = OwnRedis(tmp_path).start()
+    try:
+        with redis_server.client() as client:
+            slots, ticket = "tw:limit:key:conc:k1", "ticket-1"
+            client.zadd(slots, {ticket: now_us() + 60_000_000})
+            give_back = client.register_script(redis_backend._GIVE_BACK)
+            renew = client.register_script(redis_backend._RENEW)
+            give_back(keys=[slots], args=["concurrency", 1, ticket])  # the request ended
+            renew(keys=[slots], args=[now_us() + 60_000_000, 60_000, ticket])  # a renewal sent before that
+            assert client.zcard(slots) == 0
+            other = "ticket-2"  # a live request's slot Redis lost is still put back
+            renew(keys=[slots], args=[now_us() + 60_000_000, 60_000, other])
+            assert client.zrange(slots, 0, -1) == [other.encode()]
+    finally:
+        redis_server.stop()

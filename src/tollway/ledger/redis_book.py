@@ -280,6 +280,7 @@ class RedisBook:
             self.pending_key_key(key_id),
             f"{PREFIX}counted:a:{counted_id}",
             f"{PREFIX}counted:k:{counted_id}",
+            scripts.finished_mark(member),
         ]
         args: list[Any] = [
             member,
@@ -343,6 +344,7 @@ class RedisBook:
                         self.key_key(key_id),
                         self.holds_key(hold.account_id),
                         scripts.HOLD_INDEX,
+                        scripts.finished_mark(member),
                     ],
                     args=[member, hold.amount_nanos, expiry, hold.account_id, "1" if key_id else "0"],
                     client=pipe,

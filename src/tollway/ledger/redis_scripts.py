@@ -24,8 +24,9 @@ MARKER_TTL_S = 7 * 24 * 3600
 # script (which runs right after the commit, within the flush timeout) does not count them again.
 RECENT_USAGE_S = 120
 COUNTED_TTL_S = 300
-# A settlement marks that it ran for this long: the runner sends a script again at once after a dropped
-# connection (within its 2 s timeout), so a retry of one Redis already ran finds the mark and does nothing.
+# A settlement marks its hold finished for this long: the runner sends a script again at once after a
+# dropped connection (within its 2 s timeout), and a renewal is sent within a second of its snapshot of the
+# open holds, so a retry or a late renewal finds the mark and does nothing.
 RETRIED_TTL_S = 30
 NOT_LOADED_ACCOUNT = -1
 NOT_LOADED_KEY = -2
@@ -42,6 +43,11 @@ def key_hash(key_id: str) -> str:
 
 def holds_set(account_id: str) -> str:
     return f"{PREFIX}holds:{account_id}"
+
+
+def finished_mark(member: str) -> str:
+    """Set by the settlement (or release) of the hold `member` for RETRIED_TTL_S: see SETTLE and RENEW."""
+    return f"{PREFIX}finished:{member}"
 
 
 def account_pending(account_id: str) -> str:
@@ -144,12 +150,13 @@ return result
 
 _SETTLE = """
 -- KEYS: account hash, key hash, holds zset, account pending, key pending, account counted marker, key counted
---       marker, then the rider's keys. ARGV: member, amount, cost, day field, week field, month field, count
---       usage (1/0), generation id, has key (1/0), then the rider's arguments. A counted marker means a
---       reload already counted this settlement from the ledger.
--- Run again after its reply was lost with the connection (the runner's one retry), the script finds the mark
--- its first run left and changes nothing: no cost, no limit correction counted twice.
-if ARGV[8] ~= '' and not redis.call('SET', KEYS[6] .. ':ran', '1', 'NX', 'EX', RETRIED_TTL) then return 1 end
+--       marker, the hold's finished mark, then the rider's keys. ARGV: member, amount, cost, day field, week
+--       field, month field, count usage (1/0), generation id, has key (1/0), then the rider's arguments. A
+--       counted marker means a reload already counted this settlement from the ledger.
+-- The finished mark: run again after its reply was lost with the connection (the runner's one retry), the
+-- script finds it and changes nothing (no cost, no limit correction counted twice); and a renewal sent
+-- before this settlement but run after it (another connection) finds it and does not put the hold back.
+if ARGV[1] ~= '' and not redis.call('SET', KEYS[8], '1', 'NX', 'EX', RETRIED_TTL) then return 1 end
 local has_key = ARGV[9] == '1'
 if redis.call('ZREM', KEYS[3], ARGV[1]) == 1 and ARGV[2] ~= '0' then
   redis.call('HINCRBY', KEYS[1], 'held', '-' .. ARGV[2])
@@ -173,7 +180,7 @@ if ARGV[3] ~= '0' and ARGV[7] == '1' then
     end
   end
 end
-rider_end({unpack(KEYS, 8)}, {unpack(ARGV, 10)})
+rider_end({unpack(KEYS, 9)}, {unpack(ARGV, 10)})
 return 1
 """.replace("RETRIED_TTL", str(RETRIED_TTL_S))
 
@@ -193,7 +200,9 @@ SETTLE = settle_script()
 
 # A live request keeps its hold: push the expiry out; a hold that vanished (flush, expiry) is put back.
 RENEW = """
--- KEYS: account hash, key hash, holds zset, hold index. ARGV: member, amount, expiry, account id, has key
+-- KEYS: account hash, key hash, holds zset, hold index, the hold's finished mark. ARGV: member, amount,
+--       expiry, account id, has key. A hold settled or released since the renewal was sent stays gone.
+if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 local added = redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if added == 1 then
   redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])

@@ -22,6 +22,9 @@ from tollway.limits.rules import DAY_US, LimitCheck, LimitKind, LimitState, Verd
 
 _PREFIX = "tw:limit:"
 _DEFAULT_SLOT_TTL_S = 15 * 60.0
+# Marks a request's concurrency slots ended for this long: a renewal snapshot is sent within a second.
+_FINISHED_PREFIX = _PREFIX + "finished:"
+_FINISHED_TTL_S = 30
 
 # The limiter's decision and its two effects, as Lua functions: its own scripts call them, and so does the
 # book's reserve and settle script when the limiter rides with a hold (LIMIT_RIDER), so both use one text.
@@ -118,11 +121,13 @@ local function limits_adjust(keys, argv)
       if redis.call('EXISTS', keys[i]) == 1 then redis.call('DECRBY', keys[i], amount) end
     elseif kind == 'concurrency' then
       redis.call('ZREM', keys[i], ticket)
+      -- A renewal sent before this but run after it (another connection) must not put the slot back.
+      redis.call('SET', 'FINISHED_PREFIX' .. ticket, '1', 'EX', FINISHED_TTL)
     end
   end
   return 1
 end
-"""
+""".replace("FINISHED_PREFIX", _FINISHED_PREFIX).replace("FINISHED_TTL", str(_FINISHED_TTL_S))
 
 _ACQUIRE = (
     _LIBRARY
@@ -151,13 +156,16 @@ local function rider_end(keys, argv) limits_adjust(keys, argv) end
 
 # A live request keeps its concurrency slots: push their expiry out, put back a slot Redis lost.
 _RENEW = """
--- KEYS: concurrency sets. ARGV: expiry, set ttl (ms), then one ticket per key
+-- KEYS: concurrency sets. ARGV: expiry, set ttl (ms), then one ticket per key. A slot its request ended
+-- since this renewal was sent stays ended.
 for i = 1, #KEYS do
-  redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2 + i])
-  redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  if redis.call('EXISTS', 'FINISHED_PREFIX' .. ARGV[2 + i]) == 0 then
+    redis.call('ZADD', KEYS[i], ARGV[1], ARGV[2 + i])
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+  end
 end
 return #KEYS
-"""
+""".replace("FINISHED_PREFIX", _FINISHED_PREFIX)
 
 
 def _storage_key(check: LimitCheck, now_us: int) -> str:
