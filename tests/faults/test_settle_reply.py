@@ -9,10 +9,14 @@ A reply Redis never sends (the connection dropped) is retried once, as every cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from tests.fakes.tcp_proxy import CuttableProxy
 from tests.faults.own_redis import OwnRedis
@@ -46,16 +50,31 @@ async def funded(store: LedgerStore, book: RedisBook) -> KeyRecord:
     return key_for(account_id)
 
 
-def test_readers_elsewhere_see_the_cost_before_the_reply_is_awaited(tmp_path: Path) -> None:
-    redis_server = OwnRedis(tmp_path).start()
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path).start()
+    yield server
+    server.stop()
 
+
+@contextlib.asynccontextmanager
+async def ledger_and_book(directory: Path, redis_url: str, origin: str) -> AsyncIterator[tuple[LedgerStore, RedisBook]]:
+    """A migrated SQLite ledger of record and a Redis book over it, both closed after the block."""
+    engine = create_engine(f"sqlite:///{directory / (origin + '.db')}")
+    await migrate(engine)
+    store = LedgerStore(engine)
+    book = RedisBook(store, origin, redis_url, hold_ttl_s=60)
+    try:
+        yield store, book
+    finally:
+        await book.close()
+        await engine.dispose()
+
+
+def test_readers_elsewhere_see_the_cost_before_the_reply_is_awaited(tmp_path: Path, redis_server: OwnRedis) -> None:
     async def scenario() -> None:
-        engine = create_engine(f"sqlite:///{tmp_path / 'reply.db'}")
-        await migrate(engine)
-        store = LedgerStore(engine)
-        book = RedisBook(store, "here", redis_server.url, hold_ttl_s=60)
-        elsewhere = RedisBook(store, "elsewhere", redis_server.url, hold_ttl_s=60)  # another process
-        try:
+        async with ledger_and_book(tmp_path, redis_server.url, "here") as (store, book):
+            elsewhere = RedisBook(store, "elsewhere", redis_server.url, hold_ttl_s=60)  # another process
             key = await funded(store, book)
             hold = (await book.try_reserve(key, HOLD, now_us())).hold
             assert hold is not None
@@ -67,30 +86,21 @@ def test_readers_elsewhere_see_the_cost_before_the_reply_is_awaited(tmp_path: Pa
             assert book.open_hold_count == 0
             await reply
             assert (await book.account_snapshot(key.account_id)).usage_nanos == COST
-        finally:
-            await book.close()
             await elsewhere.close()
-            await engine.dispose()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        redis_server.stop()
+    asyncio.run(scenario())
 
 
-def test_the_ledger_answers_after_the_commit_and_follows_the_reply_after(tmp_path: Path) -> None:
-    redis_server = OwnRedis(tmp_path).start()
+def test_the_ledger_answers_after_the_commit_and_follows_the_reply_after(
+    tmp_path: Path, redis_server: OwnRedis
+) -> None:
     proxy = CuttableProxy("127.0.0.1", redis_server.port).start()
 
     async def scenario() -> None:
-        engine = create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
-        await migrate(engine)
-        store = LedgerStore(engine)
-        book = RedisBook(store, "proxied", f"redis://127.0.0.1:{proxy.port}/0", hold_ttl_s=60)
-        writer = LedgerWriter(store, "proxied", queue_limit=100, flush_timeout_s=5)
-        ledger = Ledger(store, book, writer, SystemClock(), min_affordable_tokens=16)
-        after: list[int] = []
-        try:
+        async with ledger_and_book(tmp_path, f"redis://127.0.0.1:{proxy.port}/0", "proxied") as (store, book):
+            writer = LedgerWriter(store, "proxied", queue_limit=100, flush_timeout_s=5)
+            ledger = Ledger(store, book, writer, SystemClock(), min_affordable_tokens=16)
+            after: list[int] = []
             key = await funded(store, book)
             for round_ in range(2):
                 hold = (await book.try_reserve(key, HOLD, now_us())).hold
@@ -119,28 +129,21 @@ def test_the_ledger_answers_after_the_commit_and_follows_the_reply_after(tmp_pat
             totals = await store.account_totals(key.account_id)
             figures = await book.account_snapshot(key.account_id)
             assert (figures.usage_nanos, figures.held_nanos) == (totals.usage_nanos, 0) == (2 * COST, 0)
-        finally:
-            await book.close()
-            await engine.dispose()
 
     try:
         asyncio.run(scenario())
     finally:
         proxy.stop()
-        redis_server.stop()
 
 
-def test_a_renewal_sent_before_a_settlement_but_run_after_it_puts_nothing_back(tmp_path: Path) -> None:
+def test_a_renewal_sent_before_a_settlement_but_run_after_it_puts_nothing_back(
+    tmp_path: Path, redis_server: OwnRedis
+) -> None:
     """The upkeep loop renews the holds it saw open; one settled meanwhile (its script ran first, on another
     connection) stayed held in Redis until its TTL, a phantom hold a balance read showed as in flight."""
-    redis_server = OwnRedis(tmp_path).start()
 
     async def scenario() -> None:
-        engine = create_engine(f"sqlite:///{tmp_path / 'renew.db'}")
-        await migrate(engine)
-        store = LedgerStore(engine)
-        book = RedisBook(store, "renew", redis_server.url, hold_ttl_s=60)
-        try:
+        async with ledger_and_book(tmp_path, redis_server.url, "renew") as (store, book):
             key = await funded(store, book)
             hold = (await book.try_reserve(key, HOLD, now_us())).hold
             assert hold is not None
@@ -151,31 +154,21 @@ def test_a_renewal_sent_before_a_settlement_but_run_after_it_puts_nothing_back(t
             book._open.clear()
             figures = await book.account_snapshot(key.account_id)
             assert (figures.usage_nanos, figures.held_nanos) == (COST, 0)
-        finally:
-            await book.close()
-            await engine.dispose()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        redis_server.stop()
+    asyncio.run(scenario())
 
 
-def test_a_slot_renewal_run_after_its_request_ended_puts_no_slot_back(tmp_path: Path) -> None:
+def test_a_slot_renewal_run_after_its_request_ended_puts_no_slot_back(redis_server: OwnRedis) -> None:
     from tollway.limits import redis_backend
 
-    redis_server = OwnRedis(tmp_path).start()
-    try:
-        with redis_server.client() as client:
-            slots, ticket = "tw:limit:key:conc:k1", "ticket-1"
-            client.zadd(slots, {ticket: now_us() + 60_000_000})
-            give_back = client.register_script(redis_backend._GIVE_BACK)
-            renew = client.register_script(redis_backend._RENEW)
-            give_back(keys=[slots], args=["concurrency", 1, ticket])  # the request ended
-            renew(keys=[slots], args=[now_us() + 60_000_000, 60_000, ticket])  # a renewal sent before that
-            assert client.zcard(slots) == 0
-            other = "ticket-2"  # a live request's slot Redis lost is still put back
-            renew(keys=[slots], args=[now_us() + 60_000_000, 60_000, other])
-            assert client.zrange(slots, 0, -1) == [other.encode()]
-    finally:
-        redis_server.stop()
+    with redis_server.client() as client:
+        slots, ticket = "tw:limit:key:conc:k1", "ticket-1"
+        client.zadd(slots, {ticket: now_us() + 60_000_000})
+        give_back = client.register_script(redis_backend._GIVE_BACK)
+        renew = client.register_script(redis_backend._RENEW)
+        give_back(keys=[slots], args=["concurrency", 1, ticket])  # the request ended
+        renew(keys=[slots], args=[now_us() + 60_000_000, 60_000, ticket])  # a renewal sent before that
+        assert client.zcard(slots) == 0
+        other = "ticket-2"  # a live request's slot Redis lost is still put back
+        renew(keys=[slots], args=[now_us() + 60_000_000, 60_000, other])
+        assert client.zrange(slots, 0, -1) == [other.encode()]
