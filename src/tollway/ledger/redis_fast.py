@@ -223,9 +223,9 @@ class FastScript:
         self._body = body
         self.sha = hashlib.sha1(body.encode()).hexdigest()
 
-    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), attempts: int = 2) -> Any:
         try:
-            return await self._runner.call(["EVALSHA", self.sha, len(keys), *keys, *args])
+            return await self._runner.call(["EVALSHA", self.sha, len(keys), *keys, *args], attempts)
         except NoScriptError:
             return await self._runner.call(["EVAL", self._body, len(keys), *keys, *args])
 
@@ -245,10 +245,7 @@ class FastScript:
         except NoScriptError:
             return await self._runner.call(["EVAL", self._body, len(keys), *keys, *args])
         except RedisConnectionError:  # dropped before the reply: the one retry, on a new connection
-            try:
-                return await self._runner.call(["EVALSHA", self.sha, len(keys), *keys, *args], attempts=1)
-            except NoScriptError:
-                return await self._runner.call(["EVAL", self._body, len(keys), *keys, *args])
+            return await self(keys=keys, args=args, attempts=1)
 
 
 def script_for(client: redis.Redis, runner: ScriptRunner | None, body: str) -> Any:

@@ -125,11 +125,11 @@ class Ledger:
             if not committed:
                 # Committed later, after the book counted it: the book then re-derives those figures.
                 self.writer.mark_late(generation.id)
+            reply = self.book.begin_settle(hold, generation.cost_nanos, now_us, generation.id, rider)
             if self.book.settles_after_answer:
-                reply = self.book.begin_settle(hold, generation.cost_nanos, now_us, generation.id, rider)
                 self.book_replies.follow(reply, then)
             else:
-                await self.book.settle(hold, generation.cost_nanos, now_us, generation.id, rider)
+                await reply
                 if then is not None:
                     await then()
 
